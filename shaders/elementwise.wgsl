@@ -1,0 +1,56 @@
+// Elementwise binary ops with broadcast: add and mul, with a fused output scale.
+//
+// out[i] = op(a[i], b[(i / b_inner) % b_period]) * scale      (entries add, mul)
+//
+// The broadcast rule covers every pattern the models need: same shape (inner 1, period
+// n), per-channel bias over NCHW (inner H*W, period C), a [B, C] vector over [B, C, H, W]
+// (inner H*W, period B*C), a row vector over rows (inner 1, period C).
+//
+// Bindings: 0 params (uniform), 1 a (read), 2 b (read; unary entries bind a dummy),
+// 3 out (read_write). Each binding is a window: `*_shift` is where element 0 of this
+// band sits inside it. `base` is this band's first element in the full tensor, so the
+// broadcast index is computed on global positions. One invocation handles one element;
+// the grid may be folded into 2-D (id = wid.x + wid.y * nwg.x) for > 65535 workgroups.
+
+struct Params {
+    n: u32,          // elements in this band
+    base: u32,       // global index of the band's first element
+    a_shift: u32,
+    b_shift: u32,
+    out_shift: u32,
+    b_inner: u32,
+    b_period: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid;
+}
+
+fn b_at(i: u32) -> f32 {
+    let g = p.base + i;
+    return b[p.b_shift + (g / p.b_inner) % p.b_period];
+}
+
+@compute @workgroup_size(256)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[p.out_shift + i] = (a[p.a_shift + i] + b_at(i)) * p.scale;
+}
+
+@compute @workgroup_size(256)
+fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[p.out_shift + i] = a[p.a_shift + i] * b_at(i) * p.scale;
+}

@@ -1,0 +1,128 @@
+//! The GPU context: one device and queue, what the device can do, the pipeline cache and
+//! the activation arena. Created once per process (or per test binary) and shared.
+
+use std::sync::Arc;
+
+use super::adapter::{AdapterChoice, choose_adapter, instance_for};
+use super::kernel::PipelineCache;
+use super::pool::BufferPool;
+use crate::error::{Error, Result};
+
+/// Device facts that kernels choose their variants by.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    /// `SHADER_F16`: weights may be stored as f16.
+    pub f16: bool,
+    /// `SUBGROUP`: subgroup builtins are available.
+    pub subgroup: bool,
+    /// Smallest subgroup size the adapter reports (8 on lavapipe, 32 on NVIDIA).
+    pub subgroup_size: u32,
+    /// A CPU driver (lavapipe, WARP, SwiftShader): favours subgroup register tiles.
+    pub is_cpu: bool,
+    /// Largest byte range one storage binding may cover.
+    pub max_binding: u64,
+    /// Largest single buffer.
+    pub max_buffer: u64,
+    /// Alignment of a storage binding's offset.
+    pub binding_align: u64,
+    /// Workgroup (shared) memory per workgroup, bytes.
+    pub workgroup_memory: u32,
+    /// Workgroups per grid dimension.
+    pub max_workgroups_per_dim: u32,
+}
+
+/// One device and everything that lives as long as it.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub caps: Caps,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: Arc<BufferPool>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("caps", &self.caps)
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `choice` (see [`AdapterChoice`]).
+    pub fn new(choice: &AdapterChoice) -> Result<Gpu> {
+        let (instance, backends) = instance_for(choice)?;
+        let adapter = choose_adapter(&instance, backends, choice)?;
+        Gpu::from_adapter(adapter)
+    }
+
+    /// Opens the adapter chosen by the environment (`WGSD_ADAPTER`, `WGSD_BACKEND`).
+    pub fn from_env() -> Result<Gpu> {
+        Gpu::new(&AdapterChoice::from_env())
+    }
+
+    /// Opens a device on `adapter` with its real limits and the features wgsd uses.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let adapter_limits = adapter.limits();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgsd"),
+            required_features: features,
+            // Ask for everything the adapter has: the defaults cap a binding at 128 MiB
+            // and a buffer at 256 MiB even where the hardware allows more.
+            required_limits: adapter_limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let limits = device.limits();
+        let caps = Caps {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: info.subgroup_min_size.max(1),
+            is_cpu: info.device_type == wgpu::DeviceType::Cpu,
+            max_binding: limits.max_storage_buffer_binding_size,
+            max_buffer: limits.max_buffer_size,
+            binding_align: u64::from(limits.min_storage_buffer_offset_alignment),
+            workgroup_memory: limits.max_compute_workgroup_storage_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+        };
+        Ok(Gpu {
+            pool: Arc::new(BufferPool::default()),
+            pipelines: PipelineCache::default(),
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            caps,
+        })
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        Ok(())
+    }
+
+    /// Bytes currently allocated for activations (in use + cached for reuse), and the peak.
+    pub fn memory_stats(&self) -> super::pool::PoolStats {
+        self.pool.stats()
+    }
+
+    /// Frees activation buffers kept for reuse (weights and live tensors stay).
+    pub fn trim(&self) {
+        self.pool.trim();
+    }
+}

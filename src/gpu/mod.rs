@@ -1,0 +1,15 @@
+//! The GPU runtime: adapter choice, device context, tensors, the pipeline cache, the
+//! activation arena and the command recorder.
+
+pub mod adapter;
+pub mod context;
+pub mod kernel;
+pub mod pool;
+pub mod recorder;
+pub mod tensor;
+
+pub use adapter::AdapterChoice;
+pub use context::{Caps, Gpu};
+pub use kernel::KernelSpec;
+pub use recorder::Recorder;
+pub use tensor::{DType, Tensor, Window};

@@ -1,0 +1,8 @@
+//! wgsd: Stable Diffusion text-to-image where every tensor operation is a hand-written
+//! WGSL compute shader run through wgpu.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+
+pub use error::{Error, Result};

@@ -1,0 +1,41 @@
+//! One module per WGSL kernel family. Each holds the launcher(s), the `#[repr(C)]`
+//! parameter struct mirroring the shader's `Params`, and a CPU reference (in `cpu`) that
+//! the tests compare against.
+
+pub mod elementwise;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Tensor};
+
+/// Splits `total` items into bands of at most `per_band` and calls `f(start, len)`.
+/// Used to keep every binding under the device's storage-binding limit.
+pub fn for_each_band(
+    total: usize,
+    per_band: usize,
+    mut f: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<()> {
+    let per_band = per_band.max(1);
+    let mut start = 0;
+    while start < total {
+        let len = per_band.min(total - start);
+        f(start, len)?;
+        start += len;
+    }
+    Ok(())
+}
+
+/// Errors unless `t` holds f32 (activations are always f32).
+pub fn expect_f32(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::shape(
+            op,
+            format!("expected an f32 tensor, got {:?}", t.dtype()),
+        ));
+    }
+    Ok(())
+}
+
+/// Converts a size to u32 for a shader parameter, or errors naming the op.
+pub fn u32_of(op: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::shape(op, format!("size {v} does not fit in 32 bits")))
+}
