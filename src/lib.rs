@@ -3,6 +3,8 @@
 
 pub mod error;
 pub mod gpu;
+pub mod loader;
 pub mod ops;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -203,6 +203,10 @@ impl<'g> Recorder<'g> {
                 .into_iter()
                 .map(f32::from)
                 .collect(),
+            DType::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
         })
     }
 

@@ -14,13 +14,15 @@ use crate::error::{Error, Result};
 pub enum DType {
     F32,
     F16,
+    /// Integer data (token ids); never a weight or activation.
+    U32,
 }
 
 impl DType {
     /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::U32 => 4,
             DType::F16 => 2,
         }
     }
@@ -30,6 +32,7 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
+            DType::U32 => "u32",
         }
     }
 }
@@ -124,7 +127,16 @@ impl Tensor {
                 let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
                 Tensor::from_bytes(gpu, shape, dtype, bytemuck::cast_slice(&h))
             }
+            DType::U32 => {
+                let u: Vec<u32> = data.iter().map(|&x| x as u32).collect();
+                Tensor::from_bytes(gpu, shape, dtype, bytemuck::cast_slice(&u))
+            }
         }
+    }
+
+    /// Uploads integer data (token ids).
+    pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        Tensor::from_bytes(gpu, shape, DType::U32, bytemuck::cast_slice(data))
     }
 
     /// Uploads raw little-endian bytes already in `dtype`'s layout.

@@ -2,7 +2,15 @@
 //! parameter struct mirroring the shader's `Params`, and a CPU reference (in `cpu`) that
 //! the tests compare against.
 
+pub mod activation;
+pub mod attention;
+pub mod concat;
+pub mod conv2d;
 pub mod elementwise;
+pub mod embedding;
+pub mod matmul;
+pub mod norm;
+pub mod upsample;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

@@ -4,4 +4,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod activation;
+mod attention;
+mod concat;
+mod conv2d;
 mod elementwise;
+mod embedding;
+mod matmul;
+mod norm;
+mod upsample;
