@@ -8,3 +8,4 @@ pub mod ops;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub mod bench;

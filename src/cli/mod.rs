@@ -1,0 +1,4 @@
+//! The `wgsd` command line: one module per subcommand.
+
+pub mod bench;
+pub mod info;
