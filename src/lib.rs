@@ -1,11 +1,13 @@
 //! wgsd: Stable Diffusion text-to-image where every tensor operation is a hand-written
 //! WGSL compute shader run through wgpu.
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod loader;
+pub mod models;
 pub mod ops;
+pub mod rng;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
-pub mod bench;
