@@ -8,7 +8,6 @@ pub mod loader;
 pub mod models;
 pub mod ops;
 pub mod rng;
-pub mod rng;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
