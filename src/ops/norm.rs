@@ -88,7 +88,7 @@ pub fn group_norm(
     }
     let (b, c) = (shape[0], shape[1]);
     let s: usize = shape[2..].iter().product();
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::shape(
             op,
             format!("{c} channels do not split into {groups} groups"),
@@ -103,7 +103,7 @@ pub fn group_norm(
         return Ok(out);
     }
     u32_of(op, numel)?;
-    let vec4 = s % 4 == 0;
+    let vec4 = s.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
     let cpg = c / groups;
     let ngroups = b * groups;
@@ -217,7 +217,7 @@ pub fn layer_norm(
         return Ok(out);
     }
     let rows = x.numel() / c;
-    let vec4 = c % 4 == 0;
+    let vec4 = c.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
     let kernel = gpu.kernel(&spec("layer_norm", vec4))?;
     let (gw, bw) = (gamma.whole(gpu)?, beta.whole(gpu)?);
