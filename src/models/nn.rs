@@ -1,0 +1,123 @@
+//! The layers every model is built from, loaded by diffusers / transformers weight names
+//! (`weight`, `bias`) under a [`VarBuilder`] prefix, each a thin wrapper over a kernel.
+
+use crate::error::Result;
+use crate::gpu::{Recorder, Tensor};
+use crate::loader::weights::VarBuilder;
+use crate::ops;
+use crate::ops::conv2d::Conv2dArgs;
+
+/// `nn.Linear`: weight `[out, in]` in the pipeline's weight dtype, bias `[out]` f32.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: vb.get_weight(&[out_dim, in_dim], "weight")?,
+            bias: if bias {
+                Some(vb.get_f32(&[out_dim], "bias")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `x @ W^T + b`; x `[.., in]` -> `[.., out]`.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        ops::matmul::linear(rec, x, &self.weight, self.bias.as_ref(), None)
+    }
+
+    /// `x @ W^T + b + residual`, the residual add fused into the matmul.
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        ops::matmul::linear(rec, x, &self.weight, self.bias.as_ref(), Some(residual))
+    }
+}
+
+/// `nn.Conv2d` with square kernel: weight `[out, in, k, k]`, bias `[out]`.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub args: Conv2dArgs,
+}
+
+impl Conv2d {
+    pub fn load(
+        vb: &VarBuilder,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Conv2d> {
+        Ok(Conv2d {
+            weight: vb.get_weight(&[out_ch, in_ch, kernel, kernel], "weight")?,
+            bias: Some(vb.get_f32(&[out_ch], "bias")?),
+            args: Conv2dArgs { stride, padding },
+        })
+    }
+
+    /// x `[B, in, H, W]` -> `[B, out, Ho, Wo]`.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d::conv2d(rec, x, &self.weight, self.bias.as_ref(), self.args, None)
+    }
+
+    /// The convolution with `residual` added in the same kernel.
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        ops::conv2d::conv2d(
+            rec,
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.args,
+            Some(residual),
+        )
+    }
+}
+
+/// `nn.GroupNorm` with affine parameters.
+pub struct GroupNorm {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl GroupNorm {
+    pub fn load(vb: &VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
+        Ok(GroupNorm {
+            gamma: vb.get_f32(&[channels], "weight")?,
+            beta: vb.get_f32(&[channels], "bias")?,
+            groups,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalises `[B, C, ...]`; with `silu`, applies SiLU in the same kernel.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, silu: bool) -> Result<Tensor> {
+        ops::norm::group_norm(rec, x, self.groups, &self.gamma, &self.beta, self.eps, silu)
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension.
+pub struct LayerNorm {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: vb.get_f32(&[dim], "weight")?,
+            beta: vb.get_f32(&[dim], "bias")?,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        ops::norm::layer_norm(rec, x, &self.gamma, &self.beta, self.eps)
+    }
+}
