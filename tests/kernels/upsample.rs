@@ -1,0 +1,54 @@
+use wgsd::gpu::{DType, Recorder, Tensor};
+use wgsd::ops::upsample::{cpu, upsample_nearest2x};
+
+use crate::common::{Rng, assert_close, gpu};
+
+fn check(shape: [usize; 4], seed: u64) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let [b, c, h, w] = shape;
+    let x = rng.vec(b * c * h * w);
+    let tx = Tensor::from_f32(gpu, &shape, &x, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let y = upsample_nearest2x(&mut rec, &tx).unwrap();
+    assert_eq!(y.shape(), &[b, c, 2 * h, 2 * w]);
+    // A copy: exact.
+    assert_close(
+        &format!("upsample {shape:?}"),
+        &rec.read_f32(&y).unwrap(),
+        &cpu::upsample_nearest2x(&x, b * c, h, w),
+        0.0,
+        0.0,
+    );
+}
+
+/// Hand-checked: [[1, 2], [3, 4]] -> rows [1 1 2 2], [1 1 2 2], [3 3 4 4], [3 3 4 4].
+#[test]
+fn upsample_tiny() {
+    let gpu = gpu();
+    let x = Tensor::from_f32(gpu, &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let y = upsample_nearest2x(&mut rec, &x).unwrap();
+    let want = [
+        1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.,
+    ];
+    assert_close("upsample tiny", &rec.read_f32(&y).unwrap(), &want, 0.0, 0.0);
+    let bad = Tensor::from_f32(gpu, &[4], &[0.0; 4], DType::F32).unwrap();
+    assert!(upsample_nearest2x(&mut rec, &bad).is_err());
+}
+
+#[test]
+fn upsample_shapes() {
+    check([1, 1, 1, 1], 1); // 2W = 2: scalar path
+    check([2, 3, 5, 7], 2); // odd W: scalar path
+    check([2, 320, 12, 12], 3);
+    check([1, 4, 33, 50], 4);
+    check([1, 2, 300, 301], 5);
+}
+
+/// Input [1, 9, 1000, 1000] gives a 144 MB output, over one binding.
+#[test]
+fn upsample_larger_than_one_binding() {
+    check([1, 9, 1000, 1000], 6);
+    check([1, 3, 1001, 2999], 7); // odd W, scalar path, banded
+}
