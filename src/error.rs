@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A model archive, config, weights file or tokenizer could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
 }
 
 /// `Result` with wgsd's [`Error`].

@@ -1,0 +1,326 @@
+//! Model archives: a `model.zip` (a diffusers `save_pretrained` folder, zipped), a
+//! TorchServe `.mar` (a zip with `MAR-INF/MANIFEST.json` whose extra files include that
+//! `model.zip`), or an already extracted folder (used in place).
+//!
+//! Archives are extracted once into `<cache>/<sha256 of the archive>/`: first into a
+//! temporary folder inside the cache, then renamed into place, so a half-extracted folder
+//! is never used and a second start reuses the first one's work. Entries that would land
+//! outside the folder (`..`, absolute paths, links) are refused, and the total size is
+//! bounded (zip bombs).
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::config::ModelIndex;
+use super::error::LoadError;
+
+/// Default bound on the bytes one archive may unpack to (SD 2 in f32 is about 5 GiB).
+pub const DEFAULT_MAX_EXTRACT_BYTES: u64 = 16 << 30;
+
+/// Where and how archives are extracted.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    /// Cache root; `None` means [`default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// Refuse archives that unpack to more than this many bytes.
+    pub max_extract_bytes: u64,
+}
+
+impl Default for ArchiveOptions {
+    fn default() -> Self {
+        ArchiveOptions {
+            cache_dir: None,
+            max_extract_bytes: DEFAULT_MAX_EXTRACT_BYTES,
+        }
+    }
+}
+
+/// `$WGSD_CACHE_DIR`, else `$XDG_CACHE_HOME/wgsd`, else `~/.cache/wgsd`, else a folder
+/// in the system temp dir.
+pub fn default_cache_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = env("WGSD_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = env("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("wgsd");
+    }
+    if let Some(h) = env("HOME") {
+        return PathBuf::from(h).join(".cache").join("wgsd");
+    }
+    std::env::temp_dir().join("wgsd-cache")
+}
+
+/// How the model was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Folder,
+    Zip,
+    Mar,
+}
+
+/// A diffusers pipeline folder ready to load.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    /// The folder holding `model_index.json`, `unet/`, `tokenizer/`, ...
+    pub root: PathBuf,
+    /// `model_index.json`.
+    pub index: ModelIndex,
+    /// What the user passed.
+    pub source: PathBuf,
+    pub kind: SourceKind,
+    /// True when this call extracted the archive (false: folder or cache hit).
+    pub extracted_now: bool,
+    /// The TorchServe handler named by a `.mar`'s manifest.
+    pub handler: Option<String>,
+}
+
+impl ModelDir {
+    /// `root/<name>`, or [`LoadError::MissingComponent`] when that folder is absent.
+    pub fn component(&self, name: &str) -> Result<PathBuf, LoadError> {
+        let dir = self.root.join(name);
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(LoadError::MissingComponent {
+                root: self.root.clone(),
+                component: name.to_string(),
+            })
+        }
+    }
+}
+
+/// Opens a model archive or folder with default options.
+pub fn open_model(path: &Path) -> Result<ModelDir, LoadError> {
+    open_model_with(path, &ArchiveOptions::default())
+}
+
+/// Opens `path`: a folder is used in place; a `.zip` / `.mar` is extracted into the cache
+/// (or found there from an earlier run).
+pub fn open_model_with(path: &Path, opts: &ArchiveOptions) -> Result<ModelDir, LoadError> {
+    let meta = fs::metadata(path).map_err(|e| LoadError::io(path, e))?;
+    if meta.is_dir() {
+        let root = find_pipeline_root(path)?;
+        let index = ModelIndex::read(&root.join("model_index.json"))?;
+        return Ok(ModelDir {
+            root,
+            index,
+            source: path.to_path_buf(),
+            kind: SourceKind::Folder,
+            extracted_now: false,
+            handler: read_manifest_handler(path)?,
+        });
+    }
+    let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    fs::create_dir_all(&cache).map_err(|e| LoadError::io(&cache, e))?;
+    let digest = sha256_file(path)?;
+    let target = cache.join(&digest);
+    let mut extracted_now = false;
+    if !target.is_dir() {
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempdir_in(&cache)
+            .map_err(|e| LoadError::io(&cache, e))?;
+        extract_archive(path, tmp.path(), opts.max_extract_bytes)?;
+        let tmp_path = tmp.keep();
+        match fs::rename(&tmp_path, &target) {
+            Ok(()) => extracted_now = true,
+            // Another process finished first: use its copy, drop ours.
+            Err(_) if target.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp_path);
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp_path);
+                return Err(LoadError::io(&target, e));
+            }
+        }
+    }
+    let handler = read_manifest_handler(&target)?;
+    let kind = if handler.is_some() || target.join("MAR-INF").is_dir() {
+        SourceKind::Mar
+    } else {
+        SourceKind::Zip
+    };
+    let root = find_pipeline_root(&target).map_err(|_| LoadError::NotAPipeline {
+        path: path.to_path_buf(),
+    })?;
+    let index = ModelIndex::read(&root.join("model_index.json"))?;
+    Ok(ModelDir {
+        root,
+        index,
+        source: path.to_path_buf(),
+        kind,
+        extracted_now,
+        handler,
+    })
+}
+
+/// Hex SHA-256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> Result<String, LoadError> {
+    let mut f = File::open(path).map_err(|e| LoadError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| LoadError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The folder holding `model_index.json`: `dir` itself or one of its direct subfolders
+/// (a zip made with `zip -r model.zip folder/`, or a `.mar`'s unpacked `model.zip`).
+pub fn find_pipeline_root(dir: &Path) -> Result<PathBuf, LoadError> {
+    if dir.join("model_index.json").is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let mut found = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| LoadError::io(dir, e))?;
+    for entry in entries {
+        let p = entry.map_err(|e| LoadError::io(dir, e))?.path();
+        if p.is_dir() && p.join("model_index.json").is_file() {
+            found.push(p);
+        }
+    }
+    found.sort();
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| LoadError::NotAPipeline {
+            path: dir.to_path_buf(),
+        })
+}
+
+/// `model.handler` from `MAR-INF/MANIFEST.json`, if there is one.
+fn read_manifest_handler(dir: &Path) -> Result<Option<String>, LoadError> {
+    let path = dir.join("MAR-INF").join("MANIFEST.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(&path).map_err(|e| LoadError::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| LoadError::Json {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    Ok(v.pointer("/model/handler")
+        .and_then(|h| h.as_str())
+        .map(str::to_string))
+}
+
+/// Extracts `archive` into the (empty) folder `dest`. A `.mar` (recognised by its
+/// `MAR-INF/MANIFEST.json`) has its inner `model.zip` extracted into `dest/model/` too,
+/// sharing the same size budget.
+pub fn extract_archive(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), LoadError> {
+    let mut budget = max_bytes;
+    extract_zip(archive, archive, dest, &mut budget, max_bytes)?;
+    if dest.join("MAR-INF").join("MANIFEST.json").is_file() {
+        let inner = dest.join("model.zip");
+        if inner.is_file() {
+            let inner_dest = dest.join("model");
+            fs::create_dir_all(&inner_dest).map_err(|e| LoadError::io(&inner_dest, e))?;
+            extract_zip(&inner, archive, &inner_dest, &mut budget, max_bytes)?;
+            fs::remove_file(&inner).map_err(|e| LoadError::io(&inner, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an entry name and turns it into a relative path with only normal components.
+fn safe_relative(archive: &Path, name: &str) -> Result<PathBuf, LoadError> {
+    let refuse = |reason| LoadError::UnsafeEntry {
+        archive: archive.to_path_buf(),
+        entry: name.to_string(),
+        reason,
+    };
+    if name.contains('\0') {
+        return Err(refuse("the name contains a NUL byte"));
+    }
+    if name.starts_with('/') || name.starts_with('\\') {
+        return Err(refuse("absolute path"));
+    }
+    let mut out = PathBuf::new();
+    for part in name.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => return Err(refuse("path escapes the extraction folder (`..`)")),
+            p if p.contains(':') => return Err(refuse("drive letter or stream name")),
+            p => out.push(p),
+        }
+    }
+    // Belt and braces: after the checks above only normal components remain.
+    if out.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(refuse("path escapes the extraction folder"));
+    }
+    Ok(out)
+}
+
+fn extract_zip(
+    zip_path: &Path,
+    reported: &Path,
+    dest: &Path,
+    budget: &mut u64,
+    limit: u64,
+) -> Result<(), LoadError> {
+    let bad = |msg: String| LoadError::Archive {
+        path: reported.to_path_buf(),
+        msg,
+    };
+    let file = File::open(zip_path).map_err(|e| LoadError::io(zip_path, e))?;
+    let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    // First pass: validate every name and the declared total before writing anything.
+    let mut declared: u64 = 0;
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i).map_err(|e| bad(e.to_string()))?;
+        let name = entry.name().map_err(|e| bad(e.to_string()))?.into_owned();
+        safe_relative(reported, &name)?;
+        if entry.is_symlink() {
+            return Err(LoadError::UnsafeEntry {
+                archive: reported.to_path_buf(),
+                entry: name,
+                reason: "symbolic links are not allowed",
+            });
+        }
+        declared = declared.saturating_add(entry.size());
+    }
+    if declared > *budget {
+        return Err(LoadError::TooLarge {
+            archive: reported.to_path_buf(),
+            limit,
+        });
+    }
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        let name = entry.name().map_err(|e| bad(e.to_string()))?.into_owned();
+        let rel = safe_relative(reported, &name)?;
+        let out = dest.join(&rel);
+        if entry.is_dir() {
+            fs::create_dir_all(&out).map_err(|e| LoadError::io(&out, e))?;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            fs::create_dir_all(parent).map_err(|e| LoadError::io(parent, e))?;
+        }
+        let mut f = File::create(&out).map_err(|e| LoadError::io(&out, e))?;
+        // The declared size may lie: count what is really inflated.
+        let mut limited = (&mut entry).take(*budget + 1);
+        let n = io::copy(&mut limited, &mut f).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                bad(format!("entry {name:?}: {e}"))
+            }
+            _ => LoadError::io(&out, e),
+        })?;
+        if n > *budget {
+            return Err(LoadError::TooLarge {
+                archive: reported.to_path_buf(),
+                limit,
+            });
+        }
+        *budget -= n;
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Safetensors weights, memory-mapped, and a prefix builder for their names as candle's
+//! `VarBuilder` does: `vb.pp("down_blocks").pp(1).get_weight(&[320, 320, 3, 3], "weight")`
+//! reads `down_blocks.1.weight`, checks its shape and uploads it in the requested storage
+//! dtype. Stored F32 / F16 / BF16 are converted on the CPU while uploading (the only
+//! place weights go to the GPU: [`VarBuilder::get`]). Used keys are recorded so that a
+//! model can warn about the ones it never read.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo};
+
+use super::error::LoadError;
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+
+/// Weight file names tried in a component folder, in order.
+pub const WEIGHT_FILES: [&str; 4] = [
+    "diffusion_pytorch_model.safetensors",
+    "model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "model.fp16.safetensors",
+];
+
+/// Pickle files that mean "convert me first".
+const PICKLE_FILES: [&str; 4] = [
+    "diffusion_pytorch_model.bin",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.bin",
+    "pytorch_model.fp16.bin",
+];
+
+/// The safetensors file of a component folder (`unet/`, `text_encoder/`, ...).
+pub fn find_weights_file(dir: &Path) -> Result<PathBuf, LoadError> {
+    if !dir.is_dir() {
+        let (root, component) = match (dir.parent(), dir.file_name()) {
+            (Some(r), Some(c)) => (r.to_path_buf(), c.to_string_lossy().into_owned()),
+            _ => (dir.to_path_buf(), String::new()),
+        };
+        return Err(LoadError::MissingComponent { root, component });
+    }
+    if let Some(p) = WEIGHT_FILES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        return Ok(p);
+    }
+    if let Some(p) = PICKLE_FILES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        return Err(LoadError::PickleOnly { file: p });
+    }
+    Err(LoadError::NoWeights {
+        dir: dir.to_path_buf(),
+        expected: WEIGHT_FILES.join(" or "),
+    })
+}
+
+/// One memory-mapped safetensors file with its parsed header.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the data section (8 + header length).
+    data_start: usize,
+    meta: Metadata,
+    used: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SafetensorsFile({})", self.path.display())
+    }
+}
+
+impl SafetensorsFile {
+    /// Maps and validates the file (header, offsets, and that the data is all there).
+    pub fn open(path: &Path) -> Result<SafetensorsFile, LoadError> {
+        let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
+        // SAFETY: the file is opened read-only; the map lives as long as this struct. A
+        // file truncated by another process while mapped would fault; model folders are
+        // not modified while in use (the cache only ever renames complete folders).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
+        let (n, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| LoadError::Corrupt {
+            file: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + n,
+            meta,
+            used: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All tensor names, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.meta.tensors().into_keys().collect();
+        k.sort();
+        k
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.meta.info(key).is_some()
+    }
+
+    /// Stored shape of `key`.
+    pub fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
+        self.meta.info(key).map(|i| i.shape.clone())
+    }
+
+    /// Names never read through [`SafetensorsFile::read_f32`] / a [`VarBuilder`], sorted.
+    pub fn unused_keys(&self) -> Vec<String> {
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut k: Vec<String> = self
+            .meta
+            .tensors()
+            .into_keys()
+            .filter(|k| !used.contains(k))
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// Looks `key` up, checks its shape (when given) and marks it used.
+    fn tensor(
+        &self,
+        key: &str,
+        shape: Option<&[usize]>,
+    ) -> Result<(&TensorInfo, &[u8]), LoadError> {
+        let info = self
+            .meta
+            .info(key)
+            .ok_or_else(|| LoadError::MissingTensor {
+                file: self.path.clone(),
+                key: key.to_string(),
+            })?;
+        if let Some(shape) = shape
+            && info.shape != shape
+        {
+            return Err(LoadError::Shape {
+                file: self.path.clone(),
+                key: key.to_string(),
+                expected: shape.to_vec(),
+                got: info.shape.clone(),
+            });
+        }
+        let (a, b) = info.data_offsets;
+        // read_metadata already checked the offsets against the file length.
+        let data = self
+            .mmap
+            .get(self.data_start + a..self.data_start + b)
+            .ok_or_else(|| LoadError::Corrupt {
+                file: self.path.clone(),
+                msg: format!("tensor {key:?} lies outside the file"),
+            })?;
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string());
+        Ok((info, data))
+    }
+
+    /// `key` converted to `dtype`'s little-endian bytes (F32 or F16 storage).
+    pub fn read_as(
+        &self,
+        key: &str,
+        shape: Option<&[usize]>,
+        dtype: DType,
+    ) -> Result<Vec<u8>, LoadError> {
+        let (info, data) = self.tensor(key, shape)?;
+        let src = info.dtype;
+        let unsupported = || LoadError::UnsupportedDType {
+            file: self.path.clone(),
+            key: key.to_string(),
+            dtype: format!("{src:?}"),
+        };
+        let halfs = |f: fn(u16) -> f32| {
+            data.chunks_exact(2)
+                .map(move |c| f(u16::from_le_bytes([c[0], c[1]])))
+        };
+        let f32s = || {
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        };
+        let from_f16 = |b: u16| half::f16::from_bits(b).to_f32();
+        let from_bf16 = |b: u16| half::bf16::from_bits(b).to_f32();
+        let to_f16 = |x: f32| half::f16::from_f32(x).to_le_bytes();
+        Ok(match (src, dtype) {
+            // Same layout: copy the bytes (no rounding at all).
+            (Dtype::F32, DType::F32) | (Dtype::F16, DType::F16) => data.to_vec(),
+            (Dtype::F16, DType::F32) => halfs(from_f16).flat_map(f32::to_le_bytes).collect(),
+            (Dtype::BF16, DType::F32) => halfs(from_bf16).flat_map(f32::to_le_bytes).collect(),
+            (Dtype::F32, DType::F16) => f32s().flat_map(to_f16).collect(),
+            // bf16 -> f32 is exact, then one rounding to f16.
+            (Dtype::BF16, DType::F16) => halfs(from_bf16).flat_map(to_f16).collect(),
+            _ => return Err(unsupported()),
+        })
+    }
+
+    /// `key` as f32 on the host (tests, small tables).
+    pub fn read_f32(&self, key: &str, shape: Option<&[usize]>) -> Result<Vec<f32>, LoadError> {
+        let bytes = self.read_as(key, shape, DType::F32)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// A prefix into one weights file, bound to a GPU and a storage dtype for matrices.
+#[derive(Clone)]
+pub struct VarBuilder<'g> {
+    gpu: &'g Gpu,
+    file: Arc<SafetensorsFile>,
+    prefix: String,
+    weight_dtype: DType,
+}
+
+impl std::fmt::Debug for VarBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VarBuilder({}, {:?})",
+            self.file.path.display(),
+            self.prefix
+        )
+    }
+}
+
+impl<'g> VarBuilder<'g> {
+    /// Over one safetensors file. `weight_dtype` is what [`VarBuilder::get_weight`] stores
+    /// (F16 where the device has SHADER_F16, else F32).
+    pub fn from_file(gpu: &'g Gpu, path: &Path, weight_dtype: DType) -> Result<VarBuilder<'g>> {
+        let file = SafetensorsFile::open(path)?;
+        Ok(Self::from_safetensors(gpu, Arc::new(file), weight_dtype))
+    }
+
+    /// Over the weights of a component folder (see [`find_weights_file`]).
+    pub fn from_component(gpu: &'g Gpu, dir: &Path, weight_dtype: DType) -> Result<VarBuilder<'g>> {
+        let path = find_weights_file(dir)?;
+        Self::from_file(gpu, &path, weight_dtype)
+    }
+
+    pub fn from_safetensors(
+        gpu: &'g Gpu,
+        file: Arc<SafetensorsFile>,
+        weight_dtype: DType,
+    ) -> VarBuilder<'g> {
+        VarBuilder {
+            gpu,
+            file,
+            prefix: String::new(),
+            weight_dtype,
+        }
+    }
+
+    /// A builder one name segment deeper: `vb.pp("down_blocks").pp(1)`.
+    pub fn pp(&self, segment: impl std::fmt::Display) -> VarBuilder<'g> {
+        let mut v = self.clone();
+        v.prefix = self.key(&segment.to_string());
+        v
+    }
+
+    /// The full tensor name of `name` under this prefix.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    pub fn weight_dtype(&self) -> DType {
+        self.weight_dtype
+    }
+
+    pub fn file(&self) -> &Arc<SafetensorsFile> {
+        &self.file
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.contains(&self.key(name))
+    }
+
+    /// Stored shape of `name`, if present (for layers saved in two layouts).
+    pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.file.shape_of(&self.key(name))
+    }
+
+    /// Uploads `name` with the given shape, stored as `dtype` (F32 or F16). The one place
+    /// weights reach the GPU.
+    pub fn get(&self, shape: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
+        if dtype == DType::U32 {
+            return Err(crate::Error::InvalidInput(format!(
+                "weight {:?} requested as U32; weights are stored as F32 or F16",
+                self.key(name)
+            )));
+        }
+        let bytes = self.file.read_as(&self.key(name), Some(shape), dtype)?;
+        Tensor::from_bytes(self.gpu, shape, dtype, &bytes)
+    }
+
+    /// A matrix / conv kernel in the pipeline's weight dtype.
+    pub fn get_weight(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        self.get(shape, name, self.weight_dtype)
+    }
+
+    /// A vector (bias, norm scale) or anything kept in f32.
+    pub fn get_f32(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        self.get(shape, name, DType::F32)
+    }
+
+    /// `name` as f32 on the host, shape-checked (tests, CPU-side tables).
+    pub fn get_f32_host(&self, shape: &[usize], name: &str) -> Result<Vec<f32>> {
+        Ok(self.file.read_f32(&self.key(name), Some(shape))?)
+    }
+
+    /// Tensors of the file never read, sorted (for an "unused weights" warning).
+    pub fn unused_keys(&self) -> Vec<String> {
+        self.file.unused_keys()
+    }
+}
