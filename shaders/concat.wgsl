@@ -1,0 +1,44 @@
+// Concatenation of two tensors along one dimension (torch.cat([a, b], dim)), for the
+// case with many outer rows; the launcher does few-row cases (the UNet skip concat on
+// dim 1 with a small batch) as plain buffer copies instead.
+//
+// Seen as rows: a [R, IA], b [R, IB] -> out [R, IA + IB], out[r] = a[r] ++ b[r].
+// Data moves as u32 bits, so any 4-byte dtype works.
+//
+// Bindings: 0 params, 1 a (read, window), 2 b (read, window), 3 out (read_write, window).
+// One lane per output element of the band (bands of whole rows); grid folded in 2-D.
+
+struct Params {
+    n: u32,       // output elements in this band
+    a_shift: u32,
+    b_shift: u32,
+    o_shift: u32,
+    ia: u32,
+    ib: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(256)
+fn concat_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= p.n) { return; }
+    let row_len = p.ia + p.ib;
+    let r = i / row_len;
+    let c = i - r * row_len;
+    var v: u32;
+    if (c < p.ia) {
+        v = a[p.a_shift + r * p.ia + c];
+    } else {
+        v = b[p.b_shift + r * p.ib + (c - p.ia)];
+    }
+    out[p.o_shift + i] = v;
+}
