@@ -50,6 +50,8 @@ struct Special {
 /// CLIP BPE tokenizer with transformers' special tokens, truncation and padding.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same without truncation or padding (to count what was cut).
+    untruncated: tokenizers::Tokenizer,
     max_length: usize,
     pad_id: u32,
     pad_token: String,
@@ -99,8 +101,15 @@ impl Tokenizer {
             return Err(LoadError::MissingComponent { root, component }.into());
         }
         let tj = dir.join("tokenizer.json");
+        // Added tokens saved in tokenizer.json keep their flags (transformers reads them).
+        let mut file_added: Vec<Value> = Vec::new();
         let (vocab, merges) = if tj.is_file() {
             let mut v = read_value(&tj)?;
+            if let Some(a) = v.get_mut("added_tokens").map(Value::take)
+                && let Value::Array(a) = a
+            {
+                file_added = a;
+            }
             let model = v
                 .get_mut("model")
                 .ok_or_else(|| err(&tj, "no \"model\" section".into()))?;
@@ -197,23 +206,35 @@ impl Tokenizer {
         // normalized, except the pad token (added as a plain string, so not normalized),
         // which also decides the flags of a token it shares with eos/unk.
         let mut specials: Vec<(u32, Special)> = Vec::new();
-        if let Some(dec) = cfg.get("added_tokens_decoder").and_then(|d| d.as_object()) {
-            for (id, t) in dec {
-                let (Ok(id), Some(content)) = (id.parse::<u32>(), token_content(t)) else {
-                    continue;
-                };
-                let flag = |k: &str, d: bool| t.get(k).and_then(|v| v.as_bool()).unwrap_or(d);
-                specials.push((
-                    id,
-                    Special {
-                        content,
-                        normalized: flag("normalized", false),
-                        lstrip: flag("lstrip", false),
-                        rstrip: flag("rstrip", false),
-                        single_word: flag("single_word", false),
-                    },
-                ));
+        let from_file = file_added
+            .iter()
+            .filter_map(|t| Some((t.get("id")?.as_u64()?.to_string(), t)));
+        let from_cfg = cfg
+            .get("added_tokens_decoder")
+            .and_then(|d| d.as_object())
+            .into_iter()
+            .flat_map(|d| d.iter().map(|(k, v)| (k.clone(), v)));
+        for (id, t) in from_file.chain(from_cfg) {
+            let (Ok(id), Some(content)) = (id.parse::<u32>(), token_content(t)) else {
+                continue;
+            };
+            if specials
+                .iter()
+                .any(|(i, s)| *i == id || s.content == content)
+            {
+                continue;
             }
+            let flag = |k: &str, d: bool| t.get(k).and_then(|v| v.as_bool()).unwrap_or(d);
+            specials.push((
+                id,
+                Special {
+                    content,
+                    normalized: flag("normalized", false),
+                    lstrip: flag("lstrip", false),
+                    rstrip: flag("rstrip", false),
+                    single_word: flag("single_word", false),
+                },
+            ));
         }
         for (tok, normalized) in [(&bos, true), (&eos, true), (&unk, true), (&pad, false)] {
             let normalized = normalized && *tok != pad;
@@ -270,8 +291,14 @@ impl Tokenizer {
         });
         let inner: tokenizers::Tokenizer = serde_json::from_value(spec)
             .map_err(|e| err(dir, format!("building the BPE model: {e}")))?;
+        let mut untruncated = inner.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| err(dir, e.to_string()))?
+            .with_padding(None);
         Ok(Tokenizer {
             inner,
+            untruncated,
             max_length,
             pad_id,
             pad_token: pad,
@@ -291,37 +318,36 @@ impl Tokenizer {
                 path: self.dir.clone(),
                 msg: format!("encoding {prompt:?}: {e}"),
             })?;
-        let dropped = enc
-            .get_overflowing()
-            .iter()
-            .map(|o| {
-                o.get_special_tokens_mask()
-                    .iter()
-                    .filter(|&&m| m == 0)
-                    .count()
-            })
-            .sum();
+        let truncated = !enc.get_overflowing().is_empty();
+        // The overflow pieces do not simply add up to what was cut: count the prompt's
+        // tokens without truncation instead (only when something was cut).
+        let dropped = if truncated {
+            let kept = enc
+                .get_special_tokens_mask()
+                .iter()
+                .filter(|&&m| m == 0)
+                .count();
+            self.tokens_untruncated(prompt)?.len().saturating_sub(kept)
+        } else {
+            0
+        };
         Ok(Encoding {
             ids: enc.get_ids().to_vec(),
             tokens: enc.get_tokens().to_vec(),
-            truncated: !enc.get_overflowing().is_empty(),
+            truncated,
             dropped,
         })
     }
 
     /// The prompt's tokens without BOS/EOS, truncation or padding (for counting).
     pub fn tokens_untruncated(&self, prompt: &str) -> Result<Vec<String>> {
-        let mut t = self.inner.clone();
-        t.with_truncation(None)
+        let enc = self
+            .untruncated
+            .encode(prompt, false)
             .map_err(|e| LoadError::Tokenizer {
                 path: self.dir.clone(),
-                msg: e.to_string(),
-            })?
-            .with_padding(None);
-        let enc = t.encode(prompt, false).map_err(|e| LoadError::Tokenizer {
-            path: self.dir.clone(),
-            msg: format!("encoding {prompt:?}: {e}"),
-        })?;
+                msg: format!("encoding {prompt:?}: {e}"),
+            })?;
         Ok(enc.get_tokens().to_vec())
     }
 
