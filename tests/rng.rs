@@ -66,7 +66,7 @@ fn compare(case: &str, k: usize, got: &[f32], want: &Draw) -> (usize, Option<Str
             bad += 1;
             first.get_or_insert_with(|| {
                 format!(
-                    "{case} draw {k} {:?} index {i}: got {} ({g:#010x}), want {} ({want_bits:#010x})",
+                    "{case} draw {k} {:?} [{i}]: got {} ({g:#010x}), want {} ({want_bits:#010x})",
                     want.shape,
                     got[i],
                     f32::from_bits(want_bits)
