@@ -173,27 +173,36 @@ pub fn sha256_file(path: &Path) -> Result<String, LoadError> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The folder holding `model_index.json`: `dir` itself or one of its direct subfolders
-/// (a zip made with `zip -r model.zip folder/`, or a `.mar`'s unpacked `model.zip`).
+/// The folder holding `model_index.json`: `dir` itself, else the shallowest match up to
+/// two folders down (a zip made with `zip -r model.zip folder/`; a `.mar`'s unpacked
+/// `model.zip` in `model/`), alphabetical among equals.
 pub fn find_pipeline_root(dir: &Path) -> Result<PathBuf, LoadError> {
-    if dir.join("model_index.json").is_file() {
-        return Ok(dir.to_path_buf());
-    }
-    let mut found = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| LoadError::io(dir, e))?;
-    for entry in entries {
-        let p = entry.map_err(|e| LoadError::io(dir, e))?.path();
-        if p.is_dir() && p.join("model_index.json").is_file() {
-            found.push(p);
+    let mut level = vec![dir.to_path_buf()];
+    for _ in 0..3 {
+        let mut hits: Vec<&PathBuf> = level
+            .iter()
+            .filter(|d| d.join("model_index.json").is_file())
+            .collect();
+        hits.sort();
+        if let Some(h) = hits.first() {
+            return Ok((*h).clone());
         }
+        let mut next = Vec::new();
+        for d in &level {
+            let entries = fs::read_dir(d).map_err(|e| LoadError::io(d, e))?;
+            for entry in entries {
+                let p = entry.map_err(|e| LoadError::io(d, e))?.path();
+                // Not following links: extracted archives hold none, folders may.
+                if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                    next.push(p);
+                }
+            }
+        }
+        level = next;
     }
-    found.sort();
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| LoadError::NotAPipeline {
-            path: dir.to_path_buf(),
-        })
+    Err(LoadError::NotAPipeline {
+        path: dir.to_path_buf(),
+    })
 }
 
 /// `model.handler` from `MAR-INF/MANIFEST.json`, if there is one.

@@ -114,6 +114,12 @@ impl SafetensorsFile {
         self.meta.info(key).is_some()
     }
 
+    /// True if some tensor is named `prefix.<...>`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        let dotted = format!("{prefix}.");
+        self.meta.tensors().keys().any(|k| k.starts_with(&dotted))
+    }
+
     /// Stored shape of `key`.
     pub fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
         self.meta.info(key).map(|i| i.shape.clone())
@@ -270,6 +276,18 @@ impl<'g> VarBuilder<'g> {
         let mut v = self.clone();
         v.prefix = self.key(&segment.to_string());
         v
+    }
+
+    /// `pp(segment)` if the file has tensors under that segment, else this builder.
+    /// Checkpoints differ here: hub CLIP text encoders say `text_model.embeddings...`,
+    /// transformers 5 saves `embeddings...`.
+    pub fn pp_if_present(&self, segment: impl std::fmt::Display) -> VarBuilder<'g> {
+        let deeper = self.pp(segment);
+        if self.file.has_prefix(&deeper.prefix) {
+            deeper
+        } else {
+            self.clone()
+        }
     }
 
     /// The full tensor name of `name` under this prefix.
