@@ -8,12 +8,25 @@
 // Bindings: 0 params, 1 x (read, f32, window), 2 out (read_write, window).
 // up2x_vec4 (2W % 4 == 0): one lane per output vec4 = (a, a, b, b) from two inputs.
 // up2x (any W): one lane per output element. Grid folded in 2-D past 65535 workgroups.
+//
+// nearest: any output size (F.interpolate(size=(OH, OW), mode="nearest"), diffusers'
+// Upsample2D with output_size), x [P, H, W] -> out [P, OH, OW] per band of planes:
+// iy = min(floor(f32(oy) * sh), H - 1), sh = f32(H) / f32(OH) rounded to f32, exactly
+// torch's nearest_idx; same for x. One lane per output element.
 
 struct Params {
     n: u32,        // output units (vec4s or elements) in this band
     x_shift: u32,  // elements
     o_shift: u32,  // output units
     w: u32,        // input row length W
+    h: u32,        // nearest: input H
+    oh: u32,       // nearest: output OH, OW
+    ow: u32,
+    sh: f32,       // nearest: f32(H) / f32(OH), f32(W) / f32(OW)
+    sw: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,4 +60,19 @@ fn up2x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= p.n) { return; }
     out1[p.o_shift + i] = x[source(i)];
+}
+
+@compute @workgroup_size(256)
+fn nearest(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= p.n) { return; }
+    let plane = p.oh * p.ow;
+    let pl = i / plane;
+    let r = i - pl * plane;
+    let oy = r / p.ow;
+    let ox = r - oy * p.ow;
+    let iy = min(u32(floor(f32(oy) * p.sh)), p.h - 1u);
+    let ix = min(u32(floor(f32(ox) * p.sw)), p.w - 1u);
+    out1[p.o_shift + i] = x[p.x_shift + (pl * p.h + iy) * p.w + ix];
 }

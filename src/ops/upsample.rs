@@ -9,12 +9,18 @@ const SRC: &str = include_str!("../../shaders/upsample.wgsl");
 const WG: usize = 256;
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
     x_shift: u32,
     o_shift: u32,
     w: u32,
+    h: u32,
+    oh: u32,
+    ow: u32,
+    sh: f32,
+    sw: f32,
+    _pad: [u32; 3],
 }
 
 /// `x` `[B, C, H, W]` -> `[B, C, 2H, 2W]`, nearest neighbour.
@@ -50,6 +56,64 @@ pub fn upsample_nearest2x(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
             x_shift: xw.shift,
             o_shift: ow.shift / unit as u32,
             w: u32_of(op, w)?,
+            ..Default::default()
+        };
+        let groups = rec.grid(u32_of(op, units.div_ceil(WG))?);
+        rec.dispatch(&kernel, &p, &[xw, ow], groups)
+    })?;
+    Ok(out)
+}
+
+/// `x` `[B, C, H, W]` -> `[B, C, out_h, out_w]`, nearest neighbour with torch's index
+/// rule (`F.interpolate(x, size=(out_h, out_w), mode="nearest")`).
+pub fn upsample_nearest(
+    rec: &mut Recorder,
+    x: &Tensor,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Tensor> {
+    let op = "upsample_nearest";
+    expect_f32(op, x)?;
+    let &[b, c, h, w] = x.shape() else {
+        return Err(Error::shape(
+            op,
+            format!("x must be [B, C, H, W], got {:?}", x.shape()),
+        ));
+    };
+    if out_h == 2 * h && out_w == 2 * w {
+        return upsample_nearest2x(rec, x);
+    }
+    let gpu = rec.gpu();
+    let out = Tensor::empty(gpu, &[b, c, out_h, out_w], DType::F32)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    if h == 0 || w == 0 {
+        return Err(Error::shape(op, "cannot upsample an empty image"));
+    }
+    let kernel = gpu.kernel(&KernelSpec::new("upsample", SRC, "nearest"))?;
+    let (plane_in, plane_out) = (h * w, out_h * out_w);
+    let per_band = gpu.max_binding_elems(DType::F32) / plane_in.max(plane_out);
+    if per_band == 0 {
+        return Err(Error::OutOfMemory(format!(
+            "{op}: one {out_h}x{out_w} plane exceeds a storage binding"
+        )));
+    }
+    for_each_band(b * c, per_band, |p0, np| {
+        let xw = x.window(gpu, p0 * plane_in, np * plane_in)?;
+        let ow = out.window(gpu, p0 * plane_out, np * plane_out)?;
+        let units = np * plane_out;
+        let p = Params {
+            n: u32_of(op, units)?,
+            x_shift: xw.shift,
+            o_shift: ow.shift,
+            w: u32_of(op, w)?,
+            h: u32_of(op, h)?,
+            oh: u32_of(op, out_h)?,
+            ow: u32_of(op, out_w)?,
+            sh: h as f32 / out_h as f32,
+            sw: w as f32 / out_w as f32,
+            _pad: [0; 3],
         };
         let groups = rec.grid(u32_of(op, units.div_ceil(WG))?);
         rec.dispatch(&kernel, &p, &[xw, ow], groups)
@@ -59,6 +123,25 @@ pub fn upsample_nearest2x(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
 
 /// CPU reference.
 pub mod cpu {
+    /// torch's nearest: `[planes, h, w]` -> `[planes, oh, ow]`.
+    pub fn upsample_nearest(
+        x: &[f32],
+        planes: usize,
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+    ) -> Vec<f32> {
+        let (sh, sw) = (h as f32 / oh as f32, w as f32 / ow as f32);
+        let mut out = Vec::with_capacity(planes * oh * ow);
+        for pl in 0..planes {
+            for y in 0..oh {
+                let iy = ((y as f32 * sh).floor() as usize).min(h - 1);
+                let row = &x[(pl * h + iy) * w..][..w];
+                out.extend((0..ow).map(|xx| row[((xx as f32 * sw).floor() as usize).min(w - 1)]));
+            }
+        }
+        out
+    }
+
     /// `[planes, h, w]` -> `[planes, 2h, 2w]`.
     pub fn upsample_nearest2x(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(planes * 4 * h * w);

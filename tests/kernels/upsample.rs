@@ -1,5 +1,5 @@
 use wgsd::gpu::{DType, Recorder, Tensor};
-use wgsd::ops::upsample::{cpu, upsample_nearest2x};
+use wgsd::ops::upsample::{cpu, upsample_nearest, upsample_nearest2x};
 
 use crate::common::{Rng, assert_close, gpu};
 
@@ -51,4 +51,49 @@ fn upsample_shapes() {
 fn upsample_larger_than_one_binding() {
     check([1, 9, 1000, 1000], 6);
     check([1, 3, 1001, 2999], 7); // odd W, scalar path, banded
+}
+
+fn check_any(shape: [usize; 4], oh: usize, ow: usize, seed: u64) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let [b, c, h, w] = shape;
+    let x = rng.vec(b * c * h * w);
+    let tx = Tensor::from_f32(gpu, &shape, &x, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let y = upsample_nearest(&mut rec, &tx, oh, ow).unwrap();
+    assert_eq!(y.shape(), &[b, c, oh, ow]);
+    assert_close(
+        &format!("upsample_nearest {shape:?} -> {oh}x{ow}"),
+        &rec.read_f32(&y).unwrap(),
+        &cpu::upsample_nearest(&x, b * c, (h, w), (oh, ow)),
+        0.0,
+        0.0,
+    );
+}
+
+/// Any output size (diffusers Upsample2D with output_size, odd latent sizes).
+#[test]
+fn upsample_any_size() {
+    // Hand-checked: torch nearest [1, 2, 3] -> size 5 picks floor(i * 0.6) = 0 0 1 1 2.
+    let gpu = gpu();
+    let x = Tensor::from_f32(gpu, &[1, 1, 1, 3], &[1.0, 2.0, 3.0], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let y = upsample_nearest(&mut rec, &x, 1, 5).unwrap();
+    assert_close(
+        "nearest tiny",
+        &rec.read_f32(&y).unwrap(),
+        &[1., 1., 2., 2., 3.],
+        0.0,
+        0.0,
+    );
+    check_any([2, 3, 5, 7], 11, 13, 21); // 2x + 1 (odd skip sizes)
+    check_any([1, 4, 6, 6], 12, 12, 22); // exact 2x: the 2x kernel
+    check_any([2, 2, 7, 9], 7, 9, 23); // identity
+    check_any([1, 3, 10, 10], 25, 31, 24);
+}
+
+/// Output [1, 34, 1000, 1000] f32 = 136 MB, over one binding: banded by planes.
+#[test]
+fn upsample_any_size_larger_than_one_binding() {
+    check_any([1, 34, 500, 400], 1000, 1000, 25);
 }
