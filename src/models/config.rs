@@ -131,7 +131,11 @@ pub struct UNetConfig {
 }
 
 fn check(field: &str, ok: bool, value: impl std::fmt::Display) -> Result<()> {
-    if ok { Ok(()) } else { Err(unsupported(field, value)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(unsupported(field, value))
+    }
 }
 
 fn opt_is(v: &Option<String>, allowed: &[&str]) -> bool {
@@ -160,44 +164,148 @@ impl UNetConfig {
     /// Rejects configs this implementation does not build, naming the field.
     pub fn validate(&self) -> Result<()> {
         let n = self.levels();
-        check("block_out_channels", n >= 1, format!("{:?}", self.block_out_channels))?;
-        check("down_block_types", self.down_block_types.len() == n, format!("{:?}", self.down_block_types))?;
-        check("up_block_types", self.up_block_types.len() == n, format!("{:?}", self.up_block_types))?;
+        check(
+            "block_out_channels",
+            n >= 1,
+            format!("{:?}", self.block_out_channels),
+        )?;
+        check(
+            "down_block_types",
+            self.down_block_types.len() == n,
+            format!("{:?}", self.down_block_types),
+        )?;
+        check(
+            "up_block_types",
+            self.up_block_types.len() == n,
+            format!("{:?}", self.up_block_types),
+        )?;
         for t in &self.down_block_types {
-            check("down_block_types", matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D"), t)?;
+            check(
+                "down_block_types",
+                matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D"),
+                t,
+            )?;
         }
         for t in &self.up_block_types {
-            check("up_block_types", matches!(t.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D"), t)?;
+            check(
+                "up_block_types",
+                matches!(t.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D"),
+                t,
+            )?;
         }
-        check("mid_block_type", opt_is(&self.mid_block_type, &["UNetMidBlock2DCrossAttn"]), format!("{:?}", self.mid_block_type))?;
-        check("only_cross_attention", matches!(self.only_cross_attention, Value::Null | Value::Bool(false)), &self.only_cross_attention)?;
+        check(
+            "mid_block_type",
+            opt_is(&self.mid_block_type, &["UNetMidBlock2DCrossAttn"]),
+            format!("{:?}", self.mid_block_type),
+        )?;
+        check(
+            "only_cross_attention",
+            matches!(self.only_cross_attention, Value::Null | Value::Bool(false)),
+            &self.only_cross_attention,
+        )?;
         check("dual_cross_attention", !self.dual_cross_attention, true)?;
         check("center_input_sample", !self.center_input_sample, true)?;
-        check("act_fn", opt_is(&self.act_fn, &["silu"]), format!("{:?}", self.act_fn))?;
-        check("class_embed_type", self.class_embed_type.is_none(), format!("{:?}", self.class_embed_type))?;
-        check("addition_embed_type", self.addition_embed_type.is_none(), format!("{:?}", self.addition_embed_type))?;
-        check("num_class_embeds", self.num_class_embeds.is_none(), format!("{:?}", self.num_class_embeds))?;
-        check("resnet_time_scale_shift", opt_is(&self.resnet_time_scale_shift, &["default"]), format!("{:?}", self.resnet_time_scale_shift))?;
-        check("time_embedding_type", opt_is(&self.time_embedding_type, &["positional"]), format!("{:?}", self.time_embedding_type))?;
-        check("time_embedding_dim", self.time_embedding_dim.is_none(), format!("{:?}", self.time_embedding_dim))?;
-        check("time_cond_proj_dim", self.time_cond_proj_dim.is_none(), format!("{:?}", self.time_cond_proj_dim))?;
-        check("timestep_post_act", self.timestep_post_act.is_none(), format!("{:?}", self.timestep_post_act))?;
-        check("encoder_hid_dim", self.encoder_hid_dim.is_none(), format!("{:?}", self.encoder_hid_dim))?;
-        check("conv_in_kernel", self.conv_in_kernel == 3, self.conv_in_kernel)?;
-        check("conv_out_kernel", self.conv_out_kernel == 3, self.conv_out_kernel)?;
-        check("attention_type", opt_is(&self.attention_type, &["default"]), format!("{:?}", self.attention_type))?;
-        check("cross_attention_norm", self.cross_attention_norm.is_none(), format!("{:?}", self.cross_attention_norm))?;
-        check("downsample_padding", self.downsample_padding == 1.0, self.downsample_padding)?;
-        check("mid_block_scale_factor", self.mid_block_scale_factor == 1.0, self.mid_block_scale_factor)?;
+        check(
+            "act_fn",
+            opt_is(&self.act_fn, &["silu"]),
+            format!("{:?}", self.act_fn),
+        )?;
+        check(
+            "class_embed_type",
+            self.class_embed_type.is_none(),
+            format!("{:?}", self.class_embed_type),
+        )?;
+        check(
+            "addition_embed_type",
+            self.addition_embed_type.is_none(),
+            format!("{:?}", self.addition_embed_type),
+        )?;
+        check(
+            "num_class_embeds",
+            self.num_class_embeds.is_none(),
+            format!("{:?}", self.num_class_embeds),
+        )?;
+        check(
+            "resnet_time_scale_shift",
+            opt_is(&self.resnet_time_scale_shift, &["default"]),
+            format!("{:?}", self.resnet_time_scale_shift),
+        )?;
+        check(
+            "time_embedding_type",
+            opt_is(&self.time_embedding_type, &["positional"]),
+            format!("{:?}", self.time_embedding_type),
+        )?;
+        check(
+            "time_embedding_dim",
+            self.time_embedding_dim.is_none(),
+            format!("{:?}", self.time_embedding_dim),
+        )?;
+        check(
+            "time_cond_proj_dim",
+            self.time_cond_proj_dim.is_none(),
+            format!("{:?}", self.time_cond_proj_dim),
+        )?;
+        check(
+            "timestep_post_act",
+            self.timestep_post_act.is_none(),
+            format!("{:?}", self.timestep_post_act),
+        )?;
+        check(
+            "encoder_hid_dim",
+            self.encoder_hid_dim.is_none(),
+            format!("{:?}", self.encoder_hid_dim),
+        )?;
+        check(
+            "conv_in_kernel",
+            self.conv_in_kernel == 3,
+            self.conv_in_kernel,
+        )?;
+        check(
+            "conv_out_kernel",
+            self.conv_out_kernel == 3,
+            self.conv_out_kernel,
+        )?;
+        check(
+            "attention_type",
+            opt_is(&self.attention_type, &["default"]),
+            format!("{:?}", self.attention_type),
+        )?;
+        check(
+            "cross_attention_norm",
+            self.cross_attention_norm.is_none(),
+            format!("{:?}", self.cross_attention_norm),
+        )?;
+        check(
+            "downsample_padding",
+            self.downsample_padding == 1.0,
+            self.downsample_padding,
+        )?;
+        check(
+            "mid_block_scale_factor",
+            self.mid_block_scale_factor == 1.0,
+            self.mid_block_scale_factor,
+        )?;
         if let Some(t) = &self.transformer_layers_per_block {
             for i in 0..n {
-                check("transformer_layers_per_block", t.at(i, n, "transformer_layers_per_block")? == 1, format!("{t:?}"))?;
+                check(
+                    "transformer_layers_per_block",
+                    t.at(i, n, "transformer_layers_per_block")? == 1,
+                    format!("{t:?}"),
+                )?;
             }
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            check("norm_num_groups", c % self.norm_num_groups == 0, format!("{} (does not divide {c} channels)", self.norm_num_groups))?;
+            check(
+                "norm_num_groups",
+                c % self.norm_num_groups == 0,
+                format!("{} (does not divide {c} channels)", self.norm_num_groups),
+            )?;
             let heads = self.heads(i)?;
-            check("attention_head_dim", heads > 0 && c % heads == 0, format!("{heads} heads (do not divide {c} channels)"))?;
+            check(
+                "attention_head_dim",
+                heads > 0 && c % heads == 0,
+                format!("{heads} heads (do not divide {c} channels)"),
+            )?;
         }
         Ok(())
     }
@@ -243,14 +351,30 @@ fn d_scaling() -> f64 {
 impl VaeConfig {
     /// Rejects configs this implementation does not build, naming the field.
     pub fn validate(&self) -> Result<()> {
-        check("block_out_channels", !self.block_out_channels.is_empty(), "[]")?;
+        check(
+            "block_out_channels",
+            !self.block_out_channels.is_empty(),
+            "[]",
+        )?;
         for t in &self.up_block_types {
             check("up_block_types", t == "UpDecoderBlock2D", t)?;
         }
-        check("act_fn", opt_is(&self.act_fn, &["silu"]), format!("{:?}", self.act_fn))?;
-        check("shift_factor", self.shift_factor.is_none_or(|s| s == 0.0), format!("{:?}", self.shift_factor))?;
+        check(
+            "act_fn",
+            opt_is(&self.act_fn, &["silu"]),
+            format!("{:?}", self.act_fn),
+        )?;
+        check(
+            "shift_factor",
+            self.shift_factor.is_none_or(|s| s == 0.0),
+            format!("{:?}", self.shift_factor),
+        )?;
         for &c in &self.block_out_channels {
-            check("norm_num_groups", c % self.norm_num_groups == 0, format!("{} (does not divide {c} channels)", self.norm_num_groups))?;
+            check(
+                "norm_num_groups",
+                c % self.norm_num_groups == 0,
+                format!("{} (does not divide {c} channels)", self.norm_num_groups),
+            )?;
         }
         Ok(())
     }

@@ -1,5 +1,8 @@
 //! The Stable Diffusion models, each mirroring its diffusers / transformers class.
 
-// pub mod clip; (waits for ops::embedding)
+pub mod attention;
+pub mod clip;
 pub mod config;
 pub mod nn;
+pub mod unet;
+pub mod vae;

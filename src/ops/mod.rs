@@ -8,8 +8,10 @@ pub mod concat;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod image;
 pub mod matmul;
 pub mod norm;
+pub mod transpose;
 pub mod upsample;
 
 use crate::error::{Error, Result};

@@ -10,6 +10,8 @@ mod concat;
 mod conv2d;
 mod elementwise;
 mod embedding;
+mod image;
 mod matmul;
 mod norm;
+mod transpose;
 mod upsample;
