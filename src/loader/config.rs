@@ -154,7 +154,8 @@ impl ClipTextConfig {
                 format!("{:?} (supported: \"gelu\", \"quick_gelu\")", cfg.hidden_act),
             ));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(unsupported(
                 "num_attention_heads",
                 format!(
