@@ -25,7 +25,8 @@ pub const DEFAULT_MAX_EXTRACT_BYTES: u64 = 16 << 30;
 pub struct ArchiveOptions {
     /// Cache root; `None` means [`default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
-    /// Refuse archives that unpack to more than this many bytes.
+    /// Refuse archives that unpack to more than this many bytes (default
+    /// `$WGSD_MAX_EXTRACT_BYTES`, else [`DEFAULT_MAX_EXTRACT_BYTES`]).
     pub max_extract_bytes: u64,
 }
 
@@ -33,7 +34,10 @@ impl Default for ArchiveOptions {
     fn default() -> Self {
         ArchiveOptions {
             cache_dir: None,
-            max_extract_bytes: DEFAULT_MAX_EXTRACT_BYTES,
+            max_extract_bytes: std::env::var("WGSD_MAX_EXTRACT_BYTES")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_MAX_EXTRACT_BYTES),
         }
     }
 }

@@ -25,7 +25,7 @@ pub enum LoadError {
     },
     /// The archive unpacks to more bytes than allowed.
     #[error(
-        "{archive}: unpacks to more than {limit} bytes (the extraction limit; raise it with --max-extract-bytes / WGSD_MAX_EXTRACT_BYTES if the archive is trusted)"
+        "{archive}: unpacks to more than {limit} bytes (the extraction limit; raise it with WGSD_MAX_EXTRACT_BYTES if the archive is trusted)"
     )]
     TooLarge { archive: PathBuf, limit: u64 },
     /// No `model_index.json` at the root or one level down.
