@@ -110,11 +110,10 @@ pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<
 pub mod cpu {
     /// Rows of `a` (`ia` long) and `b` (`ib` long) interleaved: `out[r] = a[r] ++ b[r]`.
     pub fn concat_rows(a: &[f32], b: &[f32], ia: usize, ib: usize) -> Vec<f32> {
-        let rows = if ia > 0 {
-            a.len() / ia
-        } else {
-            b.len() / ib.max(1)
-        };
+        let rows = a
+            .len()
+            .checked_div(ia)
+            .unwrap_or_else(|| b.len() / ib.max(1));
         let mut out = Vec::with_capacity(a.len() + b.len());
         for r in 0..rows {
             out.extend_from_slice(&a[r * ia..(r + 1) * ia]);
