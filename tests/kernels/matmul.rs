@@ -1,0 +1,251 @@
+//! `linear` and `matmul` against the f64 CPU reference, for every kernel variant the
+//! adapter supports (both on lavapipe).
+//!
+//! Tolerance: |got - want| <= 1e-5 * sqrt(K) + 1e-5 * |want| (f32 accumulation over K
+//! terms of size <= 1). f16 weights are compared against a reference computed from the
+//! same f16-rounded weights; the kernel widens them exactly, so the f32 bound applies.
+
+use wgsd::gpu::{DType, Recorder, Tensor};
+use wgsd::ops::matmul::{self, MatmulVariant, cpu};
+
+use crate::common::{Rng, assert_close, gpu};
+
+fn variants() -> Vec<MatmulVariant> {
+    let gpu = gpu();
+    let v = MatmulVariant::all_supported(gpu);
+    if gpu.caps.is_cpu && gpu.caps.subgroup {
+        assert!(
+            v.contains(&MatmulVariant::Subgroup),
+            "the subgroup kernel must run on {} (caps {:?})",
+            gpu.info.name,
+            gpu.caps
+        );
+    }
+    assert!(v.contains(&MatmulVariant::Tiled));
+    v
+}
+
+fn atol(k: usize) -> f32 {
+    1e-5 * (k as f32).sqrt().max(1.0)
+}
+
+/// Rounds through f16, as an f16 weight upload does.
+fn f16_round(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    wt: DType,
+    bias: bool,
+    res: bool,
+}
+
+fn check_linear(c: &Case, variant: MatmulVariant, seed: u64) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(c.m * c.k);
+    let mut w = rng.vec(c.n * c.k);
+    if c.wt == DType::F16 {
+        w = f16_round(&w);
+    }
+    let bias = rng.vec(c.n);
+    let res = rng.vec(c.m * c.n);
+    // x as [2, m/2, K] when m is even, to exercise leading dimensions.
+    let x_shape = if c.m % 2 == 0 && c.m > 0 {
+        vec![2, c.m / 2, c.k]
+    } else {
+        vec![c.m, c.k]
+    };
+    let mut o_shape = x_shape.clone();
+    *o_shape.last_mut().unwrap() = c.n;
+    let tx = Tensor::from_f32(gpu, &x_shape, &x, DType::F32).unwrap();
+    let tw = Tensor::from_f32(gpu, &[c.n, c.k], &w, c.wt).unwrap();
+    let tb = Tensor::from_f32(gpu, &[c.n], &bias, DType::F32).unwrap();
+    let tr = Tensor::from_f32(gpu, &o_shape, &res, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let out = matmul::linear_with(
+        &mut rec,
+        &tx,
+        &tw,
+        c.bias.then_some(&tb),
+        c.res.then_some(&tr),
+        variant,
+    )
+    .unwrap();
+    assert_eq!(out.shape(), o_shape.as_slice());
+    let got = rec.read_f32(&out).unwrap();
+    let want = cpu::linear(
+        &x,
+        &w,
+        c.bias.then_some(&bias[..]),
+        c.res.then_some(&res[..]),
+        c.m,
+        c.n,
+        c.k,
+    );
+    let what = format!(
+        "linear {variant:?} m={} n={} k={} {:?} bias={} res={}",
+        c.m, c.n, c.k, c.wt, c.bias, c.res
+    );
+    assert_close(&what, &got, &want, atol(c.k), 1e-5);
+}
+
+fn check_matmul(batch: usize, m: usize, k: usize, n: usize, variant: MatmulVariant, seed: u64) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(batch * m * k);
+    let b = rng.vec(batch * k * n);
+    let (sa, sb) = if batch == 1 {
+        (vec![m, k], vec![k, n])
+    } else {
+        (vec![batch, m, k], vec![batch, k, n])
+    };
+    let ta = Tensor::from_f32(gpu, &sa, &a, DType::F32).unwrap();
+    let tb = Tensor::from_f32(gpu, &sb, &b, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let out = matmul::matmul_with(&mut rec, &ta, &tb, variant).unwrap();
+    let got = rec.read_f32(&out).unwrap();
+    let want = cpu::matmul(&a, &b, batch, m, k, n);
+    let what = format!("matmul {variant:?} b={batch} m={m} k={k} n={n}");
+    assert_close(&what, &got, &want, atol(k), 1e-5);
+}
+
+#[test]
+fn hand_checked() {
+    let gpu = gpu();
+    for v in variants() {
+        let x = Tensor::from_f32(gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.], DType::F32).unwrap();
+        let w = Tensor::from_f32(gpu, &[2, 3], &[1., 0., -1., 0.5, 1., 2.], DType::F32).unwrap();
+        let b = Tensor::from_f32(gpu, &[2], &[10., 20.], DType::F32).unwrap();
+        let r = Tensor::from_f32(gpu, &[2, 2], &[0., 1., 2., 3.], DType::F32).unwrap();
+        let mut rec = Recorder::new(gpu);
+        let y = matmul::linear_with(&mut rec, &x, &w, Some(&b), Some(&r), v).unwrap();
+        // [1-3+10, 0.5+2+6+20 +1; 4-6+10 +2, 2+5+12+20 +3]
+        assert_eq!(rec.read_f32(&y).unwrap(), vec![8.0, 29.5, 10.0, 42.0]);
+
+        let a = Tensor::from_f32(gpu, &[2, 2], &[1., 2., 3., 4.], DType::F32).unwrap();
+        let bm = Tensor::from_f32(gpu, &[2, 2], &[5., 6., 7., 8.], DType::F32).unwrap();
+        let p = matmul::matmul_with(&mut rec, &a, &bm, v).unwrap();
+        assert_eq!(rec.read_f32(&p).unwrap(), vec![19.0, 22.0, 43.0, 50.0]);
+    }
+}
+
+#[test]
+fn linear_shapes() {
+    let dims = [
+        (1, 1, 1),
+        (7, 5, 3),
+        (77, 130, 64),
+        (130, 333, 77),
+        (64, 128, 256),
+        (33, 7, 1000),
+        (256, 96, 8),
+    ];
+    for v in variants() {
+        for (i, &(m, n, k)) in dims.iter().enumerate() {
+            for (j, (bias, res)) in [(false, false), (true, false), (true, true)]
+                .into_iter()
+                .enumerate()
+            {
+                let c = Case {
+                    m,
+                    n,
+                    k,
+                    wt: DType::F32,
+                    bias,
+                    res,
+                };
+                check_linear(&c, v, (i * 3 + j) as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_f16_weights() {
+    let gpu = gpu();
+    assert!(gpu.caps.f16, "{} lacks SHADER_F16", gpu.info.name);
+    for v in variants() {
+        for (i, &(m, n, k)) in [(1, 1, 1), (77, 130, 64), (130, 333, 77), (40, 64, 1280)]
+            .iter()
+            .enumerate()
+        {
+            let c = Case {
+                m,
+                n,
+                k,
+                wt: DType::F16,
+                bias: true,
+                res: i % 2 == 1,
+            };
+            check_linear(&c, v, 100 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn matmul_shapes() {
+    for v in variants() {
+        check_matmul(1, 1, 1, 1, v, 200);
+        check_matmul(1, 77, 130, 333, v, 201);
+        check_matmul(3, 7, 5, 9, v, 202);
+        check_matmul(4, 64, 40, 77, v, 203);
+        check_matmul(2, 130, 64, 128, v, 204);
+    }
+}
+
+#[test]
+fn shape_errors() {
+    let gpu = gpu();
+    let x = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6], DType::F32).unwrap();
+    let w = Tensor::from_f32(gpu, &[2, 4], &[0.0; 8], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert!(matmul::linear(&mut rec, &x, &w, None, None).is_err());
+    assert!(matmul::matmul(&mut rec, &x, &w).is_err());
+    let w = Tensor::from_f32(gpu, &[4, 3], &[0.0; 12], DType::F32).unwrap();
+    let b = Tensor::from_f32(gpu, &[3], &[0.0; 3], DType::F32).unwrap();
+    assert!(matmul::linear(&mut rec, &x, &w, Some(&b), None).is_err());
+    assert!(matmul::linear(&mut rec, &x, &w, None, Some(&x)).is_err());
+}
+
+/// Output [36864, 1024] f32 = 151 MB (and the residual too) exceed one 128 MiB binding:
+/// the launcher bands the rows.
+#[test]
+fn linear_output_larger_than_one_binding() {
+    for (i, v) in variants().into_iter().enumerate() {
+        let c = Case {
+            m: 36864,
+            n: 1024,
+            k: 16,
+            wt: DType::F32,
+            bias: true,
+            res: i == 0,
+        };
+        check_linear(&c, v, 300 + i as u64);
+    }
+}
+
+/// An f16 weight [70000, 1000] = 140 MB exceeds one binding: the launcher bands N.
+#[test]
+fn linear_weight_larger_than_one_binding() {
+    for (i, v) in variants().into_iter().enumerate() {
+        let c = Case {
+            m: 3,
+            n: 70000,
+            k: 1000,
+            wt: DType::F16,
+            bias: true,
+            res: false,
+        };
+        check_linear(&c, v, 400 + i as u64);
+    }
+}
+
+/// Batched matmul whose a and out exceed one binding together: banded per batch item.
+#[test]
+fn matmul_larger_than_one_binding() {
+    check_matmul(3, 4096, 8, 3000, MatmulVariant::auto(gpu()), 500);
+}

@@ -1,0 +1,130 @@
+// Matrix products for CPU drivers (lavapipe): subgroup-broadcast register tiles.
+//
+//   out[b, m, n] = sum_k x[b, m, k] * W(b, k, n)  (+ bias[n])  (+ res[b, m, n])
+//
+// W(b, k, n) = w[b*sw + n*ldw + k] when B_T (nn.Linear weight [N, K]), else
+// w[b*sw + k*ldw + n] (batched matmul, b [B, K, N]). x and w may be f32 or f16 (the WT define);
+// accumulation is always f32.
+//
+// Bindings: 0 params (uniform), 1 x (read) // [B, M, ldx], 2 w (read) // [N, K] or
+// [B, K, N], 3 bias (read) // [N] (a dummy unless HAS_BIAS), 4 res (read) // like out
+// (a dummy unless HAS_RES), 5 out (read_write) // [B, M, ldo]. Each binding is a window:
+// `*_shift` is where element 0 of this band sits inside it.
+//
+// Grid: one workgroup = one subgroup of SG lanes = one tile of ROWS rows x 4*SG columns.
+// Lane l owns columns 4l..4l+3 of the tile for all ROWS rows (ROWS vec4 accumulators).
+// Per chunk of SG k's, lane l loads x[row, k0 + l] for each row; the chunk is then walked
+// k by k, each lane broadcasting row values from the lane that loaded them (the STEPS define
+// is that walk, unrolled with literal lane indices because subgroupBroadcast needs a
+// constant lane). Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid),
+// n-tile fastest, then m-tile, then batch; workgroups past p.tiles return (uniformly).
+// Rows and columns past the edge are clamped for loads and skipped for stores; the
+// K % SG tail runs a plain loop.
+//
+// The workgroup must be exactly one subgroup: the launcher passes the adapter's fixed
+// subgroup size as SG and uses another variant where the size is not fixed.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    ldx: u32,       // row stride of x
+    ldw: u32,       // row stride of w
+    ldo: u32,       // row stride of out and res
+    n_tiles: u32,
+    m_tiles: u32,
+    tiles: u32,     // batch * m_tiles * n_tiles
+    x_shift: u32,
+    w_shift: u32,
+    out_shift: u32,
+    bias_shift: u32,
+    res_shift: u32,
+    sx: u32,        // batch strides
+    sw: u32,
+    so: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<${WT}>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+override SG: u32 = 8u;
+override B_T: bool = true;
+override HAS_BIAS: bool = false;
+override HAS_RES: bool = false;
+const ROWS: u32 = ${ROWS}u;
+
+// One vec4 of W: columns c (4 of them, already clamped) at depth k.
+fn wvec(base: u32, k: u32, c: vec4<u32>) -> vec4<f32> {
+    if (B_T) {
+        let o = base + k;
+        return vec4<f32>(f32(w[o + c.x]), f32(w[o + c.y]), f32(w[o + c.z]), f32(w[o + c.w]));
+    }
+    let o = base + k * p.ldw;
+    return vec4<f32>(f32(w[o + c.x]), f32(w[o + c.y]), f32(w[o + c.z]), f32(w[o + c.w]));
+}
+
+// Offset of row m0 + r of x (clamped to the last row).
+fn xrow(xbase: u32, m0: u32, r: u32) -> u32 {
+    return xbase + min(m0 + r, p.m - 1u) * p.ldx;
+}
+
+// Writes row m0 + r, columns n0..n0+3 (those inside the matrix) of out.
+fn store_row(obase: u32, m0: u32, r: u32, n0: u32, v: vec4<f32>) {
+    let m = m0 + r;
+    if (m >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j;
+        if (n < p.n) {
+            let o = obase + m * p.ldo + n;
+            var y = v[j];
+            if (HAS_RES) { y += res[p.res_shift + o]; }
+            out[p.out_shift + o] = y;
+        }
+    }
+}
+
+// The per-row code (LOAD_A, STEPS, TAIL, STORE) is written out row by row by the
+// launcher: lavapipe's compiler takes minutes on loops over local arrays of this size.
+@compute @workgroup_size(SG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+    let tile = wid.x + wid.y * nwg.x;
+    if (tile >= p.tiles) { return; }
+    let tn = tile % p.n_tiles;
+    let tm = (tile / p.n_tiles) % p.m_tiles;
+    let b = tile / (p.n_tiles * p.m_tiles);
+    let m0 = tm * ROWS;
+    let n0 = (tn * SG + lane) * 4u;
+    let nl = p.n - 1u;
+    var c = min(vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u), vec4<u32>(nl));
+    if (B_T) { c *= p.ldw; }
+    let wbase = p.w_shift + b * p.sw;
+    let xbase = p.x_shift + b * p.sx;
+    var acc: array<vec4<f32>, ROWS>;
+    var a: array<f32, ROWS>;
+    var wv: vec4<f32>;
+    let kfull = p.k - p.k % SG;
+    for (var k0 = 0u; k0 < kfull; k0 += SG) {
+${LOAD_A}
+${STEPS}
+    }
+    for (var k = kfull; k < p.k; k++) {
+        wv = wvec(wbase, k, c);
+${TAIL}
+    }
+    if (HAS_BIAS) {
+        let bl = min(vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u), vec4<u32>(nl));
+        let add = vec4<f32>(bias[p.bias_shift + bl.x], bias[p.bias_shift + bl.y],
+                            bias[p.bias_shift + bl.z], bias[p.bias_shift + bl.w]);
+${BIAS}
+    }
+    let obase = b * p.so;
+${STORE}
+}
