@@ -1,0 +1,150 @@
+//! Fused attention against the naive f64 CPU reference, for every variant.
+//! Tolerance: |got - want| <= 1e-5 + 1e-5 * |want| (f32 online softmax vs f64 naive).
+
+use wgsd::gpu::{DType, Recorder, Tensor};
+use wgsd::ops::attention::{self, Variant, cpu};
+
+use crate::common::{Rng, assert_close, gpu};
+
+const ATOL: f32 = 1e-5;
+const RTOL: f32 = 1e-5;
+
+/// Every variant this device can run: the subgroup kernel at the adapter's lane count
+/// and at half of it (a workgroup smaller than the subgroup, as on GPUs whose subgroups
+/// are wider than the lane count asked for), and the portable one.
+fn variants() -> Vec<Variant> {
+    let caps = &gpu().caps;
+    assert!(
+        caps.subgroup,
+        "the test device must support subgroups (lavapipe does)"
+    );
+    let mut v = vec![
+        Variant::Rows,
+        Variant::Subgroup {
+            lanes: caps.subgroup_size,
+        },
+    ];
+    if caps.subgroup_size >= 2 {
+        v.push(Variant::Subgroup {
+            lanes: caps.subgroup_size / 2,
+        });
+    }
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    b: usize,
+    nq: usize,
+    nk: usize,
+    heads: usize,
+    d: usize,
+    causal: bool,
+    seed: u64,
+    all_variants: bool,
+) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let c = heads * d;
+    // Spread the scores over a few units so the softmax is neither flat nor one-hot.
+    let q: Vec<f32> = rng.vec(b * nq * c).iter().map(|x| x * 2.0).collect();
+    let k: Vec<f32> = rng.vec(b * nk * c).iter().map(|x| x * 2.0).collect();
+    let v: Vec<f32> = rng.vec(b * nk * c);
+    let scale = 1.0 / (d as f32).sqrt();
+    let want = cpu::attention(&q, &k, &v, b, nq, nk, heads, d, scale, causal);
+    let tq = Tensor::from_f32(gpu, &[b, nq, c], &q, DType::F32).unwrap();
+    let tk = Tensor::from_f32(gpu, &[b, nk, c], &k, DType::F32).unwrap();
+    let tv = Tensor::from_f32(gpu, &[b, nk, c], &v, DType::F32).unwrap();
+    let list = if all_variants {
+        variants()
+    } else {
+        variants().into_iter().take(2).collect()
+    };
+    for variant in list {
+        let mut rec = Recorder::new(gpu);
+        let out = attention::attention_with(&mut rec, &tq, &tk, &tv, heads, scale, causal, variant)
+            .unwrap();
+        assert_eq!(out.shape(), &[b, nq, c]);
+        let got = rec.read_f32(&out).unwrap();
+        assert_close(
+            &format!("attention {variant:?} b{b} nq{nq} nk{nk} h{heads} d{d} causal {causal}"),
+            &got,
+            &want,
+            ATOL,
+            RTOL,
+        );
+    }
+}
+
+/// One key: every query's output is that key's value row, whatever the scores.
+#[test]
+fn attention_single_key_returns_value() {
+    let gpu = gpu();
+    let q = [0.5f32, -1.0, 2.0, 3.0, 0.0, 1.0];
+    let k = [1.0f32, 2.0];
+    let v = [7.0f32, -3.0];
+    let tq = Tensor::from_f32(gpu, &[1, 3, 2], &q, DType::F32).unwrap();
+    let tk = Tensor::from_f32(gpu, &[1, 1, 2], &k, DType::F32).unwrap();
+    let tv = Tensor::from_f32(gpu, &[1, 1, 2], &v, DType::F32).unwrap();
+    for variant in variants() {
+        let mut rec = Recorder::new(gpu);
+        let out =
+            attention::attention_with(&mut rec, &tq, &tk, &tv, 1, 0.7, false, variant).unwrap();
+        let got = rec.read_f32(&out).unwrap();
+        assert_eq!(got, [7.0, -3.0, 7.0, -3.0, 7.0, -3.0], "{variant:?}");
+    }
+}
+
+/// Two keys, one head, D = 1: out = (e^{s0} v0 + e^{s1} v1) / (e^{s0} + e^{s1}) by hand.
+#[test]
+fn attention_two_keys_by_hand() {
+    let gpu = gpu();
+    // q = 1, keys 0 and ln 3 (scale 1): weights 1/4 and 3/4; values 4 and 8 -> 7.
+    let tq = Tensor::from_f32(gpu, &[1, 1, 1], &[1.0], DType::F32).unwrap();
+    let tk = Tensor::from_f32(gpu, &[1, 2, 1], &[0.0, 3f32.ln()], DType::F32).unwrap();
+    let tv = Tensor::from_f32(gpu, &[1, 2, 1], &[4.0, 8.0], DType::F32).unwrap();
+    for variant in variants() {
+        let mut rec = Recorder::new(gpu);
+        let out =
+            attention::attention_with(&mut rec, &tq, &tk, &tv, 1, 1.0, false, variant).unwrap();
+        let got = rec.read_f32(&out).unwrap();
+        assert_close(&format!("{variant:?}"), &got, &[7.0], 1e-6, 1e-6);
+    }
+}
+
+#[test]
+fn attention_self_and_cross_sd_heads() {
+    check(1, 64, 64, 1, 64, false, 1, false); // self, multiples of the tiles
+    check(2, 40, 40, 5, 64, false, 2, true); // SD2 heads, batch 2
+    check(1, 13, 77, 1, 40, false, 3, false); // cross-attention, odd sizes
+    check(2, 37, 77, 8, 40, false, 4, false); // SD1 cross-attention heads
+}
+
+#[test]
+fn attention_small_heads() {
+    check(1, 13, 77, 2, 8, false, 5, false);
+    check(1, 29, 31, 3, 4, false, 6, false); // tiny test-model heads
+    check(1, 9, 5, 1, 3, false, 7, true); // D not a multiple of 4
+    check(1, 300, 300, 2, 16, false, 11, false); // many key blocks
+}
+
+#[test]
+fn attention_wide_heads() {
+    check(1, 21, 19, 2, 80, false, 8, false);
+    check(1, 17, 33, 1, 160, false, 9, false);
+    check(1, 19, 23, 1, 512, false, 10, false); // VAE mid-block: one head of 512
+}
+
+#[test]
+fn attention_causal() {
+    check(2, 77, 77, 2, 16, true, 20, true); // CLIP-like
+    check(1, 45, 45, 3, 8, true, 21, false);
+    check(1, 100, 100, 1, 40, true, 22, false);
+}
+
+/// q and out are 1,081,344 x 40 floats = 173 MB, over one 128 MiB binding: the launcher
+/// must band the query rows; FLOPs stay small with 3 keys.
+#[test]
+fn attention_larger_than_one_binding() {
+    check(1, (1 << 20) + 32768, 3, 5, 8, false, 30, false);
+}
