@@ -1,1 +1,445 @@
-//! (being written)
+//! 2-D convolution (`nn.Conv2d` as diffusers' ResnetBlock2D, Downsample2D, Upsample2D and
+//! the VAE use it): `out = conv(x, w) + bias (+ residual)`, as an implicit GEMM (M = Cout,
+//! N = output pixels, K = Cin * kh * kw) with no im2col buffer. Two kernel variants,
+//! chosen by the adapter ([`Conv2dVariant::auto`]): subgroup-broadcast register tiles
+//! for CPU drivers (`shaders/conv2d_subgroup.wgsl`) and shared-memory tiles for GPUs
+//! (`shaders/conv2d.wgsl`).
+//!
+//! Tensors larger than one storage binding are split exactly: the output into bands of
+//! (batch items, output channels), the reduction into groups of input channels whose
+//! `[cin_lo..cin_hi, H, W]` window fits a binding. The first group writes bias +
+//! residual + its partial sum; later groups add theirs to the output.
+
+use super::{expect_f32, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor};
+
+const SUBGROUP_SRC: &str = include_str!("../../shaders/conv2d_subgroup.wgsl");
+const TILED_SRC: &str = include_str!("../../shaders/conv2d.wgsl");
+/// Output tile edge of the tiled kernel (channels and pixels).
+const TILED_EDGE: usize = 64;
+const OP: &str = "conv2d";
+
+/// Stride and zero padding, the same in both spatial dimensions (as SD uses them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dArgs {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Default for Conv2dArgs {
+    fn default() -> Self {
+        Conv2dArgs {
+            stride: 1,
+            padding: 0,
+        }
+    }
+}
+
+impl Conv2dArgs {
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dArgs { stride, padding }
+    }
+
+    /// Output size of one spatial dimension, or `None` when the kernel does not fit.
+    pub fn out_size(self, input: usize, kernel: usize) -> Option<usize> {
+        let padded = input + 2 * self.padding;
+        (self.stride > 0 && kernel > 0 && padded >= kernel)
+            .then(|| (padded - kernel) / self.stride + 1)
+    }
+}
+
+/// Which kernel computes the convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conv2dVariant {
+    /// One subgroup per workgroup, weights shared by `subgroupBroadcast`, no shared
+    /// memory. Fast on lavapipe; needs a fixed subgroup size.
+    Subgroup,
+    /// 16x16 workgroups with 64x64 shared-memory tiles. Works everywhere.
+    Tiled,
+}
+
+impl Conv2dVariant {
+    /// The variant this adapter runs fastest.
+    pub fn auto(gpu: &Gpu) -> Self {
+        if gpu.caps.is_cpu && Conv2dVariant::Subgroup.supported(gpu) {
+            Conv2dVariant::Subgroup
+        } else {
+            Conv2dVariant::Tiled
+        }
+    }
+
+    /// Whether this adapter can run the variant. The subgroup kernel needs its workgroup
+    /// to be exactly one subgroup, so the subgroup size must be fixed (min == max).
+    pub fn supported(self, gpu: &Gpu) -> bool {
+        match self {
+            Conv2dVariant::Tiled => true,
+            Conv2dVariant::Subgroup => {
+                let sg = gpu.caps.subgroup_size;
+                gpu.caps.subgroup
+                    && gpu.info.subgroup_max_size == sg
+                    && (4..=64).contains(&sg)
+                    && sg.is_power_of_two()
+            }
+        }
+    }
+
+    /// Every variant this adapter can run (tests run them all).
+    pub fn all_supported(gpu: &Gpu) -> Vec<Conv2dVariant> {
+        [Conv2dVariant::Subgroup, Conv2dVariant::Tiled]
+            .into_iter()
+            .filter(|v| v.supported(gpu))
+            .collect()
+    }
+
+    /// Output tile (channels, pixels) of one workgroup for `cout` output channels.
+    fn tile(self, gpu: &Gpu, cout: usize) -> (usize, usize) {
+        match self {
+            // Small Cout (conv_in/conv_out) would waste most of a 32-channel tile.
+            Conv2dVariant::Subgroup => (
+                [4, 8, 16, 32]
+                    .into_iter()
+                    .find(|&t| t >= cout)
+                    .unwrap_or(32),
+                4 * gpu.caps.subgroup_size as usize,
+            ),
+            Conv2dVariant::Tiled => (TILED_EDGE, TILED_EDGE),
+        }
+    }
+
+    fn spec(self, gpu: &Gpu, wt: DType, tm: usize, pass: Pass) -> KernelSpec {
+        let flags = |s: KernelSpec| {
+            s.define("WT", wt.wgsl())
+                .constant("HAS_BIAS", f64::from(u8::from(pass.bias)))
+                .constant("HAS_RES", f64::from(u8::from(pass.res)))
+                .constant("ACCUM", f64::from(u8::from(pass.accum)))
+        };
+        match self {
+            Conv2dVariant::Subgroup => {
+                let sg = gpu.caps.subgroup_size;
+                // Every row is written out (see the shader): `#` becomes the row index.
+                let rows = |line: &str| -> String {
+                    (0..tm)
+                        .map(|m| format!("            {}\n", line.replace('#', &m.to_string())))
+                        .collect()
+                };
+                // subgroupBroadcast wants a constant lane, so the walk over one block of
+                // SG input channels is written out once per lane.
+                let mut steps = String::new();
+                for c in 0..sg {
+                    steps += &format!("            xv = xload(cin0 + {c}u, off, ok);\n");
+                    steps += &rows(&format!("acc[#] += subgroupBroadcast(wl[#], {c}u) * xv;"));
+                }
+                flags(KernelSpec::new("conv2d_subgroup", SUBGROUP_SRC, "main"))
+                    .define("TM", tm.to_string())
+                    .define(
+                        "W_LOAD",
+                        rows("wl[#] = select(0.0, f32(wt[wt0 + min(co0 + #u, p.cout - 1u) * p.w_row]), c_ok);"),
+                    )
+                    .define("STEPS", steps)
+                    .define("STORE", rows("store(co0 + #u, acc[#], live, obase, howo);"))
+                    .constant("SG", f64::from(sg))
+            }
+            Conv2dVariant::Tiled => flags(KernelSpec::new("conv2d", TILED_SRC, "main")),
+        }
+    }
+}
+
+/// Which epilogue one dispatch runs.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    bias: bool,
+    res: bool,
+    accum: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    x_shift: u32,
+    x_bstride: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    o_shift: u32,
+    o_bstride: u32,
+    r_shift: u32,
+    b_shift: u32,
+    w_shift: u32,
+    w_row: u32,
+    w_k0: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    nb: u32,
+    m_tiles: u32,
+    tiles: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// `conv2d(x, w) + bias (+ residual)` with the adapter's preferred variant.
+/// x `[B, Cin, H, W]` f32, w `[Cout, Cin, kh, kw]` f32 or f16, bias `[Cout]` f32,
+/// residual `[B, Cout, Ho, Wo]` f32; returns `[B, Cout, Ho, Wo]` f32.
+pub fn conv2d(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    args: Conv2dArgs,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let variant = Conv2dVariant::auto(rec.gpu());
+    conv2d_with(rec, x, w, bias, args, residual, variant)
+}
+
+/// [`conv2d`] with an explicit kernel variant (tests and benchmarks run each).
+pub fn conv2d_with(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    args: Conv2dArgs,
+    residual: Option<&Tensor>,
+    variant: Conv2dVariant,
+) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    if !variant.supported(gpu) {
+        return Err(Error::InvalidInput(format!(
+            "conv2d variant {variant:?} is not supported on {}",
+            gpu.info.name
+        )));
+    }
+    expect_f32(OP, x)?;
+    let &[nbatch, cin, h, wd] = x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("x must be [B, Cin, H, W], got {:?}", x.shape()),
+        ));
+    };
+    let &[cout, wcin, kh, kw] = w.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("w must be [Cout, Cin, kh, kw], got {:?}", w.shape()),
+        ));
+    };
+    if !matches!(w.dtype(), DType::F32 | DType::F16) {
+        return Err(Error::shape(
+            OP,
+            format!("w must be f32 or f16, got {:?}", w.dtype()),
+        ));
+    }
+    if wcin != cin {
+        return Err(Error::shape(
+            OP,
+            format!("x has {cin} channels but w {:?} expects {wcin}", w.shape()),
+        ));
+    }
+    let (Some(ho), Some(wo)) = (args.out_size(h, kh), args.out_size(wd, kw)) else {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "a {kh}x{kw} kernel with {args:?} does not fit a {h}x{wd} input (stride must be >= 1)"
+            ),
+        ));
+    };
+    if let Some(b) = bias {
+        expect_f32(OP, b)?;
+        if b.shape() != [cout] {
+            return Err(Error::shape(
+                OP,
+                format!("bias must be [{cout}], got {:?}", b.shape()),
+            ));
+        }
+    }
+    let out_shape = [nbatch, cout, ho, wo];
+    if let Some(r) = residual {
+        expect_f32(OP, r)?;
+        if r.shape() != out_shape {
+            return Err(Error::shape(
+                OP,
+                format!("residual must be {out_shape:?}, got {:?}", r.shape()),
+            ));
+        }
+    }
+    let out = Tensor::empty(gpu, &out_shape, DType::F32)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    if cin == 0 {
+        return Err(Error::shape(OP, "x has no input channels"));
+    }
+
+    // Bands: every window must fit one binding.
+    let (tm, tn) = variant.tile(gpu, cout);
+    let max_x = gpu.max_binding_elems(DType::F32);
+    let max_w = gpu.max_binding_elems(w.dtype());
+    let (hw, howo, khw) = (h * wd, ho * wo, kh * kw);
+    let krow = cin * khw;
+    let too_big = |what: &str| {
+        Error::OutOfMemory(format!(
+            "conv2d: one {what} does not fit a {}-byte storage binding",
+            gpu.caps.max_binding
+        ))
+    };
+    let cgroup = if cin * hw <= max_x { cin } else { max_x / hw };
+    if cgroup == 0 {
+        return Err(too_big("input channel plane"));
+    }
+    let mut coband = if cout * howo <= max_x {
+        cout
+    } else {
+        max_x / howo
+    };
+    coband = coband.min(max_w / krow.max(1));
+    if coband == 0 {
+        return Err(too_big("output channel plane or weight row"));
+    }
+    if coband < cout && coband >= tm {
+        coband = coband / tm * tm;
+    }
+    let per_batch = if cgroup == cin && coband == cout {
+        (max_x / (cin * hw))
+            .min(max_x / (cout * howo))
+            .clamp(1, nbatch)
+    } else {
+        1
+    };
+
+    let mut b0 = 0;
+    while b0 < nbatch {
+        let nb = per_batch.min(nbatch - b0);
+        let mut co0 = 0;
+        while co0 < cout {
+            let con = coband.min(cout - co0);
+            let o_len = (nb - 1) * cout * howo + con * howo;
+            let o_start = b0 * cout * howo + co0 * howo;
+            let ow = out.window(gpu, o_start, o_len)?;
+            let rw = residual
+                .map(|r| r.window(gpu, o_start, o_len))
+                .transpose()?;
+            let bw = bias.map(|b| b.window(gpu, co0, con)).transpose()?;
+            let ww = w.window(gpu, co0 * krow, con * krow)?;
+            let m_tiles = con.div_ceil(tm);
+            let tiles = m_tiles * (nb * howo).div_ceil(tn);
+            let mut ci0 = 0;
+            while ci0 < cin {
+                let cn = cgroup.min(cin - ci0);
+                let xw = x.window(gpu, b0 * cin * hw + ci0 * hw, (nb - 1) * cin * hw + cn * hw)?;
+                let pass = Pass {
+                    bias: ci0 == 0 && bias.is_some(),
+                    res: ci0 == 0 && residual.is_some(),
+                    accum: ci0 > 0,
+                };
+                let pipeline = gpu.kernel(&variant.spec(gpu, w.dtype(), tm, pass))?;
+                // Unused bias/residual bindings get a read-only dummy (x's window).
+                let bwin = match (&bw, pass.bias) {
+                    (Some(b), true) => b.clone(),
+                    _ => xw.clone(),
+                };
+                let rwin = match (&rw, pass.res) {
+                    (Some(r), true) => r.clone(),
+                    _ => xw.clone(),
+                };
+                let params = Params {
+                    cin: u32_of(OP, cn)?,
+                    h: u32_of(OP, h)?,
+                    w: u32_of(OP, wd)?,
+                    x_shift: xw.shift,
+                    x_bstride: u32_of(OP, cin * hw)?,
+                    cout: u32_of(OP, con)?,
+                    ho: u32_of(OP, ho)?,
+                    wo: u32_of(OP, wo)?,
+                    o_shift: ow.shift,
+                    o_bstride: u32_of(OP, cout * howo)?,
+                    r_shift: rwin.shift,
+                    b_shift: bwin.shift,
+                    w_shift: ww.shift,
+                    w_row: u32_of(OP, krow)?,
+                    w_k0: u32_of(OP, ci0 * khw)?,
+                    kh: u32_of(OP, kh)?,
+                    kw: u32_of(OP, kw)?,
+                    stride: u32_of(OP, args.stride)?,
+                    pad: u32_of(OP, args.padding)?,
+                    nb: u32_of(OP, nb)?,
+                    m_tiles: u32_of(OP, m_tiles)?,
+                    tiles: u32_of(OP, tiles)?,
+                    ..Params::default()
+                };
+                let groups = rec.grid(params.tiles);
+                rec.dispatch(
+                    &pipeline,
+                    &params,
+                    &[xw, ww.clone(), bwin, rwin, ow.clone()],
+                    groups,
+                )?;
+                ci0 += cn;
+            }
+            co0 += con;
+        }
+        b0 += nb;
+    }
+    Ok(out)
+}
+
+/// CPU reference.
+pub mod cpu {
+    use super::Conv2dArgs;
+
+    /// `conv2d(x, w) + bias (+ residual)`, accumulated in f64. x `[B, Cin, H, W]`,
+    /// w `[Cout, Cin, kh, kw]`; returns `[B, Cout, Ho, Wo]`. Panics on inconsistent
+    /// shapes (test helper).
+    pub fn conv2d(
+        x: &[f32],
+        x_shape: [usize; 4],
+        w: &[f32],
+        w_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        args: Conv2dArgs,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let [nb, cin, h, wd] = x_shape;
+        let [cout, _, kh, kw] = w_shape;
+        let ho = args.out_size(h, kh).expect("kernel fits");
+        let wo = args.out_size(wd, kw).expect("kernel fits");
+        let (s, pad) = (args.stride as isize, args.padding as isize);
+        let mut out = vec![0f32; nb * cout * ho * wo];
+        for b in 0..nb {
+            for co in 0..cout {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = bias.map_or(0.0, |bv| f64::from(bv[co]));
+                        for ci in 0..cin {
+                            for ky in 0..kh {
+                                let iy = oy as isize * s + ky as isize - pad;
+                                if iy < 0 || iy >= h as isize {
+                                    continue;
+                                }
+                                for kx in 0..kw {
+                                    let ix = ox as isize * s + kx as isize - pad;
+                                    if ix < 0 || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((b * cin + ci) * h + iy as usize) * wd + ix as usize];
+                                    let wv = w[((co * cin + ci) * kh + ky) * kw + kx];
+                                    acc += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        let o = ((b * cout + co) * ho + oy) * wo + ox;
+                        if let Some(r) = residual {
+                            acc += f64::from(r[o]);
+                        }
+                        out[o] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+}

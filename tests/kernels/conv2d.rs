@@ -1,0 +1,210 @@
+use wgsd::gpu::{DType, Recorder, Tensor};
+use wgsd::ops::conv2d::{self, Conv2dArgs, Conv2dVariant, cpu};
+
+use crate::common::{Rng, assert_close, gpu};
+
+/// f32 weights: f32 accumulation over K <= a few thousand terms of size ~1.
+const F32_ATOL: f32 = 2e-5;
+const F32_RTOL: f32 = 1e-5;
+
+struct Case {
+    x: [usize; 4],
+    w: [usize; 4],
+    args: Conv2dArgs,
+    bias: bool,
+    res: bool,
+    wt: DType,
+}
+
+fn case(x: [usize; 4], cout: usize, k: usize, stride: usize, padding: usize) -> Case {
+    Case {
+        x,
+        w: [cout, x[1], k, k],
+        args: Conv2dArgs::new(stride, padding),
+        bias: true,
+        res: false,
+        wt: DType::F32,
+    }
+}
+
+/// Runs `c` with every supported variant and compares with the CPU reference.
+fn check(c: &Case, seed: u64) {
+    check_variants(c, seed, &Conv2dVariant::all_supported(gpu()));
+}
+
+fn check_variants(c: &Case, seed: u64, variants: &[Conv2dVariant]) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let [nb, _, h, wd] = c.x;
+    let [cout, _, kh, kw] = c.w;
+    let ho = c.args.out_size(h, kh).unwrap();
+    let wo = c.args.out_size(wd, kw).unwrap();
+    let x = rng.vec(c.x.iter().product());
+    let mut w = rng.vec(c.w.iter().product());
+    if c.wt == DType::F16 {
+        // The reference sees exactly the weights the GPU sees.
+        w.iter_mut()
+            .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    }
+    let bias = c.bias.then(|| rng.vec(cout));
+    let res = c.res.then(|| rng.vec(nb * cout * ho * wo));
+    let want = cpu::conv2d(&x, c.x, &w, c.w, bias.as_deref(), c.args, res.as_deref());
+
+    let tx = Tensor::from_f32(gpu, &c.x, &x, DType::F32).unwrap();
+    let tw = Tensor::from_f32(gpu, &c.w, &w, c.wt).unwrap();
+    let tb = bias
+        .as_ref()
+        .map(|b| Tensor::from_f32(gpu, &[cout], b, DType::F32).unwrap());
+    let tr = res
+        .as_ref()
+        .map(|r| Tensor::from_f32(gpu, &[nb, cout, ho, wo], r, DType::F32).unwrap());
+    for &variant in variants {
+        let mut rec = Recorder::new(gpu);
+        let out = conv2d::conv2d_with(
+            &mut rec,
+            &tx,
+            &tw,
+            tb.as_ref(),
+            c.args,
+            tr.as_ref(),
+            variant,
+        )
+        .unwrap();
+        assert_eq!(out.shape(), [nb, cout, ho, wo]);
+        let got = rec.read_f32(&out).unwrap();
+        let what = format!(
+            "conv2d {variant:?} x{:?} w{:?} {:?} {:?}",
+            c.x, c.w, c.args, c.wt
+        );
+        // f16 weights are exact in the reference too; only the f32 sum order differs.
+        assert_close(&what, &got, &want, F32_ATOL, F32_RTOL);
+    }
+}
+
+#[test]
+fn conv2d_variants_exist() {
+    let gpu = gpu();
+    let all = Conv2dVariant::all_supported(gpu);
+    assert!(all.contains(&Conv2dVariant::Tiled));
+    if gpu.caps.is_cpu && gpu.caps.subgroup {
+        assert!(all.contains(&Conv2dVariant::Subgroup), "{:?}", gpu.caps);
+    }
+}
+
+/// 1 input channel, 3x3 ones kernel, padding 1 on a 2x2 image: every output sums the
+/// whole image (4 pixels: 1+2+3+4 = 10) plus bias 0.5; with stride 2 only (0,0) is left.
+#[test]
+fn conv2d_hand_checked() {
+    let gpu = gpu();
+    let x = Tensor::from_f32(gpu, &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0], DType::F32).unwrap();
+    let w = Tensor::from_f32(gpu, &[1, 1, 3, 3], &[1.0; 9], DType::F32).unwrap();
+    let b = Tensor::from_f32(gpu, &[1], &[0.5], DType::F32).unwrap();
+    // 1x1 kernel, 2 outputs: [x, -2x].
+    let w1 = Tensor::from_f32(gpu, &[2, 1, 1, 1], &[1.0, -2.0], DType::F32).unwrap();
+    for variant in Conv2dVariant::all_supported(gpu) {
+        let mut rec = Recorder::new(gpu);
+        let y = conv2d::conv2d_with(
+            &mut rec,
+            &x,
+            &w,
+            Some(&b),
+            Conv2dArgs::new(1, 1),
+            None,
+            variant,
+        )
+        .unwrap();
+        let y2 = conv2d::conv2d_with(
+            &mut rec,
+            &x,
+            &w,
+            Some(&b),
+            Conv2dArgs::new(2, 1),
+            None,
+            variant,
+        )
+        .unwrap();
+        let y3 = conv2d::conv2d_with(
+            &mut rec,
+            &x,
+            &w1,
+            None,
+            Conv2dArgs::new(1, 0),
+            None,
+            variant,
+        )
+        .unwrap();
+        assert_eq!(rec.read_f32(&y).unwrap(), vec![10.5; 4], "{variant:?}");
+        assert_eq!(y2.shape(), [1, 1, 1, 1]);
+        assert_eq!(rec.read_f32(&y2).unwrap(), vec![10.5], "{variant:?}");
+        assert_eq!(
+            rec.read_f32(&y3).unwrap(),
+            vec![1.0, 2.0, 3.0, 4.0, -2.0, -4.0, -6.0, -8.0],
+            "{variant:?}"
+        );
+    }
+}
+
+#[test]
+fn conv2d_3x3_shapes() {
+    check(&case([1, 3, 5, 7], 4, 3, 1, 1), 1);
+    check(&case([2, 4, 13, 9], 33, 3, 1, 1), 2);
+    check(&case([1, 33, 8, 8], 8, 3, 1, 1), 3);
+    check(&case([1, 17, 11, 6], 70, 3, 1, 0), 4);
+    check(&case([2, 64, 16, 16], 64, 3, 1, 1), 5);
+}
+
+#[test]
+fn conv2d_stride2_odd() {
+    check(&case([1, 5, 13, 9], 6, 3, 2, 1), 11);
+    check(&case([2, 9, 7, 5], 17, 3, 2, 0), 12);
+    check(&case([1, 16, 16, 16], 32, 3, 2, 1), 13);
+}
+
+#[test]
+fn conv2d_1x1_and_general() {
+    check(&case([2, 33, 5, 7], 3, 1, 1, 0), 21);
+    check(&case([1, 320, 4, 4], 40, 1, 1, 0), 22);
+    // General sizes the launcher allows: 1x1 with padding, 5x5, stride 3.
+    check(&case([1, 4, 6, 5], 5, 1, 1, 1), 23);
+    check(&case([1, 3, 11, 10], 4, 5, 3, 2), 24);
+    let mut c = case([1, 2, 9, 8], 3, 3, 1, 1);
+    c.w = [3, 2, 3, 1];
+    check(&c, 25);
+}
+
+#[test]
+fn conv2d_bias_residual() {
+    let mut c = case([2, 12, 9, 13], 20, 3, 1, 1);
+    c.res = true;
+    check(&c, 31);
+    c.bias = false;
+    check(&c, 32);
+    let mut c = case([1, 7, 6, 6], 5, 1, 1, 0);
+    c.bias = false;
+    check(&c, 33);
+}
+
+#[test]
+fn conv2d_f16_weights() {
+    let mut c = case([2, 24, 10, 7], 36, 3, 1, 1);
+    c.wt = DType::F16;
+    c.res = true;
+    check(&c, 41);
+    let mut c = case([1, 9, 9, 9], 4, 3, 2, 1);
+    c.wt = DType::F16;
+    check(&c, 42);
+}
+
+/// x [1, 40, 1000, 900] f32 is 144 MB, over one 128 MiB binding: the launcher splits
+/// the input channels into groups and accumulates. Cout 2 keeps the FLOPs low. Every
+/// variant runs the 1x1 case; the 3x3 case runs on the adapter's own variant (the tiled
+/// kernel's 64-channel tile would do 32x the work on lavapipe).
+#[test]
+fn conv2d_larger_than_one_binding() {
+    let mut c = case([1, 40, 1000, 900], 2, 1, 1, 0);
+    c.res = true;
+    check(&c, 51);
+    let mut c = case([1, 40, 1000, 900], 2, 3, 1, 1);
+    c.res = true;
+    check_variants(&c, 52, &[Conv2dVariant::auto(gpu())]);
+}
