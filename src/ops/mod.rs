@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod image;
 pub mod matmul;
 pub mod norm;
+pub mod scheduler_step;
 pub mod transpose;
 pub mod upsample;
 

@@ -13,5 +13,6 @@ mod embedding;
 mod image;
 mod matmul;
 mod norm;
+mod scheduler_step;
 mod transpose;
 mod upsample;
