@@ -25,7 +25,9 @@
 // Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid), channel tile fastest so
 // that neighbouring workgroups read the same pixels; workgroups past p.tiles return.
 //
-// v1: scalar x loads (taps are not vec4-aligned), one select per tap for the padding.
+// v1: TM up to 32, rows in loops: tens of seconds of lavapipe JIT. v2 (now): every row
+// written out by the launcher, TM up to 16; scalar x loads (taps are not vec4-aligned),
+// one select per tap for the padding.
 
 struct Params {
     cin: u32,       // input channels in this group
