@@ -56,7 +56,7 @@ impl ClipTextModel {
                 )));
             }
         };
-        let tm = vb.pp("text_model");
+        let tm = vb.pp_if_present("text_model");
         let emb = tm.pp("embeddings");
         let token_embedding = emb
             .pp("token_embedding")
