@@ -8,6 +8,7 @@ pub mod loader;
 pub mod models;
 pub mod ops;
 pub mod rng;
+pub mod schedulers;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -412,9 +412,9 @@ pub mod cpu {
         }
         let lin = |l: &Lin, x: f64, e: f64, d: f64, h: &[f64; SLOTS], z: f64| {
             let mut acc = l.x * x + l.e * e + l.d * d + l.n * z;
-            for k in 0..SLOTS {
-                if l.h[k] != 0.0 {
-                    acc += l.h[k] * h[k];
+            for (&c, &v) in l.h.iter().zip(h) {
+                if c != 0.0 {
+                    acc += c * v;
                 }
             }
             acc
@@ -448,9 +448,9 @@ pub mod cpu {
                 0.0
             };
             x[i] = lin(&plan.out, xv, e, d, &h, z) as f32;
-            for k in 0..SLOTS {
-                if let Some(w) = &plan.writes[k] {
-                    history[k][i] = lin(w, xv, e, d, &h, 0.0) as f32;
+            for (w, slot) in plan.writes.iter().zip(history.iter_mut()) {
+                if let Some(w) = w {
+                    slot[i] = lin(w, xv, e, d, &h, 0.0) as f32;
                 }
             }
         }
