@@ -1,44 +1,201 @@
 //! The benchmarked cases: each kernel family at Stable Diffusion 2 shapes (768x768:
-//! 96x96 latent, 9216 tokens) or, with `--quick`, at a quarter of the tokens.
+//! 96x96 latent, 9216 tokens, CFG batch 2 where the UNet has it) or, with `--quick`, at
+//! 384x384 (48x48 latent, 2304 tokens) so a CPU driver finishes in seconds.
 
 use std::time::Duration;
 
 use super::{Work, time_median};
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Recorder, Tensor};
 use crate::ops;
+use crate::ops::conv2d::Conv2dArgs;
+
+type Record = dyn Fn(&Gpu, usize) -> Result<Duration>;
 
 /// One case: a name, its shape in words, its work, and how to time it.
 pub struct Case {
     pub name: &'static str,
     pub shape: String,
     pub work: Work,
-    pub run: Box<dyn Fn(&Gpu, usize) -> Result<Duration>>,
+    pub run: Box<Record>,
 }
 
 /// Deterministic filler data (values in [-1, 1)); speed does not depend on it.
-fn filled(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+pub fn filled(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
     Tensor::from_f32(gpu, shape, &data, dtype)
 }
 
+fn case(
+    name: &'static str,
+    shape: String,
+    work: Work,
+    inputs: Vec<(Vec<usize>, DType)>,
+    op: impl Fn(&mut Recorder, &[Tensor]) -> Result<Tensor> + 'static,
+) -> Case {
+    Case {
+        name,
+        shape,
+        work,
+        run: Box::new(move |gpu, reps| {
+            let ts = inputs
+                .iter()
+                .map(|(s, d)| filled(gpu, s, *d))
+                .collect::<Result<Vec<_>>>()?;
+            time_median(gpu, reps, |rec| op(rec, &ts).map(drop))
+        }),
+    }
+}
+
+fn f(v: usize) -> f64 {
+    v as f64
+}
+
 pub fn all(quick: bool) -> Vec<Case> {
-    // Latent side and token count: 96x96 (768 px) or 48x48 (384 px) when quick.
     let side = if quick { 48 } else { 96 };
-    let tokens = side * side;
+    let n = side * side; // tokens per image
+    let b = 2; // classifier-free guidance batch
+    let f32_ = DType::F32;
     let mut cases = Vec::new();
 
-    let n = 2 * 320 * tokens;
-    cases.push(Case {
-        name: "add (residual)",
-        shape: format!("2x320x{side}x{side}"),
-        work: Work::Bytes((3 * n * 4) as f64),
-        run: Box::new(move |gpu, reps| {
-            let a = filled(gpu, &[2, 320, side, side], DType::F32)?;
-            let b = filled(gpu, &[2, 320, side, side], DType::F32)?;
-            time_median(gpu, reps, |rec| ops::elementwise::add(rec, &a, &b).map(drop))
-        }),
-    });
+    // linear: the UNet's 320-wide transformer at the top level, ff proj_in shape.
+    for (name, wt) in [
+        ("linear f32", DType::F32),
+        ("linear f16 weights", DType::F16),
+    ] {
+        let (m, k, nn) = (n, 320, 1280);
+        cases.push(case(
+            name,
+            format!("{m}x{k}x{nn}"),
+            Work::Flops(2.0 * f(m) * f(k) * f(nn)),
+            vec![(vec![m, k], f32_), (vec![nn, k], wt), (vec![nn], f32_)],
+            |rec, t| ops::matmul::linear(rec, &t[0], &t[1], Some(&t[2]), None),
+        ));
+    }
+    // conv 3x3 320->320 at the top level, batch 2.
+    cases.push(case(
+        "conv2d 3x3",
+        format!("{b}x320x{side}x{side} -> 320"),
+        Work::Flops(2.0 * f(b * n) * 320.0 * 320.0 * 9.0),
+        vec![
+            (vec![b, 320, side, side], f32_),
+            (vec![320, 320, 3, 3], DType::F16),
+            (vec![320], f32_),
+        ],
+        |rec, t| {
+            ops::conv2d::conv2d(
+                rec,
+                &t[0],
+                &t[1],
+                Some(&t[2]),
+                Conv2dArgs {
+                    stride: 1,
+                    padding: 1,
+                },
+                None,
+            )
+        },
+    ));
+    // self-attention at the top level: 5 heads of 64 (SD 2), batch 2.
+    cases.push(case(
+        "attention self",
+        format!("{b}x{n} tokens x 5 heads x 64"),
+        Work::Flops(4.0 * f(b) * f(n) * f(n) * 320.0),
+        vec![
+            (vec![b, n, 320], f32_),
+            (vec![b, n, 320], f32_),
+            (vec![b, n, 320], f32_),
+        ],
+        |rec, t| ops::attention::attention(rec, &t[0], &t[1], &t[2], 5, 0.125, false),
+    ));
+    // cross-attention on 77 text tokens.
+    cases.push(case(
+        "attention cross",
+        format!("{b}x{n} x 77 tokens x 5 x 64"),
+        Work::Flops(4.0 * f(b) * f(n) * 77.0 * 320.0),
+        vec![
+            (vec![b, n, 320], f32_),
+            (vec![b, 77, 320], f32_),
+            (vec![b, 77, 320], f32_),
+        ],
+        |rec, t| ops::attention::attention(rec, &t[0], &t[1], &t[2], 5, 0.125, false),
+    ));
+    let maps = b * 320 * n;
+    let bytes = |reads: usize, writes: usize| Work::Bytes(4.0 * f(reads + writes));
+    cases.push(case(
+        "group_norm + silu",
+        format!("{b}x320x{side}x{side}, 32 groups"),
+        bytes(2 * maps, maps),
+        vec![
+            (vec![b, 320, side, side], f32_),
+            (vec![320], f32_),
+            (vec![320], f32_),
+        ],
+        |rec, t| ops::norm::group_norm(rec, &t[0], 32, &t[1], &t[2], 1e-5, true),
+    ));
+    cases.push(case(
+        "layer_norm",
+        format!("{}x320", b * n),
+        bytes(maps, maps),
+        vec![
+            (vec![b * n, 320], f32_),
+            (vec![320], f32_),
+            (vec![320], f32_),
+        ],
+        |rec, t| ops::norm::layer_norm(rec, &t[0], &t[1], &t[2], 1e-5),
+    ));
+    cases.push(case(
+        "geglu",
+        format!("{}x2560 -> 1280", b * n),
+        bytes(b * n * 2560, b * n * 1280),
+        vec![(vec![b * n, 2560], f32_)],
+        |rec, t| ops::activation::geglu(rec, &t[0]),
+    ));
+    cases.push(case(
+        "silu",
+        format!("{b}x320x{side}x{side}"),
+        bytes(maps, maps),
+        vec![(vec![b, 320, side, side], f32_)],
+        |rec, t| ops::activation::silu(rec, &t[0]),
+    ));
+    cases.push(case(
+        "add (residual)",
+        format!("{b}x320x{side}x{side}"),
+        bytes(2 * maps, maps),
+        vec![
+            (vec![b, 320, side, side], f32_),
+            (vec![b, 320, side, side], f32_),
+        ],
+        |rec, t| ops::elementwise::add(rec, &t[0], &t[1]),
+    ));
+    let half = side / 2;
+    let small = b * 640 * half * half;
+    cases.push(case(
+        "upsample nearest 2x",
+        format!("{b}x640x{half}x{half}"),
+        bytes(small, 4 * small),
+        vec![(vec![b, 640, half, half], f32_)],
+        |rec, t| ops::upsample::upsample_nearest2x(rec, &t[0]),
+    ));
+    cases.push(case(
+        "concat channels",
+        format!("{b}x(320+320)x{side}x{side}"),
+        bytes(2 * maps, 2 * maps),
+        vec![
+            (vec![b, 320, side, side], f32_),
+            (vec![b, 320, side, side], f32_),
+        ],
+        |rec, t| ops::concat::concat_channels(rec, &t[0], &t[1]),
+    ));
+    cases.push(case(
+        "transpose",
+        format!("{b}x320x{n}"),
+        bytes(maps, maps),
+        vec![(vec![b, 320, n], f32_)],
+        |rec, t| ops::transpose::transpose(rec, &t[0], None),
+    ));
     cases
 }

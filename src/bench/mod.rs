@@ -56,7 +56,9 @@ pub fn time_median(
         Ok(t.elapsed())
     };
     run()?;
-    let mut times = (0..repeats.max(1)).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    let mut times = (0..repeats.max(1))
+        .map(|_| run())
+        .collect::<Result<Vec<_>>>()?;
     times.sort();
     Ok(times[times.len() / 2])
 }
@@ -71,7 +73,9 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions) -> Result<BenchReport> {
             continue;
         }
         let time = (case.run)(gpu, opts.repeats())?;
-        results.push(CaseResult::new(case.name, case.shape, case.work, time, &peaks));
+        results.push(CaseResult::new(
+            case.name, case.shape, case.work, time, &peaks,
+        ));
     }
     Ok(BenchReport::new(gpu, peaks, launch, results))
 }

@@ -40,7 +40,12 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
     // The fma entry never reads `src`, but the layout has it: bind a small dummy.
     let dummy = Tensor::empty(gpu, &[4], DType::F32)?;
     let t = time_median(gpu, repeats, |rec| {
-        let params = Params { n: threads, iters, src_shift: 0, out_shift: 0 };
+        let params = Params {
+            n: threads,
+            iters,
+            src_shift: 0,
+            out_shift: 0,
+        };
         let groups = rec.grid(threads.div_ceil(WG));
         rec.dispatch(&fma, &params, &[dummy.whole(gpu)?, out.whole(gpu)?], groups)
     })?;
@@ -54,12 +59,20 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
     let copy = gpu.kernel(&KernelSpec::new("probe", SRC, "copy"))?;
     let n = (floats / 4) as u32;
     let t = time_median(gpu, repeats, |rec| {
-        let params = Params { n, iters: 0, src_shift: 0, out_shift: 0 };
+        let params = Params {
+            n,
+            iters: 0,
+            src_shift: 0,
+            out_shift: 0,
+        };
         let groups = rec.grid(n.div_ceil(WG));
         rec.dispatch(&copy, &params, &[src.whole(gpu)?, dst.whole(gpu)?], groups)
     })?;
     let copy_gbps = 2.0 * (floats * 4) as f64 / t.as_secs_f64() / 1e9;
-    Ok(Peaks { fma_gflops, copy_gbps })
+    Ok(Peaks {
+        fma_gflops,
+        copy_gbps,
+    })
 }
 
 /// Launch overhead: the time of one dispatch inside a submit of many tiny dispatches.
@@ -77,8 +90,18 @@ pub fn launch_overhead(gpu: &Gpu) -> Result<LaunchOverhead> {
     let dst = Tensor::empty(gpu, &[4], DType::F32)?;
     let record = |rec: &mut Recorder| -> Result<()> {
         for i in 0..N {
-            let params = Params { n: i, iters: 0, src_shift: 0, out_shift: 0 };
-            rec.dispatch(&noop, &params, &[src.whole(gpu)?, dst.whole(gpu)?], [1, 1, 1])?;
+            let params = Params {
+                n: i,
+                iters: 0,
+                src_shift: 0,
+                out_shift: 0,
+            };
+            rec.dispatch(
+                &noop,
+                &params,
+                &[src.whole(gpu)?, dst.whole(gpu)?],
+                [1, 1, 1],
+            )?;
         }
         Ok(())
     };

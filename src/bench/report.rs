@@ -67,7 +67,9 @@ impl BenchReport {
         BenchReport {
             adapter: gpu.info.name.clone(),
             backend: format!("{:?}", gpu.info.backend),
-            driver: format!("{} {}", gpu.info.driver, gpu.info.driver_info).trim().to_string(),
+            driver: format!("{} {}", gpu.info.driver, gpu.info.driver_info)
+                .trim()
+                .to_string(),
             peaks,
             launch,
             cases,
