@@ -9,7 +9,11 @@ use wgsd::bench::BenchOptions;
 use wgsd::gpu::AdapterChoice;
 
 #[derive(Parser)]
-#[command(name = "wgsd", version, about = "Stable Diffusion on any GPU through WGSL compute shaders")]
+#[command(
+    name = "wgsd",
+    version,
+    about = "Stable Diffusion on any GPU through WGSL compute shaders"
+)]
 struct Cli {
     /// Adapter to use: an index from `wgsd info` or a substring of its name.
     #[arg(long, global = true, env = "WGSD_ADAPTER")]
@@ -29,6 +33,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the CLIP token ids of a prompt as JSON (warns when it is cut at 77 tokens).
+    Tokenize {
+        /// Model archive (.zip, .mar) or diffusers folder.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// Also print the token strings.
+        #[arg(long, short)]
+        verbose: bool,
+        /// The prompt.
+        prompt: String,
+    },
     /// Measure kernel speed against this device's peak.
     Bench {
         /// Smaller shapes, fewer repeats.
@@ -43,6 +58,19 @@ enum Command {
         /// Timed repeats per kernel.
         #[arg(long, default_value_t = 0)]
         repeats: usize,
+        /// Benchmark whole models (UNet step, VAE decode) instead of kernels: the tiny
+        /// bundled archive, plus full-size SD2 with random weights when --full is given.
+        #[arg(long)]
+        models: bool,
+        /// With --models: also the full SD2 architecture (slow on CPU drivers).
+        #[arg(long)]
+        full: bool,
+        /// With --models --full: image sizes in pixels.
+        #[arg(long, value_delimiter = ',', default_value = "512,768")]
+        sizes: Vec<usize>,
+        /// With --models: the tiny archive to measure.
+        #[arg(long, default_value = "weights/sd2-tiny.zip")]
+        model: std::path::PathBuf,
     },
 }
 
@@ -54,20 +82,38 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Info { json } => cli::info::run(&choice, json),
+        Command::Tokenize {
+            model,
+            verbose,
+            prompt,
+        } => cli::tokenize::run(&model, &prompt, verbose),
         Command::Bench {
             quick,
             json,
             filter,
             repeats,
-        } => cli::bench::main(
-            &choice,
-            &BenchOptions {
+            models,
+            full,
+            sizes,
+            model,
+        } => {
+            let opts = BenchOptions {
                 quick,
                 filter,
                 repeats,
-            },
-            json,
-        ),
+            };
+            if models {
+                cli::bench::models(
+                    &choice,
+                    &model,
+                    full.then_some(sizes.as_slice()),
+                    repeats,
+                    json,
+                )
+            } else {
+                cli::bench::main(&choice, &opts, json)
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,6 @@
 //! init_noise_sigma within 1e-6 relative; timesteps exact (1e-12, JSON parsing).
 
 #[path = "common/mod.rs"]
-#[allow(clippy::neg_cmp_op_on_partial_ord)] // lint in the shared helper, not here
 mod common;
 
 use std::io::Read;

@@ -3,6 +3,7 @@
 //! probe and a copy-bandwidth probe), plus the cost of one dispatch inside a submit.
 
 mod cases;
+pub mod models;
 mod probe;
 mod report;
 

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use wgsd::gpu::adapter::{AdapterChoice, INSTALL_HINT, choose_adapter, instance_for, list_adapters};
+use wgsd::gpu::adapter::{
+    AdapterChoice, INSTALL_HINT, choose_adapter, instance_for, list_adapters,
+};
 
 #[derive(Serialize)]
 struct AdapterReport {
@@ -30,7 +32,9 @@ pub fn run(choice: &AdapterChoice, json: bool) -> anyhow::Result<()> {
     if adapters.is_empty() {
         anyhow::bail!("{INSTALL_HINT}");
     }
-    let chosen = choose_adapter(&instance, backends, choice).ok().map(|a| a.get_info());
+    let chosen = choose_adapter(&instance, backends, choice)
+        .ok()
+        .map(|a| a.get_info());
     let reports: Vec<AdapterReport> = adapters
         .iter()
         .enumerate()

@@ -121,6 +121,11 @@ impl Gpu {
         self.pool.stats()
     }
 
+    /// Starts a new peak-memory measurement (see [`Gpu::memory_stats`]).
+    pub fn reset_peak_memory(&self) {
+        self.pool.reset_peak();
+    }
+
     /// Frees activation buffers kept for reuse (weights and live tensors stay).
     pub fn trim(&self) {
         self.pool.trim();

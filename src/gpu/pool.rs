@@ -91,6 +91,12 @@ impl BufferPool {
         self.lock().stats
     }
 
+    /// Starts a new peak measurement from the current total.
+    pub fn reset_peak(&self) {
+        let mut inner = self.lock();
+        inner.stats.peak = inner.stats.in_use + inner.stats.cached;
+    }
+
     /// Drops every cached buffer.
     pub fn trim(&self) {
         let mut inner = self.lock();

@@ -224,11 +224,21 @@ impl SafetensorsFile {
     }
 }
 
+/// Where a [`VarBuilder`]'s tensors come from.
+#[derive(Clone)]
+enum Source {
+    /// A safetensors file.
+    File(Arc<SafetensorsFile>),
+    /// Deterministic pseudo-random values of whatever shape is asked for: a
+    /// "config-only" model for benchmarks at full size with no download.
+    Random,
+}
+
 /// A prefix into one weights file, bound to a GPU and a storage dtype for matrices.
 #[derive(Clone)]
 pub struct VarBuilder<'g> {
     gpu: &'g Gpu,
-    file: Arc<SafetensorsFile>,
+    source: Source,
     prefix: String,
     weight_dtype: DType,
 }
@@ -238,7 +248,10 @@ impl std::fmt::Debug for VarBuilder<'_> {
         write!(
             f,
             "VarBuilder({}, {:?})",
-            self.file.path.display(),
+            match &self.source {
+                Source::File(f) => f.path.display().to_string(),
+                Source::Random => "random weights".to_string(),
+            },
             self.prefix
         )
     }
@@ -265,9 +278,31 @@ impl<'g> VarBuilder<'g> {
     ) -> VarBuilder<'g> {
         VarBuilder {
             gpu,
-            file,
+            source: Source::File(file),
             prefix: String::new(),
             weight_dtype,
+        }
+    }
+
+    /// Pseudo-random weights of whatever shape the model asks for (uniform, scaled by
+    /// 1/sqrt(fan-in) so activations stay finite): the real architecture from a config
+    /// alone, for benchmarks at full size with no download. Not for images.
+    pub fn random(gpu: &'g Gpu, weight_dtype: DType) -> VarBuilder<'g> {
+        VarBuilder {
+            gpu,
+            source: Source::Random,
+            prefix: String::new(),
+            weight_dtype,
+        }
+    }
+
+    fn file_or_err(&self, name: &str) -> Result<&Arc<SafetensorsFile>> {
+        match &self.source {
+            Source::File(f) => Ok(f),
+            Source::Random => Err(crate::Error::InvalidInput(format!(
+                "{:?}: random weights have no host copy",
+                self.key(name)
+            ))),
         }
     }
 
@@ -283,11 +318,11 @@ impl<'g> VarBuilder<'g> {
     /// transformers 5 saves `embeddings...`.
     pub fn pp_if_present(&self, segment: impl std::fmt::Display) -> VarBuilder<'g> {
         let deeper = self.pp(segment);
-        if self.file.has_prefix(&deeper.prefix) {
-            deeper
-        } else {
-            self.clone()
-        }
+        let present = match &self.source {
+            Source::File(f) => f.has_prefix(&deeper.prefix),
+            Source::Random => false,
+        };
+        if present { deeper } else { self.clone() }
     }
 
     /// The full tensor name of `name` under this prefix.
@@ -311,17 +346,21 @@ impl<'g> VarBuilder<'g> {
         self.weight_dtype
     }
 
-    pub fn file(&self) -> &Arc<SafetensorsFile> {
-        &self.file
+    /// The safetensors file behind this builder (None for random weights).
+    pub fn file(&self) -> Option<&Arc<SafetensorsFile>> {
+        match &self.source {
+            Source::File(f) => Some(f),
+            Source::Random => None,
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.file.contains(&self.key(name))
+        self.file().is_some_and(|f| f.contains(&self.key(name)))
     }
 
     /// Stored shape of `name`, if present (for layers saved in two layouts).
     pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.file.shape_of(&self.key(name))
+        self.file().and_then(|f| f.shape_of(&self.key(name)))
     }
 
     /// Uploads `name` with the given shape, stored as `dtype` (F32 or F16). The one place
@@ -333,7 +372,11 @@ impl<'g> VarBuilder<'g> {
                 self.key(name)
             )));
         }
-        let bytes = self.file.read_as(&self.key(name), Some(shape), dtype)?;
+        let file = match &self.source {
+            Source::File(f) => f,
+            Source::Random => return random_tensor(self.gpu, shape, dtype, &self.key(name)),
+        };
+        let bytes = file.read_as(&self.key(name), Some(shape), dtype)?;
         Tensor::from_bytes(self.gpu, shape, dtype, &bytes)
     }
 
@@ -349,11 +392,35 @@ impl<'g> VarBuilder<'g> {
 
     /// `name` as f32 on the host, shape-checked (tests, CPU-side tables).
     pub fn get_f32_host(&self, shape: &[usize], name: &str) -> Result<Vec<f32>> {
-        Ok(self.file.read_f32(&self.key(name), Some(shape))?)
+        Ok(self
+            .file_or_err(name)?
+            .read_f32(&self.key(name), Some(shape))?)
     }
 
     /// Tensors of the file never read, sorted (for an "unused weights" warning).
     pub fn unused_keys(&self) -> Vec<String> {
-        self.file.unused_keys()
+        self.file().map(|f| f.unused_keys()).unwrap_or_default()
     }
+}
+
+/// Deterministic uniform values in +-1/sqrt(fan_in), seeded by the tensor's name;
+/// norm scales (`weight` of 1-D tensors) are near 1.
+fn random_tensor(gpu: &Gpu, shape: &[usize], dtype: DType, key: &str) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let mut state = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let norm_scale = shape.len() == 1 && key.ends_with(".weight");
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if norm_scale { 1.0 + 0.1 * u } else { u * bound }
+        })
+        .collect();
+    Tensor::from_f32(gpu, shape, &data, dtype)
 }

@@ -1,0 +1,216 @@
+//! Whole-model benchmarks: one UNet evaluation (batch 2, as classifier-free guidance
+//! runs it) and one VAE decode, for the bundled tiny SD2-style archive and, opt-in, for
+//! the full Stable Diffusion 2 architecture built from its diffusers configs with random
+//! weights (865 M UNet parameters; no download needed). Reports ms per call, GFLOP/s
+//! where the FLOP count is known, and peak GPU memory (weights + activations).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::time_median;
+use crate::error::Result;
+use crate::gpu::{DType, Gpu};
+use crate::loader::{VarBuilder, open_model, read_component_config};
+use crate::models::config::{UNetConfig, VaeConfig};
+use crate::models::unet::UNet2DConditionModel;
+use crate::models::vae::VaeDecoder;
+
+/// `unet/config.json` of stabilityai/stable-diffusion-2 (768-v).
+pub const SD2_UNET_CONFIG: &str = r#"{"act_fn":"silu","attention_head_dim":[5,10,20,20],
+"block_out_channels":[320,640,1280,1280],"center_input_sample":false,"cross_attention_dim":1024,
+"down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+"downsample_padding":1,"dual_cross_attention":false,"flip_sin_to_cos":true,"freq_shift":0,"in_channels":4,
+"layers_per_block":2,"mid_block_scale_factor":1,"norm_eps":1e-05,"norm_num_groups":32,"out_channels":4,
+"sample_size":96,"up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
+"use_linear_projection":true,"upcast_attention":true}"#;
+
+/// `vae/config.json` of stabilityai/stable-diffusion-2.
+pub const SD2_VAE_CONFIG: &str = r#"{"act_fn":"silu","block_out_channels":[128,256,512,512],
+"in_channels":3,"latent_channels":4,"layers_per_block":2,"norm_num_groups":32,"out_channels":3,
+"sample_size":768,"up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"],
+"scaling_factor":0.18215}"#;
+
+/// One model measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelResult {
+    pub name: String,
+    pub resolution: String,
+    pub params_millions: f64,
+    pub ms_per_call: f64,
+    /// Known FLOP per call (full-size SD2 from torch's flop counter), else None.
+    pub gflops: Option<f64>,
+    pub weights_mib: f64,
+    pub peak_mib: f64,
+}
+
+/// FLOP of full-size SD2 parts (torch flop counter; see shared notes).
+fn sd2_flop(unet: bool, px: usize) -> Option<f64> {
+    match (unet, px) {
+        (true, 256) => Some(0.36e12),
+        (true, 512) => Some(1.61e12),
+        (true, 768) => Some(4.30e12),
+        (false, 256) => Some(0.62e12),
+        (false, 512) => Some(2.51e12),
+        (false, 768) => Some(5.75e12),
+        _ => None,
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+fn measure_unet(
+    gpu: &Gpu,
+    name: &str,
+    vb: &VarBuilder,
+    cfg: UNetConfig,
+    px: (usize, usize),
+    full: bool,
+    reps: usize,
+) -> Result<ModelResult> {
+    gpu.trim();
+    gpu.reset_peak_memory();
+    let before = gpu.memory_stats().in_use;
+    let ctx_dim = cfg.cross_attention_dim;
+    let unet = UNet2DConditionModel::load(vb, cfg)?;
+    let weights = gpu.memory_stats().in_use - before;
+    let (h, w) = (px.0 / 8, px.1 / 8);
+    let sample = super::cases::filled(gpu, &[2, 4, h, w], DType::F32)?;
+    let ctx = super::cases::filled(gpu, &[2, 77, ctx_dim], DType::F32)?;
+    let t = time_median(gpu, reps, |rec| {
+        unet.forward(rec, &sample, 501.0, &ctx).map(drop)
+    })?;
+    let stats = gpu.memory_stats();
+    let flop = if full && px.0 == px.1 {
+        sd2_flop(true, px.0)
+    } else {
+        None
+    };
+    Ok(ModelResult {
+        name: name.to_string(),
+        resolution: format!("{}x{} (latent 2x4x{h}x{w})", px.1, px.0),
+        params_millions: weights as f64 / vb.weight_dtype().size() as f64 / 1e6,
+        ms_per_call: t.as_secs_f64() * 1e3,
+        gflops: flop.map(|f| f / t.as_secs_f64() / 1e9),
+        weights_mib: mib(weights),
+        peak_mib: mib(stats.peak),
+    })
+}
+
+fn measure_vae(
+    gpu: &Gpu,
+    name: &str,
+    vb: &VarBuilder,
+    cfg: VaeConfig,
+    px: (usize, usize),
+    full: bool,
+    reps: usize,
+) -> Result<ModelResult> {
+    gpu.trim();
+    gpu.reset_peak_memory();
+    let before = gpu.memory_stats().in_use;
+    let vae = VaeDecoder::load(vb, cfg)?;
+    let weights = gpu.memory_stats().in_use - before;
+    let latents = super::cases::filled(gpu, &[1, 4, px.0 / 8, px.1 / 8], DType::F32)?;
+    let t = time_median(gpu, reps, |rec| vae.forward(rec, &latents).map(drop))?;
+    let flop = if full && px.0 == px.1 {
+        sd2_flop(false, px.0)
+    } else {
+        None
+    };
+    Ok(ModelResult {
+        name: name.to_string(),
+        resolution: format!("{}x{}", px.1, px.0),
+        params_millions: weights as f64 / vb.weight_dtype().size() as f64 / 1e6,
+        ms_per_call: t.as_secs_f64() * 1e3,
+        gflops: flop.map(|f| f / t.as_secs_f64() / 1e9),
+        weights_mib: mib(weights),
+        peak_mib: mib(gpu.memory_stats().peak),
+    })
+}
+
+/// The tiny bundled archive at its fixture size and at 512 px.
+pub fn tiny(gpu: &Gpu, archive: &Path, reps: usize) -> Result<Vec<ModelResult>> {
+    let model = open_model(archive)?;
+    let unet_vb = VarBuilder::from_component(gpu, &model.component("unet")?, DType::F32)?;
+    let vae_vb = VarBuilder::from_component(gpu, &model.component("vae")?, DType::F32)?;
+    let mut out = Vec::new();
+    for px in [(48, 64), (512, 512)] {
+        let ucfg: UNetConfig = read_component_config(&model.root, "unet")?;
+        out.push(measure_unet(
+            gpu,
+            "tiny unet (sd2-tiny)",
+            &unet_vb,
+            ucfg,
+            px,
+            false,
+            reps,
+        )?);
+        let vcfg: VaeConfig = read_component_config(&model.root, "vae")?;
+        out.push(measure_vae(
+            gpu,
+            "tiny vae decode (sd2-tiny)",
+            &vae_vb,
+            vcfg,
+            px,
+            false,
+            reps,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Full-size SD2 (random f16 weights where the device has SHADER_F16) at `sizes` px.
+pub fn full(gpu: &Gpu, sizes: &[usize], reps: usize) -> Result<Vec<ModelResult>> {
+    let dtype = if gpu.caps.f16 { DType::F16 } else { DType::F32 };
+    let vb = VarBuilder::random(gpu, dtype);
+    let mut out = Vec::new();
+    for &px in sizes {
+        let ucfg: UNetConfig = serde_json::from_str(SD2_UNET_CONFIG)
+            .map_err(|e| crate::Error::InvalidInput(e.to_string()))?;
+        out.push(measure_unet(
+            gpu,
+            "SD2 unet (random weights)",
+            &vb,
+            ucfg,
+            (px, px),
+            true,
+            reps,
+        )?);
+        let vcfg: VaeConfig = serde_json::from_str(SD2_VAE_CONFIG)
+            .map_err(|e| crate::Error::InvalidInput(e.to_string()))?;
+        out.push(measure_vae(
+            gpu,
+            "SD2 vae decode (random weights)",
+            &vb,
+            vcfg,
+            (px, px),
+            true,
+            reps,
+        )?);
+    }
+    Ok(out)
+}
+
+/// A plain-text table of model results.
+pub fn table(results: &[ModelResult]) -> String {
+    let mut s = format!(
+        "{:<34} {:<28} {:>9} {:>12} {:>9} {:>11} {:>10}\n",
+        "model", "resolution", "params M", "ms per call", "GFLOP/s", "weights MiB", "peak MiB"
+    );
+    for r in results {
+        s.push_str(&format!(
+            "{:<34} {:<28} {:>9.1} {:>12.1} {:>9} {:>11.1} {:>10.1}\n",
+            r.name,
+            r.resolution,
+            r.params_millions,
+            r.ms_per_call,
+            r.gflops.map_or("-".to_string(), |g| format!("{g:.1}")),
+            r.weights_mib,
+            r.peak_mib
+        ));
+    }
+    s
+}
