@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The caller's cancellation flag was set; the work stopped between steps.
+    #[error("cancelled after {completed} of {total} steps")]
+    Cancelled { completed: usize, total: usize },
     /// A model archive, config, weights file or tokenizer could not be loaded.
     #[error(transparent)]
     Load(#[from] crate::loader::LoadError),

@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod loader;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;

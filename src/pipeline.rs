@@ -1,0 +1,522 @@
+//! Text to image, mirroring diffusers' `StableDiffusionPipeline.__call__` (0.42) in its
+//! order of operations:
+//!
+//! 1. tokenise the prompts (padded to 77) and the negative prompts (`""` when none), run
+//!    CLIP; each prompt's embedding is repeated `num_images_per_prompt` times
+//!    (`[p0, p0, p1, p1]`), and with guidance the batch is `[uncond...; cond...]`;
+//! 2. `scheduler.set_timesteps(steps)`; the initial latents are ONE
+//!    `torch.randn([B * n, 4, h / 8, w / 8])` draw from `torch.Generator("cpu").manual_seed(seed)`,
+//!    times `init_noise_sigma`;
+//! 3. per timestep: UNet input `cat([latents] * 2)` (guidance > 1 only) times the
+//!    scheduler's `scale_model_input` factor, the UNet, then the guidance combine
+//!    `u + g (c - u)` fused with the scheduler update on the GPU; ancestral samplers draw
+//!    their noise from the same generator at each step;
+//! 4. the VAE decodes `latents / scaling_factor`, then `clamp(x / 2 + 0.5, 0, 1) * 255`,
+//!    rounded half to even, channels last.
+//!
+//! Each step is recorded into one [`Recorder`] and submitted once; the CPU only waits for
+//! the step to finish (for progress and cancellation), and reads back the images (and,
+//! when a trace is asked for, the intermediate latents).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Recorder, Tensor};
+use crate::loader::{ArchiveOptions, ClipTextConfig, ModelDir, VarBuilder, open_model_with};
+use crate::models::clip::ClipTextModel;
+use crate::models::config::{UNetConfig, VaeConfig};
+use crate::models::unet::UNet2DConditionModel;
+use crate::models::vae::VaeDecoder;
+use crate::ops;
+use crate::rng::TorchGenerator;
+use crate::schedulers::{self, SchedulerClass, SchedulerConfig};
+use crate::tokenizer::Tokenizer;
+
+/// The original deployment's defaults (SD 2 at 768 x 768).
+pub const DEFAULT_SIZE: usize = 768;
+pub const DEFAULT_STEPS: usize = 50;
+pub const DEFAULT_GUIDANCE: f32 = 7.5;
+
+/// How to load a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Weight storage on the GPU: F32 (default; matches diffusers in float32) or F16
+    /// (needs `caps.f16`). Activations are f32 either way.
+    pub weight_dtype: DType,
+    /// Where archives are extracted.
+    pub archive: ArchiveOptions,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            weight_dtype: DType::F32,
+            archive: ArchiveOptions::default(),
+        }
+    }
+}
+
+/// One text-to-image call.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// One or more prompts (the batch).
+    pub prompts: Vec<String>,
+    /// None, one for every prompt, or one per prompt. Empty means `""` (diffusers).
+    pub negative_prompts: Vec<String>,
+    /// `torch.Generator("cpu").manual_seed(seed)`.
+    pub seed: u64,
+    pub steps: usize,
+    /// Classifier-free guidance scale; `<= 1` skips the unconditional pass.
+    pub guidance: f32,
+    pub width: usize,
+    pub height: usize,
+    pub num_images_per_prompt: usize,
+    /// `None`: the archive's `scheduler_config.json` class.
+    pub scheduler: Option<SchedulerClass>,
+    /// Read back the intermediate tensors into [`Generated::trace`] (slower; for tests).
+    pub trace: bool,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            prompts: Vec::new(),
+            negative_prompts: Vec::new(),
+            seed: 0,
+            steps: DEFAULT_STEPS,
+            guidance: DEFAULT_GUIDANCE,
+            width: DEFAULT_SIZE,
+            height: DEFAULT_SIZE,
+            num_images_per_prompt: 1,
+            scheduler: None,
+            trace: false,
+        }
+    }
+}
+
+impl GenerateRequest {
+    /// A request for one prompt with the defaults.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        GenerateRequest {
+            prompts: vec![prompt.into()],
+            ..GenerateRequest::default()
+        }
+    }
+}
+
+/// One image: `height * width * 3` bytes, RGB, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// Wall-clock time per phase (each phase waits for its GPU work).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub text_encoder: Duration,
+    pub denoise: Duration,
+    pub vae: Duration,
+}
+
+/// Intermediate tensors (f32, row-major) in the fixture's names.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// `[B * n, 77, D]`.
+    pub prompt_embeds: Vec<f32>,
+    /// `[B * n, 77, D]`, absent when guidance <= 1.
+    pub negative_prompt_embeds: Option<Vec<f32>>,
+    /// The raw randn draw `[B * n, 4, h, w]`.
+    pub init_noise: Vec<f32>,
+    /// `init_noise * init_noise_sigma`.
+    pub latents_init: Vec<f32>,
+    /// The first UNet call's input and output (CFG batch `[uncond; cond]`).
+    pub unet0_sample: Vec<f32>,
+    pub unet0_out: Vec<f32>,
+    /// Latents after each timestep.
+    pub steps: Vec<Vec<f32>>,
+    pub final_latents: Vec<f32>,
+    pub latent_shape: [usize; 4],
+}
+
+/// What [`Pipeline::generate`] returns.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// `B * n` images, in diffusers' order (`[p0 img0, p0 img1, p1 img0, ...]`).
+    pub images: Vec<Image>,
+    pub seed: u64,
+    pub scheduler: SchedulerClass,
+    /// The timesteps the UNet saw (PNDM: steps + 1).
+    pub timesteps: Vec<f64>,
+    pub timings: Timings,
+    /// Prompts whose tokens did not all fit (index, tokens dropped), as diffusers warns.
+    pub truncated: Vec<(usize, usize)>,
+    pub trace: Option<Trace>,
+}
+
+/// Reported after each denoising step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Steps done (1-based after the first step).
+    pub step: usize,
+    pub total: usize,
+    pub timestep: f64,
+    /// Since the first step started.
+    pub elapsed: Duration,
+}
+
+/// A loaded Stable Diffusion pipeline on one GPU.
+pub struct Pipeline<'g> {
+    gpu: &'g Gpu,
+    model: ModelDir,
+    tokenizer: Tokenizer,
+    text_encoder: ClipTextModel,
+    unet: UNet2DConditionModel,
+    vae: VaeDecoder,
+    scheduler_config: SchedulerConfig,
+    default_scheduler: SchedulerClass,
+    weight_dtype: DType,
+    unused_weights: Vec<String>,
+}
+
+impl std::fmt::Debug for Pipeline<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("model", &self.model.root)
+            .field("scheduler", &self.default_scheduler)
+            .field("weight_dtype", &self.weight_dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+fn component_vb<'g>(
+    gpu: &'g Gpu,
+    model: &ModelDir,
+    name: &str,
+    dtype: DType,
+) -> Result<VarBuilder<'g>> {
+    VarBuilder::from_component(gpu, &model.component(name)?, dtype)
+}
+
+impl<'g> Pipeline<'g> {
+    /// Loads a model archive (`.zip`, `.mar`) or a diffusers folder.
+    pub fn load(gpu: &'g Gpu, path: &Path, options: &PipelineOptions) -> Result<Pipeline<'g>> {
+        let dtype = options.weight_dtype;
+        match dtype {
+            DType::F32 => {}
+            DType::F16 if gpu.caps.f16 => {}
+            DType::F16 => {
+                return Err(Error::InvalidInput(format!(
+                    "f16 weights need SHADER_F16, which {} does not offer; use f32",
+                    gpu.info.name
+                )));
+            }
+            DType::U32 => {
+                return Err(Error::InvalidInput("weights cannot be u32".into()));
+            }
+        }
+        let model = open_model_with(path, &options.archive)?;
+        let root = model.root.clone();
+        let tokenizer = Tokenizer::from_dir(&root.join("tokenizer"))?;
+
+        let mut unused = Vec::new();
+        let vb = component_vb(gpu, &model, "text_encoder", dtype)?;
+        let text_encoder = ClipTextModel::load(&vb, ClipTextConfig::read(&root)?)?;
+        unused.extend(vb.unused_keys());
+        let unet_config: UNetConfig = crate::loader::read_component_config(&root, "unet")?;
+        if unet_config.time_cond_proj_dim.is_some() {
+            return Err(Error::InvalidInput(
+                "unet config: time_cond_proj_dim (LCM guidance embedding) is not supported".into(),
+            ));
+        }
+        let vb = component_vb(gpu, &model, "unet", dtype)?;
+        let unet = UNet2DConditionModel::load(&vb, unet_config)?;
+        unused.extend(vb.unused_keys());
+        let vae_config: VaeConfig = crate::loader::read_component_config(&root, "vae")?;
+        let vb = component_vb(gpu, &model, "vae", dtype)?;
+        let vae = VaeDecoder::load(&vb, vae_config)?;
+        // The encoder half of the VAE is not used for text to image.
+        unused.extend(
+            vb.unused_keys()
+                .into_iter()
+                .filter(|k| !k.starts_with("encoder.") && !k.starts_with("quant_conv.")),
+        );
+
+        let sched_dir = model.component("scheduler")?;
+        let scheduler_config =
+            SchedulerConfig::from_file(&sched_dir.join("scheduler_config.json"))?;
+        let default_scheduler = scheduler_config.class()?;
+        // Fail now, not at the first request, when the config cannot build its class.
+        schedulers::from_config(&scheduler_config, None)?;
+        Ok(Pipeline {
+            gpu,
+            model,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+            default_scheduler,
+            weight_dtype: dtype,
+            unused_weights: unused,
+        })
+    }
+
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// The extracted model folder and where it came from.
+    pub fn model(&self) -> &ModelDir {
+        &self.model
+    }
+
+    /// The archive's scheduler class (`scheduler_config.json` `_class_name`).
+    pub fn default_scheduler(&self) -> SchedulerClass {
+        self.default_scheduler
+    }
+
+    pub fn weight_dtype(&self) -> DType {
+        self.weight_dtype
+    }
+
+    /// Weights in the files that no module read (the VAE encoder excepted).
+    pub fn unused_weights(&self) -> &[String] {
+        &self.unused_weights
+    }
+
+    /// Pixels per latent cell: `2 ** (len(vae.block_out_channels) - 1)`, as diffusers.
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << self.vae.config.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// Runs a request with no progress reporting and no cancellation.
+    pub fn generate(&self, req: &GenerateRequest) -> Result<Generated> {
+        self.generate_with(req, &mut |_| {}, None)
+    }
+
+    /// Checks a request without running it (sizes, counts, prompts).
+    pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidInput(m));
+        let f = self.vae_scale_factor();
+        if req.prompts.is_empty() {
+            return bad("at least one prompt is needed".into());
+        }
+        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(f) || !req.height.is_multiple_of(f) {
+            return bad(format!(
+                "width and height must be positive multiples of {f}, got {} x {}",
+                req.width, req.height
+            ));
+        }
+        if req.steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        if req.num_images_per_prompt == 0 {
+            return bad("num_images_per_prompt must be at least 1".into());
+        }
+        if !req.guidance.is_finite() {
+            return bad(format!(
+                "guidance must be a finite number, got {}",
+                req.guidance
+            ));
+        }
+        let (nn, np) = (req.negative_prompts.len(), req.prompts.len());
+        if nn > 1 && nn != np {
+            return bad(format!(
+                "{nn} negative prompts for {np} prompts; give none, one, or one per prompt"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a request, calling `progress` after each step and stopping between steps
+    /// (with [`Error::Cancelled`]) once `cancel` is set.
+    pub fn generate_with(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(&Progress),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Generated> {
+        self.validate(req)?;
+        let gpu = self.gpu;
+        let cfg = req.guidance > 1.0;
+        let n_img = req.num_images_per_prompt;
+        let batch = req.prompts.len() * n_img;
+        let f = self.vae_scale_factor();
+        let lc = self.vae.config.latent_channels;
+        let latent_shape = [batch, lc, req.height / f, req.width / f];
+        let mut trace = req.trace.then(|| Trace {
+            latent_shape,
+            ..Trace::default()
+        });
+        let mut rec = Recorder::new(gpu);
+
+        // 1. Text encoder: rows [uncond...; cond...], each prompt repeated n times.
+        let t0 = Instant::now();
+        let mut truncated = Vec::new();
+        let mut encode = |text: &str, idx: Option<usize>| -> Result<Vec<u32>> {
+            let e = self.tokenizer.encode(text)?;
+            if let (Some(i), true) = (idx, e.truncated) {
+                truncated.push((i, e.dropped));
+            }
+            Ok(e.ids)
+        };
+        let mut cond = Vec::with_capacity(req.prompts.len());
+        for (i, p) in req.prompts.iter().enumerate() {
+            cond.push(encode(p, Some(i))?);
+        }
+        let mut rows: Vec<&Vec<u32>> = Vec::with_capacity(2 * batch);
+        let uncond: Vec<Vec<u32>> = if cfg {
+            (0..req.prompts.len())
+                .map(|i| {
+                    let neg = match req.negative_prompts.len() {
+                        0 => "",
+                        1 => req.negative_prompts[0].as_str(),
+                        _ => req.negative_prompts[i].as_str(),
+                    };
+                    encode(neg, None)
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        for ids in uncond.iter().chain(&cond) {
+            rows.extend(std::iter::repeat_n(ids, n_img));
+        }
+        let seq = cond[0].len();
+        let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let ids = Tensor::from_u32(gpu, &[rows.len(), seq], &flat)?;
+        let context = self.text_encoder.forward(&mut rec, &ids)?;
+        if let Some(tr) = trace.as_mut() {
+            let all = rec.read_f32(&context)?;
+            if cfg {
+                let (u, c) = all.split_at(all.len() / 2);
+                tr.negative_prompt_embeds = Some(u.to_vec());
+                tr.prompt_embeds = c.to_vec();
+            } else {
+                tr.prompt_embeds = all;
+            }
+        } else {
+            rec.submit()?;
+            gpu.wait()?;
+        }
+        let text_encoder = t0.elapsed();
+
+        // 2. Timesteps and initial latents.
+        let t1 = Instant::now();
+        let class = req.scheduler.unwrap_or(self.default_scheduler);
+        let mut sched = schedulers::from_config(&self.scheduler_config, Some(class))?;
+        sched.set_timesteps(req.steps)?;
+        let timesteps = sched.timesteps().to_vec();
+        let mut generator = TorchGenerator::new(req.seed);
+        let noise = generator.randn(&latent_shape)?;
+        // torch multiplies a float32 tensor by a Python float in float32.
+        let sigma = sched.init_noise_sigma() as f32;
+        let init: Vec<f32> = noise.iter().map(|&v| v * sigma).collect();
+        let latents = Tensor::from_f32(gpu, &latent_shape, &init, DType::F32)?;
+        if let Some(tr) = trace.as_mut() {
+            tr.init_noise = noise;
+            tr.latents_init = init;
+        }
+        let history: Vec<Tensor> = (0..sched.history_slots())
+            .map(|_| Tensor::empty(gpu, &latent_shape, DType::F32))
+            .collect::<Result<_>>()?;
+        let zero = Tensor::from_f32(gpu, &[1], &[0.0], DType::F32)?;
+
+        // 3. Denoising.
+        let total = timesteps.len();
+        for (i, &t) in timesteps.iter().enumerate() {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled {
+                    completed: i,
+                    total,
+                });
+            }
+            let factor = sched.scale_model_input_factor(i);
+            let scaled = if factor == 1.0 {
+                latents.clone()
+            } else {
+                ops::elementwise::add_scaled(&mut rec, &latents, &zero, factor as f32)?
+            };
+            let input = if cfg {
+                ops::concat::concat(&mut rec, &scaled, &scaled, 0)?
+            } else {
+                scaled
+            };
+            let out = self.unet.forward(&mut rec, &input, t as f32, &context)?;
+            if i == 0
+                && let Some(tr) = trace.as_mut()
+            {
+                tr.unet0_sample = rec.read_f32(&input)?;
+                tr.unet0_out = rec.read_f32(&out)?;
+            }
+            let plan = sched.step(i)?;
+            // Drawn even when unused (the last ancestral step) to keep torch's stream.
+            let fresh = if plan.draws_noise {
+                Some(generator.randn(&latent_shape)?)
+            } else {
+                None
+            };
+            let noise_t = match (&fresh, plan.uses_noise()) {
+                (Some(z), true) => Some(Tensor::from_f32(gpu, &latent_shape, z, DType::F32)?),
+                _ => None,
+            };
+            ops::scheduler_step::scheduler_step(
+                &mut rec,
+                &plan,
+                &latents,
+                &out,
+                cfg.then_some(req.guidance),
+                &history,
+                noise_t.as_ref(),
+            )?;
+            if let Some(tr) = trace.as_mut() {
+                tr.steps.push(rec.read_f32(&latents)?);
+            } else {
+                rec.submit()?;
+                gpu.wait()?;
+            }
+            progress(&Progress {
+                step: i + 1,
+                total,
+                timestep: t,
+                elapsed: t1.elapsed(),
+            });
+        }
+        let denoise = t1.elapsed();
+
+        // 4. VAE and u8 conversion.
+        let t2 = Instant::now();
+        if let Some(tr) = trace.as_mut() {
+            tr.final_latents = rec.read_f32(&latents)?;
+        }
+        let decoded = self.vae.forward(&mut rec, &latents)?;
+        let u8s = ops::image::to_u8(&mut rec, &decoded)?;
+        let images = u8s
+            .read(&mut rec)?
+            .into_iter()
+            .map(|data| Image {
+                width: u8s.width,
+                height: u8s.height,
+                data,
+            })
+            .collect();
+        let vae = t2.elapsed();
+        Ok(Generated {
+            images,
+            seed: req.seed,
+            scheduler: class,
+            timesteps,
+            timings: Timings {
+                text_encoder,
+                denoise,
+                vae,
+            },
+            truncated,
+            trace,
+        })
+    }
+}
