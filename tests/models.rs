@@ -197,3 +197,86 @@ fn vae_sd2() {
 fn vae_sd1_fp16_weights() {
     vae("sd1-tiny-fp16");
 }
+
+/// diffusers reads SD 2's list `attention_head_dim` as head COUNTS per block (and hands
+/// the up blocks the reversed list); the fixture records the heads diffusers built.
+#[test]
+fn attention_heads_follow_diffusers() {
+    for name in ["sd2-tiny", "sd1-tiny-fp16"] {
+        let fx = fixture(name);
+        let config: UNetConfig = read_component_config(&fx.model.root, "unet").unwrap();
+        let n = config.block_out_channels.len();
+        let layout = fx.json["unet_attention_layout"].as_object().unwrap();
+        assert!(!layout.is_empty());
+        for (module, v) in layout {
+            let parts: Vec<&str> = module.split('.').collect();
+            let level = match parts[0] {
+                "down_blocks" => parts[1].parse::<usize>().unwrap(),
+                "up_blocks" => n - 1 - parts[1].parse::<usize>().unwrap(),
+                "mid_block" => n - 1,
+                other => panic!("unexpected module {other}"),
+            };
+            let heads = config.heads(level).unwrap();
+            assert_eq!(
+                heads as u64,
+                v["heads"].as_u64().unwrap(),
+                "{name} {module}"
+            );
+            let dim = config.block_out_channels[level] / heads;
+            assert_eq!(
+                dim as u64,
+                v["head_dim"].as_u64().unwrap(),
+                "{name} {module}"
+            );
+        }
+    }
+}
+
+fn config_error<T: serde::de::DeserializeOwned>(
+    json: &str,
+    validate: impl Fn(&T) -> wgsd::Result<()>,
+) -> String {
+    let cfg: T = serde_json::from_str(json).unwrap();
+    validate(&cfg)
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+/// Configs wgsd does not build are refused with the field and value named.
+#[test]
+fn unsupported_configs_name_the_field() {
+    let base: Value = serde_json::from_str(wgsd::bench::models::SD2_UNET_CONFIG).unwrap();
+    let cases = [
+        ("class_embed_type", serde_json::json!("timestep")),
+        (
+            "down_block_types",
+            serde_json::json!([
+                "SimpleCrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D"
+            ]),
+        ),
+        ("attention_head_dim", serde_json::json!([5, 10, 20])),
+        ("resnet_time_scale_shift", serde_json::json!("scale_shift")),
+        ("addition_embed_type", serde_json::json!("text_time")),
+        ("norm_num_groups", serde_json::json!(48)),
+        ("conv_in_kernel", serde_json::json!(7)),
+    ];
+    for (field, value) in cases {
+        let mut cfg = base.clone();
+        cfg[field] = value.clone();
+        let err = config_error::<UNetConfig>(&cfg.to_string(), UNetConfig::validate);
+        assert!(err.contains(field), "{field} = {value}: {err}");
+    }
+    let vae: Value = serde_json::from_str(wgsd::bench::models::SD2_VAE_CONFIG).unwrap();
+    for (field, value) in [
+        ("up_block_types", serde_json::json!(["UpDecoderBlock3D"])),
+        ("act_fn", serde_json::json!("gelu")),
+    ] {
+        let mut cfg = vae.clone();
+        cfg[field] = value.clone();
+        let err = config_error::<VaeConfig>(&cfg.to_string(), VaeConfig::validate);
+        assert!(err.contains(field), "{field} = {value}: {err}");
+    }
+}

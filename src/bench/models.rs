@@ -73,6 +73,7 @@ fn measure_unet(
     gpu.trim();
     gpu.reset_peak_memory();
     let before = gpu.memory_stats().in_use;
+    let p0 = vb.loaded_parameters();
     let ctx_dim = cfg.cross_attention_dim;
     let unet = UNet2DConditionModel::load(vb, cfg)?;
     let weights = gpu.memory_stats().in_use - before;
@@ -91,7 +92,7 @@ fn measure_unet(
     Ok(ModelResult {
         name: name.to_string(),
         resolution: format!("{}x{} (latent 2x4x{h}x{w})", px.1, px.0),
-        params_millions: weights as f64 / vb.weight_dtype().size() as f64 / 1e6,
+        params_millions: (vb.loaded_parameters() - p0) as f64 / 1e6,
         ms_per_call: t.as_secs_f64() * 1e3,
         gflops: flop.map(|f| f / t.as_secs_f64() / 1e9),
         weights_mib: mib(weights),
@@ -111,6 +112,7 @@ fn measure_vae(
     gpu.trim();
     gpu.reset_peak_memory();
     let before = gpu.memory_stats().in_use;
+    let p0 = vb.loaded_parameters();
     let vae = VaeDecoder::load(vb, cfg)?;
     let weights = gpu.memory_stats().in_use - before;
     let latents = super::cases::filled(gpu, &[1, 4, px.0 / 8, px.1 / 8], DType::F32)?;
@@ -123,7 +125,7 @@ fn measure_vae(
     Ok(ModelResult {
         name: name.to_string(),
         resolution: format!("{}x{}", px.1, px.0),
-        params_millions: weights as f64 / vb.weight_dtype().size() as f64 / 1e6,
+        params_millions: (vb.loaded_parameters() - p0) as f64 / 1e6,
         ms_per_call: t.as_secs_f64() * 1e3,
         gflops: flop.map(|f| f / t.as_secs_f64() / 1e9),
         weights_mib: mib(weights),

@@ -239,6 +239,8 @@ enum Source {
 pub struct VarBuilder<'g> {
     gpu: &'g Gpu,
     source: Source,
+    /// Elements uploaded through this builder and every builder derived from it.
+    loaded: Arc<std::sync::atomic::AtomicU64>,
     prefix: String,
     weight_dtype: DType,
 }
@@ -279,6 +281,7 @@ impl<'g> VarBuilder<'g> {
         VarBuilder {
             gpu,
             source: Source::File(file),
+            loaded: Arc::default(),
             prefix: String::new(),
             weight_dtype,
         }
@@ -291,6 +294,7 @@ impl<'g> VarBuilder<'g> {
         VarBuilder {
             gpu,
             source: Source::Random,
+            loaded: Arc::default(),
             prefix: String::new(),
             weight_dtype,
         }
@@ -372,12 +376,21 @@ impl<'g> VarBuilder<'g> {
                 self.key(name)
             )));
         }
+        self.loaded.fetch_add(
+            shape.iter().product::<usize>() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let file = match &self.source {
             Source::File(f) => f,
             Source::Random => return random_tensor(self.gpu, shape, dtype, &self.key(name)),
         };
         let bytes = file.read_as(&self.key(name), Some(shape), dtype)?;
         Tensor::from_bytes(self.gpu, shape, dtype, &bytes)
+    }
+
+    /// Parameters uploaded so far through this builder and all builders derived from it.
+    pub fn loaded_parameters(&self) -> u64 {
+        self.loaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A matrix / conv kernel in the pipeline's weight dtype.
