@@ -13,6 +13,7 @@ mod embedding;
 mod image;
 mod matmul;
 mod norm;
+mod runtime;
 mod scheduler_step;
 mod transpose;
 mod upsample;

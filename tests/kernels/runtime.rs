@@ -1,0 +1,111 @@
+//! The runtime itself: one submit for hundreds of dispatches, the pipeline cache, the
+//! activation arena, windows, and clear errors.
+
+use wgsd::gpu::{DType, KernelSpec, Recorder, Tensor};
+use wgsd::ops::elementwise;
+
+use crate::common::{Rng, assert_close, gpu};
+
+/// 600 chained dispatches recorded into one recorder and submitted once give the same
+/// result as the CPU; the arena keeps memory at a few tensors, not 600.
+#[test]
+fn hundreds_of_dispatches_in_one_submit_reuse_memory() {
+    let gpu = gpu();
+    let n = 4096;
+    let mut rng = Rng::new(1);
+    let x = rng.vec(n);
+    let d = rng.vec(n);
+    let tx = Tensor::from_f32(gpu, &[n], &x, DType::F32).unwrap();
+    let td = Tensor::from_f32(gpu, &[n], &d, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let start = rec.dispatch_count();
+    let mut acc = tx.clone();
+    let mut want = x.clone();
+    for i in 0..600 {
+        acc = elementwise::add_scaled(&mut rec, &acc, &td, if i % 2 == 0 { 0.5 } else { 2.0 })
+            .unwrap();
+        for (w, dv) in want.iter_mut().zip(&d) {
+            *w = (*w + dv) * if i % 2 == 0 { 0.5 } else { 2.0 };
+        }
+    }
+    assert_eq!(rec.dispatch_count() - start, 600);
+    let got = rec.read_f32(&acc).unwrap();
+    assert_close("600 chained adds", &got, &want, 1e-4, 1e-5);
+}
+
+/// Dropping a tensor returns its buffer; the next tensor of that size reuses it.
+#[test]
+fn arena_reuses_freed_buffers() {
+    let gpu = gpu();
+    // An unusual size so that other tests running in parallel do not take the buffer.
+    let shape = [12_345, 7];
+    let a = Tensor::empty(gpu, &shape, DType::F32).unwrap();
+    let ptr = format!("{:?}", a.buffer());
+    drop(a);
+    let b = Tensor::empty(gpu, &shape, DType::F32).unwrap();
+    assert_eq!(
+        format!("{:?}", b.buffer()),
+        ptr,
+        "the freed buffer was not reused"
+    );
+}
+
+/// A kernel compiles once per (source, entry, defines, constants).
+#[test]
+fn pipeline_cache_compiles_once() {
+    let gpu = gpu();
+    let src = "struct P { n: u32 }\n@group(0) @binding(0) var<uniform> p: P;\n@group(0) @binding(1) var<storage, read_write> o: array<f32>;\noverride K: f32 = 1.0;\n@compute @workgroup_size(1) fn main() { o[0] = f32(p.n) * K * ${SCALE}; }";
+    let spec = KernelSpec::new("cache-test", src, "main").define("SCALE", "2.0");
+    let p1 = gpu.kernel(&spec).unwrap();
+    let p2 = gpu.kernel(&spec).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&p1, &p2));
+    let p3 = gpu.kernel(&spec.clone().constant("K", 3.0)).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&p1, &p3));
+    // And it runs: 7 * 3 * 2.
+    let out = Tensor::empty(gpu, &[4], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct P {
+        n: u32,
+    }
+    rec.dispatch(&p3, &P { n: 7 }, &[out.whole(gpu).unwrap()], [1, 1, 1])
+        .unwrap();
+    assert_eq!(rec.read_f32(&out).unwrap()[0], 42.0);
+}
+
+/// A WGSL error is an `Error::Gpu` naming the kernel, not a panic.
+#[test]
+fn bad_kernel_is_an_error() {
+    let gpu = gpu();
+    let err = gpu
+        .kernel(&KernelSpec::new("broken", "fn main( {", "main"))
+        .unwrap_err();
+    assert!(err.to_string().contains("broken"), "{err}");
+}
+
+/// Windows report the alignment shift; one larger than a binding is refused.
+#[test]
+fn windows_align_and_refuse_oversize() {
+    let gpu = gpu();
+    let t = Tensor::empty(gpu, &[1000], DType::F32).unwrap();
+    let w = t.window(gpu, 77, 100).unwrap();
+    assert_eq!(w.offset % gpu.caps.binding_align.max(4), 0);
+    assert_eq!(w.offset / 4 + u64::from(w.shift), 77);
+    let big = gpu.max_binding_elems(DType::F32) + 1024;
+    let t = Tensor::empty(gpu, &[big], DType::F32).unwrap();
+    assert!(t.window(gpu, 0, big).is_err());
+    assert!(t.window(gpu, 0, big - 2048).is_ok());
+}
+
+/// Shape mismatches are errors, not panics.
+#[test]
+fn shape_errors() {
+    let gpu = gpu();
+    let a = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6], DType::F32).unwrap();
+    let b = Tensor::from_f32(gpu, &[4], &[0.0; 4], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert!(elementwise::add(&mut rec, &a, &b).is_err());
+    assert!(Tensor::from_f32(gpu, &[5], &[0.0; 4], DType::F32).is_err());
+    assert!(a.reshape(&[7]).is_err());
+}
