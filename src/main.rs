@@ -44,6 +44,8 @@ enum Command {
         /// The prompt.
         prompt: String,
     },
+    /// Generate images from a text prompt.
+    Generate(cli::generate::GenerateArgs),
     /// Measure kernel speed against this device's peak.
     Bench {
         /// Smaller shapes, fewer repeats.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Info { json } => cli::info::run(&choice, json),
+        Command::Generate(args) => cli::generate::run(&choice, &args),
         Command::Tokenize {
             model,
             verbose,

@@ -1,5 +1,6 @@
 //! The `wgsd` command line: one module per subcommand.
 
 pub mod bench;
+pub mod generate;
 pub mod info;
 pub mod tokenize;

@@ -1,0 +1,421 @@
+//! `wgsd generate`: text to image from a model archive, written as PNG, JPEG or `.npy`.
+//!
+//! Every input is checked before the GPU or the model is touched, so a bad flag costs
+//! nothing and leaves no file. Images are written atomically: a temporary file in the
+//! output's folder, renamed into place once complete.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use wgsd::gpu::{AdapterChoice, DType, Gpu};
+use wgsd::pipeline::{
+    DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
+    PipelineOptions, Progress,
+};
+use wgsd::schedulers::SchedulerClass;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The prompt (or use --prompt).
+    #[arg(value_name = "PROMPT")]
+    positional_prompt: Option<String>,
+    /// Model archive (.zip, TorchServe .mar) or diffusers folder, e.g. weights/sd2-tiny.zip.
+    #[arg(long, env = "WGSD_MODEL")]
+    model: Option<PathBuf>,
+    /// The prompt.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// What the image should not show (replaces the empty unconditional prompt).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Seed of torch.Generator("cpu").manual_seed(N), as diffusers; random when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = DEFAULT_STEPS)]
+    steps: usize,
+    /// Classifier-free guidance scale (<= 1 turns guidance off).
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    guidance: f32,
+    /// Image width in pixels, a multiple of 8.
+    #[arg(long, default_value_t = DEFAULT_SIZE)]
+    width: usize,
+    /// Image height in pixels, a multiple of 8.
+    #[arg(long, default_value_t = DEFAULT_SIZE)]
+    height: usize,
+    /// Scheduler: ddim, pndm, euler, euler_a, dpm++2m, lms or a diffusers class name;
+    /// default: the archive's scheduler_config.json.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Images to generate (one seed, drawn as one batch as diffusers does).
+    #[arg(long, default_value_t = 1)]
+    num_images: usize,
+    /// Output file: .png, .jpg / .jpeg or .npy. Several images: out-0.png, out-1.png, ...
+    #[arg(long, short, default_value = "out.png")]
+    output: PathBuf,
+    /// Also write each image's u8 H x W x 3 array as .npy next to it.
+    #[arg(long)]
+    npy: bool,
+    /// Store the weights as f16 on the GPU (needs SHADER_F16); default f32.
+    #[arg(long)]
+    f16: bool,
+    /// Print a JSON summary (outputs, seed, adapter, per-phase timings) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Png,
+    Jpeg,
+    Npy,
+}
+
+impl Format {
+    fn of(path: &Path) -> anyhow::Result<Format> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(Format::Png),
+            Some("jpg" | "jpeg") => Ok(Format::Jpeg),
+            Some("npy") => Ok(Format::Npy),
+            _ => bail!(
+                "output {}: unsupported extension; use .png, .jpg, .jpeg or .npy",
+                path.display()
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TimingsMs {
+    load: f64,
+    text_encoder: f64,
+    denoise: f64,
+    per_step: f64,
+    vae: f64,
+    write: f64,
+    total: f64,
+}
+
+#[derive(Serialize)]
+struct AdapterSummary {
+    name: String,
+    backend: String,
+    device_type: String,
+    driver: String,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    outputs: Vec<PathBuf>,
+    prompt: String,
+    negative_prompt: Option<String>,
+    seed: u64,
+    steps: usize,
+    unet_evaluations: usize,
+    guidance: f32,
+    width: usize,
+    height: usize,
+    num_images: usize,
+    scheduler: &'static str,
+    weight_dtype: &'static str,
+    model: PathBuf,
+    adapter: AdapterSummary,
+    timings_ms: TimingsMs,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `out.png` for one image, `out-0.png`, `out-1.png`, ... for several.
+fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
+    if n == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(e) => format!("{stem}-{i}.{}", e.to_string_lossy()),
+        None => format!("{stem}-{i}"),
+    };
+    path.with_file_name(name)
+}
+
+/// The u8 array as a NumPy `.npy` (version 1.0, `|u1`, C order, shape (H, W, 3)).
+fn npy_bytes(img: &Image) -> Vec<u8> {
+    let dict = format!(
+        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {}, 3), }}",
+        img.height, img.width
+    );
+    // magic (6) + version (2) + header length (2) + dict + padding + '\n', to 64 bytes.
+    let unpadded = 10 + dict.len() + 1;
+    let pad = unpadded.next_multiple_of(64) - unpadded;
+    let header = format!("{dict}{}\n", " ".repeat(pad));
+    let mut out = Vec::with_capacity(10 + header.len() + img.data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&img.data);
+    out
+}
+
+fn encode(img: &Image, format: Format) -> anyhow::Result<Vec<u8>> {
+    if format == Format::Npy {
+        return Ok(npy_bytes(img));
+    }
+    let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+        .context("image buffer has the wrong size")?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    let fmt = match format {
+        Format::Png => image::ImageFormat::Png,
+        _ => image::ImageFormat::Jpeg,
+    };
+    buf.write_to(&mut out, fmt)
+        .with_context(|| format!("encoding {fmt:?}"))?;
+    Ok(out.into_inner())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".wgsd-").suffix(".tmp");
+    // tempfile's default 0600 is for secrets; an image gets the usual 0666 minus umask.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A one-line progress bar on stderr: steps, rate and ETA.
+struct Bar {
+    enabled: bool,
+}
+
+impl Bar {
+    fn update(&self, p: &Progress) {
+        if !self.enabled {
+            return;
+        }
+        let secs = p.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            p.step as f64 / secs
+        } else {
+            0.0
+        };
+        let eta = if rate > 0.0 {
+            (p.total - p.step) as f64 / rate
+        } else {
+            0.0
+        };
+        const WIDTH: usize = 30;
+        let filled = WIDTH * p.step / p.total.max(1);
+        let speed = if rate >= 1.0 || rate == 0.0 {
+            format!("{rate:.2} it/s")
+        } else {
+            format!("{:.2} s/it", 1.0 / rate)
+        };
+        eprint!(
+            "\r[{}{}] {}/{} {speed} ETA {:.0}s   ",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            p.step,
+            p.total,
+            eta
+        );
+        if p.step == p.total {
+            eprintln!();
+        }
+    }
+}
+
+pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    // Everything the user typed is checked before any work starts.
+    let prompt = match (&args.positional_prompt, &args.prompt) {
+        (Some(_), Some(_)) => {
+            bail!("give the prompt either as an argument or with --prompt, not both")
+        }
+        (Some(p), None) | (None, Some(p)) => p.clone(),
+        (None, None) => bail!("no prompt: wgsd generate --model MODEL \"a prompt\""),
+    };
+    let Some(model) = &args.model else {
+        bail!(
+            "no model: pass --model PATH (a model.zip, .mar or diffusers folder), e.g. \
+             --model weights/sd2-tiny.zip for the bundled tiny model"
+        );
+    };
+    if !model.exists() {
+        bail!("model {}: no such file or folder", model.display());
+    }
+    if args.width == 0
+        || args.height == 0
+        || !args.width.is_multiple_of(8)
+        || !args.height.is_multiple_of(8)
+    {
+        bail!(
+            "width and height must be positive multiples of 8, got {} x {}",
+            args.width,
+            args.height
+        );
+    }
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if args.num_images == 0 {
+        bail!("--num-images must be at least 1");
+    }
+    if !args.guidance.is_finite() {
+        bail!("--guidance must be a finite number");
+    }
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(SchedulerClass::parse)
+        .transpose()?;
+    let format = Format::of(&args.output)?;
+    let out_dir = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        bail!("output folder {} does not exist", out_dir.display());
+    }
+    let seed = args.seed.unwrap_or_else(random_seed);
+
+    let gpu = Gpu::new(choice)?;
+    let options = PipelineOptions {
+        weight_dtype: if args.f16 { DType::F16 } else { DType::F32 },
+        ..PipelineOptions::default()
+    };
+    let pipe = Pipeline::load(&gpu, model, &options)
+        .with_context(|| format!("loading {}", model.display()))?;
+    let load = start.elapsed();
+    for k in pipe.unused_weights() {
+        eprintln!("warning: weight {k} is not used");
+    }
+
+    let req = GenerateRequest {
+        prompts: vec![prompt.clone()],
+        negative_prompts: args.negative_prompt.iter().cloned().collect(),
+        seed,
+        steps: args.steps,
+        guidance: args.guidance,
+        width: args.width,
+        height: args.height,
+        num_images_per_prompt: args.num_images,
+        scheduler,
+        trace: false,
+    };
+    let bar = Bar {
+        enabled: std::io::stderr().is_terminal(),
+    };
+    let out = pipe.generate_with(&req, &mut |p| bar.update(p), None)?;
+    for &(_, dropped) in &out.truncated {
+        eprintln!(
+            "warning: the prompt is longer than the text encoder's 77 tokens; {dropped} tokens were cut"
+        );
+    }
+
+    let t_write = Instant::now();
+    let n = out.images.len();
+    let mut outputs = Vec::new();
+    for (i, img) in out.images.iter().enumerate() {
+        let path = numbered(&args.output, i, n);
+        write_atomic(&path, &encode(img, format)?)?;
+        outputs.push(path.clone());
+        if args.npy && format != Format::Npy {
+            let npy = path.with_extension("npy");
+            write_atomic(&npy, &npy_bytes(img))?;
+            outputs.push(npy);
+        }
+    }
+    let write = t_write.elapsed();
+
+    if args.json {
+        let info = &gpu.info;
+        let summary = Summary {
+            outputs,
+            prompt,
+            negative_prompt: args.negative_prompt.clone(),
+            seed,
+            steps: args.steps,
+            unet_evaluations: out.timesteps.len(),
+            guidance: args.guidance,
+            width: args.width,
+            height: args.height,
+            num_images: n,
+            scheduler: out.scheduler.diffusers_name(),
+            weight_dtype: if pipe.weight_dtype() == DType::F16 {
+                "f16"
+            } else {
+                "f32"
+            },
+            model: model.clone(),
+            adapter: AdapterSummary {
+                name: info.name.clone(),
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
+            },
+            timings_ms: TimingsMs {
+                load: ms(load),
+                text_encoder: ms(out.timings.text_encoder),
+                denoise: ms(out.timings.denoise),
+                per_step: ms(out.timings.denoise) / out.timesteps.len().max(1) as f64,
+                vae: ms(out.timings.vae),
+                write: ms(write),
+                total: ms(start.elapsed()),
+            },
+        };
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for p in &outputs {
+            eprintln!("wrote {}", p.display());
+        }
+        eprintln!(
+            "seed {seed}, {} on {} in {:.1}s",
+            out.scheduler.diffusers_name(),
+            gpu.info.name,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// A seed when none is given (printed, so the image can be reproduced).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    // Keep it below 2^53 so it survives JSON number round trips.
+    h.finish() >> 11
+}
