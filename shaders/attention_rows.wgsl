@@ -4,11 +4,15 @@
 //
 //   out[b, i, h*D + d] = sum_j softmax_j(scale * q[b, i, h*D:] . k[b, j, h*D:]) v[b, j, h*D + d]
 //
-// Grid: invocation id = (wid.x + wid.y * nwg.x) * WG + lid -> (row, head, batch), row
-// fastest, so the invocations of one workgroup read the same key and value rows (one
-// cache line serves all of them on a GPU). `items` is nb * heads * nrows here.
+// Grid: invocation id = (wid.x + wid.y * nwg.x) * WG + lid -> (row, column group, head,
+// batch), row fastest, so the invocations of one workgroup read the same key and value
+// rows (one cache line serves all of them on a GPU). `items` is nb * heads * groups * nrows
+// here. An invocation accumulates G columns (g*G .. g*G + G of its head; groups =
+// ceil(D / G)); q is read from storage in the dot products, so the only private array
+// is acc[G] (small arrays keep the shader quick to compile, also on lavapipe). Wide heads
+// recompute the scores once per group.
 // Keys are walked in chunks of KC with an online softmax (running max m, sum l, output
-// accumulator acc[D], all f32); causal masking stops at the query's own index.
+// accumulator, all f32); causal masking stops at the query's own index.
 
 struct Params {
     nq: u32,
@@ -18,14 +22,14 @@ struct Params {
     hd: u32,
     heads: u32,
     nblk: u32,      // unused here
-    items: u32,     // nb * heads * nrows
+    items: u32,     // nb * heads * groups * nrows
     q_shift: u32,
     k_shift: u32,
     v_shift: u32,
     o_shift: u32,
     scale: f32,
     causal: u32,
-    _pad0: u32,
+    groups: u32,
     _pad1: u32,
 }
 
@@ -37,6 +41,7 @@ struct Params {
 
 const WG: u32 = 64u;
 const D: u32 = ${D}u;
+const G: u32 = ${G}u;
 const KC: u32 = 8u;
 
 @compute @workgroup_size(64)
@@ -45,19 +50,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let id = (wid.x + wid.y * nwg.x) * WG + lid;
     if (id >= p.items) { return; }
     let i = id % p.nrows;
-    let h = (id / p.nrows) % p.heads;
-    let bl = id / (p.nrows * p.heads);
+    let c0 = (id / p.nrows) % p.groups * G;
+    let h = (id / (p.nrows * p.groups)) % p.heads;
+    let bl = id / (p.nrows * p.groups * p.heads);
+    let gn = min(G, D - c0);
 
     let qb = p.q_shift + (bl * p.nq + i) * p.hd + h * D;
-    var qr: array<f32, D>;
-    for (var d = 0u; d < D; d++) { qr[d] = q[qb + d] * p.scale; }
-
     var kend = p.nk;
     if (p.causal != 0u) { kend = min(p.nk, p.q0 + i + 1u); }
 
     var m = -3.0e38;
     var l = 0.0;
-    var acc: array<f32, D>;
+    var acc: array<f32, G>;
     for (var j0 = 0u; j0 < kend; j0 += KC) {
         let n = min(KC, kend - j0);
         var s: array<f32, KC>;
@@ -65,23 +69,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var t = 0u; t < n; t++) {
             let kb = p.k_shift + (bl * p.nk + j0 + t) * p.hd + h * D;
             var dot = 0.0;
-            for (var d = 0u; d < D; d++) { dot += qr[d] * k[kb + d]; }
-            s[t] = dot;
-            mx = max(mx, dot);
+            for (var d = 0u; d < D; d++) { dot += q[qb + d] * k[kb + d]; }
+            s[t] = dot * p.scale;
+            mx = max(mx, s[t]);
         }
         let alpha = exp(m - mx);
         m = mx;
         l *= alpha;
-        for (var d = 0u; d < D; d++) { acc[d] *= alpha; }
+        for (var d = 0u; d < gn; d++) { acc[d] *= alpha; }
         for (var t = 0u; t < n; t++) {
             let e = exp(s[t] - mx);
             l += e;
-            let vb = p.v_shift + (bl * p.nk + j0 + t) * p.hd + h * D;
-            for (var d = 0u; d < D; d++) { acc[d] += e * v[vb + d]; }
+            let vb = p.v_shift + (bl * p.nk + j0 + t) * p.hd + h * D + c0;
+            for (var d = 0u; d < gn; d++) { acc[d] += e * v[vb + d]; }
         }
     }
 
     let inv = 1.0 / l;
-    let ob = p.o_shift + (bl * p.nq + i) * p.hd + h * D;
-    for (var d = 0u; d < D; d++) { out[ob + d] = acc[d] * inv; }
+    let ob = p.o_shift + (bl * p.nq + i) * p.hd + h * D + c0;
+    for (var d = 0u; d < gn; d++) { out[ob + d] = acc[d] * inv; }
 }

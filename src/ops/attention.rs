@@ -55,7 +55,7 @@ struct Params {
     o_shift: u32,
     scale: f32,
     causal: u32,
-    _pad0: u32,
+    groups: u32,
     _pad1: u32,
 }
 
@@ -76,9 +76,187 @@ pub fn attention(
     attention_with(rec, q, k, v, heads, scale, causal, variant)
 }
 
-/// Query rows per workgroup of the subgroup variant: about 128 accumulator floats per lane.
-fn rows_per_group(dc: usize) -> usize {
-    (32 / dc).clamp(1, 16)
+/// Most vec4 chunks of a head's columns one work item of the subgroup variant
+/// accumulates; wider heads are split into column groups (each recomputes the scores).
+/// Bounds the straight-line code, hence lavapipe's JIT time.
+const SG_GROUP_CHUNKS: usize = 16;
+/// Most columns one invocation of the rows variant accumulates (its private array).
+const ROWS_GROUP: usize = 64;
+
+/// Query rows per lane of the subgroup variant for `g` chunks per column group: about
+/// 32 vec4 accumulators per lane. More rows per lane amortize the key/value loads but
+/// lengthen the generated code (JIT time grows linearly with it).
+fn rows_per_lane(g: usize) -> usize {
+    (32 / g).clamp(1, 8)
+}
+
+/// WGSL for chunk `c` (elements 4c..4c+3, `c` a WGSL u32 expression) of the row at
+/// element offset `off` of `buf`. vec4 bindings index directly; otherwise `ld_<buf>`
+/// (see [`loaders`]) clamps the loads and reads elements past D as 0.
+fn chunk(buf: &str, off: &str, c: &str, vec4: bool) -> String {
+    if vec4 {
+        format!("{buf}[({off} >> 2u) + {c}]")
+    } else {
+        format!("ld_{buf}({off}, {c})")
+    }
+}
+
+/// Chunk loaders for f32 bindings (D % 4 != 0).
+fn loaders(vec4: bool) -> String {
+    if vec4 {
+        return String::new();
+    }
+    ["q", "k", "v"]
+        .iter()
+        .map(|b| {
+            format!(
+                "fn ld_{b}(o: u32, c: u32) -> vec4<f32> {{
+    let i = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+    let j = min(i, vec4<u32>(D - 1u)) + vec4<u32>(o);
+    let x = vec4<f32>({b}[j.x], {b}[j.y], {b}[j.z], {b}[j.w]);
+    return select(x, vec4<f32>(0.0), i >= vec4<u32>(D));
+}}
+"
+            )
+        })
+        .collect()
+}
+
+/// The straight-line parts of `attention.wgsl` (INIT, SCORES, BLOCK, STORE) for head
+/// size `d`, `g` chunks per column group, `r` rows per lane and `sg` lanes: every row
+/// and chunk is a named variable (no private arrays).
+fn subgroup_code(d: usize, g: usize, r: usize, sg: usize) -> [String; 4] {
+    let vec4 = d.is_multiple_of(4);
+    let dc = d.div_ceil(4);
+    let grouped = g < dc;
+    let (rows, lanes) = (0..r, 0..sg);
+    let mut init = String::new();
+    for ri in rows.clone() {
+        init += &format!(
+            "    let r{ri} = i_first + {ri}u * SG + lane;
+    let ri{ri} = min(r{ri}, i_last);
+    let qo{ri} = p.q_shift + (bl * p.nq + ri{ri}) * p.hd + hb;
+    let lim{ri} = select(p.nk, min(p.nk, p.q0 + ri{ri} + 1u), p.causal != 0u);
+    var m{ri} = -BIG;
+    var l{ri} = 0.0;
+"
+        );
+        for c in 0..g {
+            if !grouped {
+                let ld = chunk("q", &format!("qo{ri}"), &format!("{c}u"), vec4);
+                init += &format!("    let q{ri}_{c} = {ld} * qs;\n");
+            }
+            init += &format!("    var a{ri}_{c} = vec4<f32>();\n");
+        }
+    }
+    // Scores: each lane's key chunk broadcast to all lanes, for every row of every lane.
+    let mut scores = String::new();
+    for ri in rows.clone() {
+        for t in lanes.clone() {
+            scores += &format!("        var s{ri}_{t} = 0.0;\n");
+        }
+    }
+    let score_chunk = |c: &str, q: &dyn Fn(usize) -> String| -> String {
+        let mut o = format!("            let kc = {};\n", chunk("k", "ko", c, vec4));
+        for ri in rows.clone() {
+            o += &format!("            let qc{ri} = {};\n", q(ri));
+        }
+        for t in lanes.clone() {
+            o += &format!("            let k{t} = subgroupBroadcast(kc, {t}u);\n");
+            for ri in rows.clone() {
+                o += &format!("            s{ri}_{t} += dot(qc{ri}, k{t});\n");
+            }
+        }
+        o
+    };
+    if grouped {
+        // A loop over all of D, q reloaded per chunk: the code stays short.
+        scores += "        for (var c = 0u; c < DC; c++) {\n";
+        scores += &score_chunk("c", &|ri| {
+            format!("{} * qs", chunk("q", &format!("qo{ri}"), "c", vec4))
+        });
+        scores += "        }\n";
+    } else {
+        for c in 0..dc {
+            scores += "        {\n";
+            scores += &score_chunk(&format!("{c}u"), &|ri| format!("q{ri}_{c}"));
+            scores += "        }\n";
+        }
+    }
+    // Mask, then the online softmax update of each row.
+    let mut blk = String::new();
+    for ri in rows.clone() {
+        let ss: Vec<String> = lanes.clone().map(|t| format!("s{ri}_{t}")).collect();
+        for s in &ss {
+            let t = &s[s.find('_').map_or(0, |i| i + 1)..];
+            blk += &format!("        {s} = select({s}, -BIG, j0 + {t}u >= lim{ri});\n");
+        }
+        let mut mx = format!("m{ri}");
+        for s in &ss {
+            mx = format!("max({mx}, {s})");
+        }
+        blk += &format!(
+            "        let mn{ri} = {mx};\n        let al{ri} = exp2(m{ri} - mn{ri});\n        m{ri} = mn{ri};\n"
+        );
+        for s in &ss {
+            blk += &format!("        {s} = exp2({s} - mn{ri});\n");
+        }
+        blk += &format!("        l{ri} = l{ri} * al{ri} + ({});\n", ss.join(" + "));
+        for c in 0..g {
+            blk += &format!("        a{ri}_{c} *= al{ri};\n");
+        }
+    }
+    // acc += p @ v over this group's chunks, each lane's value chunk broadcast.
+    for c in 0..g {
+        let cx = if grouped {
+            format!("min(cg + {c}u, DC - 1u)")
+        } else {
+            format!("{c}u")
+        };
+        blk += &format!(
+            "        {{\n            let vc = {};\n",
+            chunk("v", "vo", &cx, vec4)
+        );
+        for t in lanes.clone() {
+            blk += &format!("            let v{t} = subgroupBroadcast(vc, {t}u);\n");
+            for ri in rows.clone() {
+                blk += &format!("            a{ri}_{c} += s{ri}_{t} * v{t};\n");
+            }
+        }
+        blk += "        }\n";
+    }
+    let mut store = String::new();
+    for ri in rows {
+        store += &format!(
+            "    if (r{ri} < p.nrows) {{
+        let inv = 1.0 / l{ri};
+        let oo = p.o_shift + (bl * p.nq + r{ri}) * p.hd + hb;
+"
+        );
+        for c in 0..g {
+            let (cx, open, close) = if grouped {
+                (
+                    format!("(cg + {c}u)"),
+                    format!("if (cg + {c}u < DC) {{ "),
+                    " }",
+                )
+            } else {
+                (format!("{c}u"), String::new(), "")
+            };
+            if vec4 {
+                store +=
+                    &format!("        {open}out[(oo >> 2u) + {cx}] = a{ri}_{c} * inv;{close}\n");
+            } else {
+                for e in 0..4 {
+                    store += &format!(
+                        "        if ({cx} * 4u + {e}u < D) {{ out[oo + {cx} * 4u + {e}u] = a{ri}_{c}[{e}] * inv; }}\n"
+                    );
+                }
+            }
+        }
+        store += "    }\n";
+    }
+    [init, scores, blk, store]
 }
 
 /// [`attention`] with an explicit kernel variant (tests run every variant).
@@ -136,7 +314,7 @@ pub fn attention_with(
     let out = Tensor::empty(gpu, q.shape(), DType::F32)?;
 
     // Compile-time choices and how many query rows one work item covers.
-    let (pipeline, rows_per_item) = match variant {
+    let (pipeline, rows_per_item, groups) = match variant {
         Variant::Subgroup { lanes } => {
             if !gpu.caps.subgroup || lanes == 0 || lanes > gpu.caps.subgroup_size {
                 return Err(Error::Gpu(format!(
@@ -146,42 +324,33 @@ pub fn attention_with(
                 )));
             }
             let sg = lanes as usize;
-            let dc = d.div_ceil(4 * sg);
-            let r = rows_per_group(dc);
-            // subgroupBroadcast needs a constant lane: unroll the walk over the keys.
-            let mut steps = String::new();
-            for t in 0..sg {
-                steps.push_str(&format!(
-                    "        if (j0 + {t}u < kend) {{
-            let vb = p.v_shift + (kvrow + j0 + {t}u) * p.hd;
-            var vv: array<vec4<f32>, DC>;
-            for (var c = 0u; c < DC; c++) {{
-                let o = col[c] + vb;
-                vv[c] = vec4<f32>(v[o.x], v[o.y], v[o.z], v[o.w]);
-            }}
-            for (var r = 0u; r < R; r++) {{
-                let pr = subgroupBroadcast(s[r], {t}u);
-                for (var c = 0u; c < DC; c++) {{ acc[r * DC + c] += pr * vv[c]; }}
-            }}
-        }}
-"
-                ));
-            }
+            let dc = d.div_ceil(4);
+            let groups = dc.div_ceil(SG_GROUP_CHUNKS);
+            let g = dc.div_ceil(groups);
+            let r = rows_per_lane(g);
+            let vec4 = d.is_multiple_of(4);
+            let [init, scores, block, store] = subgroup_code(d, g, r, sg);
             let spec = KernelSpec::new("attention", SRC_SUBGROUP, "main")
+                .define("T", if vec4 { "vec4<f32>" } else { "f32" })
                 .define("D", d.to_string())
+                .define("G", g.to_string())
                 .define("R", r.to_string())
-                .define("DC", dc.to_string())
-                .define("PV_STEPS", steps)
+                .define("LOADERS", loaders(vec4))
+                .define("INIT", init)
+                .define("SCORES", scores)
+                .define("BLOCK", block)
+                .define("STORE", store)
                 .constant("SG", f64::from(lanes));
-            (gpu.kernel(&spec)?, r)
+            (gpu.kernel(&spec)?, r * sg, groups)
         }
         Variant::Rows => {
-            let spec =
-                KernelSpec::new("attention_rows", SRC_ROWS, "main").define("D", d.to_string());
-            (gpu.kernel(&spec)?, 1)
+            let g = d.min(ROWS_GROUP);
+            let spec = KernelSpec::new("attention_rows", SRC_ROWS, "main")
+                .define("D", d.to_string())
+                .define("G", g.to_string());
+            (gpu.kernel(&spec)?, 1, d.div_ceil(g))
         }
     };
-
     // Windows: k/v bind whole batch items; q/out bind groups of batch items, or bands of
     // query rows of one item when one item's q is larger than a binding.
     let per = gpu.max_binding_elems(DType::F32);
@@ -223,7 +392,7 @@ pub fn attention_with(
         let kw = k.window(gpu, b0 * kv_item, nb * kv_item)?;
         let vw = v.window(gpu, b0 * kv_item, nb * kv_item)?;
         let nblk = nrows.div_ceil(rows_per_item);
-        let items = nb * heads * nblk;
+        let items = nb * heads * groups * nblk;
         let params = Params {
             nq: u32_of(OP, nq)?,
             q0: u32_of(OP, q0)?,
@@ -239,14 +408,14 @@ pub fn attention_with(
             o_shift: ow.shift,
             scale,
             causal: u32::from(causal),
-            _pad0: 0,
+            groups: u32_of(OP, groups)?,
             _pad1: 0,
         };
-        let groups = match variant {
+        let wgs = match variant {
             Variant::Subgroup { .. } => items,
             Variant::Rows => items.div_ceil(ROWS_WG),
         };
-        let grid = rec.grid(u32_of(OP, groups)?);
+        let grid = rec.grid(u32_of(OP, wgs)?);
         rec.dispatch(&pipeline, &params, &[qw, kw, vw, ow], grid)?;
     }
     Ok(out)
