@@ -6,9 +6,16 @@
 //! barrier between a dispatch that writes a buffer and the next that touches it. Uploads
 //! never write into a recycled buffer (they create mapped buffers), so a queued write can
 //! never overtake a recorded read.
+//!
+//! Free lists are kept per thread. A buffer freed while a recording that uses it is not
+//! yet submitted must not be handed to another thread, whose submit could land first and
+//! whose later reads would then see the first recording's writes. Within one thread,
+//! recordings are submitted in order (the rule: one open `Recorder` per thread), so reuse
+//! there is safe.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::thread::ThreadId;
 
 /// Usage of every activation buffer.
 pub const ACTIVATION_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -28,7 +35,7 @@ pub struct PoolStats {
 
 #[derive(Default)]
 struct Inner {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: HashMap<(ThreadId, u64), Vec<wgpu::Buffer>>,
     stats: PoolStats,
 }
 
@@ -47,7 +54,8 @@ impl BufferPool {
     /// A buffer of exactly `size` bytes (already rounded by the caller), reused if one is free.
     pub fn take(&self, device: &wgpu::Device, size: u64) -> wgpu::Buffer {
         let mut inner = self.lock();
-        if let Some(buf) = inner.free.get_mut(&size).and_then(Vec::pop) {
+        let key = (std::thread::current().id(), size);
+        if let Some(buf) = inner.free.get_mut(&key).and_then(Vec::pop) {
             inner.stats.cached -= size;
             inner.stats.in_use += size;
             return buf;
@@ -70,7 +78,8 @@ impl BufferPool {
         let mut inner = self.lock();
         inner.stats.in_use -= size;
         inner.stats.cached += size;
-        inner.free.entry(size).or_default().push(buf);
+        let key = (std::thread::current().id(), size);
+        inner.free.entry(key).or_default().push(buf);
     }
 
     /// Counts a buffer that was created outside the pool (an upload) as in use.

@@ -109,3 +109,40 @@ fn shape_errors() {
     assert!(Tensor::from_f32(gpu, &[5], &[0.0; 4], DType::F32).is_err());
     assert!(a.reshape(&[7]).is_err());
 }
+
+/// Threads recording at the same time never get each other's freed buffers: each one's
+/// chained results stay exact while the others allocate and free the same sizes.
+#[test]
+fn concurrent_recorders_do_not_share_freed_buffers() {
+    let gpu = gpu();
+    let n = 3000;
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                let mut rng = Rng::new(100 + t);
+                let d = rng.vec(n);
+                let td = Tensor::from_f32(gpu, &[n], &d, DType::F32).unwrap();
+                for round in 0..15 {
+                    let x = rng.vec(n);
+                    let mut acc = Tensor::from_f32(gpu, &[n], &x, DType::F32).unwrap();
+                    let mut want = x.clone();
+                    let mut rec = Recorder::new(gpu);
+                    for _ in 0..20 {
+                        // Each intermediate is dropped right after use, so its buffer
+                        // returns to the arena while the recording is still open.
+                        acc = elementwise::add(&mut rec, &acc, &td).unwrap();
+                        want.iter_mut().zip(&d).for_each(|(w, dv)| *w += dv);
+                    }
+                    let got = rec.read_f32(&acc).unwrap();
+                    assert_close(
+                        &format!("thread {t} round {round}"),
+                        &got,
+                        &want,
+                        1e-5,
+                        1e-5,
+                    );
+                }
+            });
+        }
+    });
+}
