@@ -305,7 +305,11 @@ impl<'g> Pipeline<'g> {
         if req.prompts.is_empty() {
             return bad("at least one prompt is needed".into());
         }
-        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(f) || !req.height.is_multiple_of(f) {
+        if req.width == 0
+            || req.height == 0
+            || !req.width.is_multiple_of(f)
+            || !req.height.is_multiple_of(f)
+        {
             return bad(format!(
                 "width and height must be positive multiples of {f}, got {} x {}",
                 req.width, req.height

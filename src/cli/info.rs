@@ -100,7 +100,7 @@ fn yes(b: bool) -> &'static str {
 
 fn bytes(b: u64) -> String {
     const MIB: u64 = 1 << 20;
-    if b >= 1 << 30 && b % (1 << 30) == 0 {
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
         format!("{} GiB", b >> 30)
     } else if b >= MIB {
         format!("{:.0} MiB", b as f64 / MIB as f64)

@@ -75,13 +75,7 @@ fn activation_tiny() {
     let g = activation::gelu(&mut rec, &tx).unwrap();
     let q = activation::quick_gelu(&mut rec, &tx).unwrap();
     let silu = [0.0, 0.731_058_6, -0.268_941_42, 2.310_354_5, -0.142_277_62];
-    let gelu = [
-        0.0,
-        0.841_344_75,
-        -0.158_655_25,
-        2.484_475_8,
-        -0.004_049_694,
-    ];
+    let gelu = [0.0, 0.841_344_8, -0.158_655_25, 2.484_475_8, -0.004_049_694];
     let qg = [0.0, 0.845_795_77, -0.154_204_23, 2.465_013_8, -0.018_071_31];
     assert_close("silu tiny", &rec.read_f32(&s).unwrap(), &silu, 1e-7, 1e-6);
     assert_close("gelu tiny", &rec.read_f32(&g).unwrap(), &gelu, 1e-7, 1e-6);
@@ -98,7 +92,7 @@ fn activation_tiny() {
     assert_close(
         "geglu tiny",
         &rec.read_f32(&y).unwrap(),
-        &[0.841_344_75, -0.317_310_5],
+        &[0.841_344_8, -0.317_310_5],
         1e-7,
         1e-6,
     );

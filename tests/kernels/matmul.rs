@@ -54,7 +54,7 @@ fn check_linear(c: &Case, variant: MatmulVariant, seed: u64) {
     let bias = rng.vec(c.n);
     let res = rng.vec(c.m * c.n);
     // x as [2, m/2, K] when m is even, to exercise leading dimensions.
-    let x_shape = if c.m % 2 == 0 && c.m > 0 {
+    let x_shape = if c.m.is_multiple_of(2) && c.m > 0 {
         vec![2, c.m / 2, c.k]
     } else {
         vec![c.m, c.k]

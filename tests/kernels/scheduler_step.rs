@@ -17,13 +17,13 @@ fn plan(rng: &mut Rng, mask: u32) -> StepPlan {
         out = out + Lin::noise(c());
     }
     let mut writes = [None; SLOTS];
-    for k in 0..SLOTS {
+    for (k, write) in writes.iter_mut().enumerate() {
         if mask & (16 << k) != 0 {
             out = out + Lin::h(k, c());
         }
         if mask & (256 << k) != 0 {
             let dw = if derived.is_some() { c() } else { 0.0 };
-            writes[k] = Some(Lin::x(c()) + Lin::e(c()) + Lin::d(dw));
+            *write = Some(Lin::x(c()) + Lin::e(c()) + Lin::d(dw));
         }
     }
     StepPlan {
