@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::time_median;
 use crate::error::Result;
-use crate::gpu::{DType, Gpu};
+use crate::gpu::{DType, Gpu, Recorder};
 use crate::loader::{VarBuilder, open_model, read_component_config};
 use crate::models::config::{UNetConfig, VaeConfig};
 use crate::models::unet::UNet2DConditionModel;
@@ -61,6 +61,41 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
 }
 
+/// What to measure: a name, the resolution in words, the known FLOP per call.
+struct Measured<'a> {
+    name: &'a str,
+    resolution: String,
+    flop: Option<f64>,
+}
+
+/// Loads a model through `vb` (counting its weights and parameters), then times `run`
+/// and reports the peak memory of the whole measurement.
+fn measure<M>(
+    gpu: &Gpu,
+    what: Measured,
+    vb: &VarBuilder,
+    reps: usize,
+    load: impl FnOnce() -> Result<M>,
+    mut run: impl FnMut(&mut Recorder, &M) -> Result<()>,
+) -> Result<ModelResult> {
+    gpu.trim();
+    gpu.reset_peak_memory();
+    let before = gpu.memory_stats().in_use;
+    let p0 = vb.loaded_parameters();
+    let model = load()?;
+    let weights = gpu.memory_stats().in_use - before;
+    let t = time_median(gpu, reps, |rec| run(rec, &model))?;
+    Ok(ModelResult {
+        name: what.name.to_string(),
+        resolution: what.resolution,
+        params_millions: (vb.loaded_parameters() - p0) as f64 / 1e6,
+        ms_per_call: t.as_secs_f64() * 1e3,
+        gflops: what.flop.map(|f| f / t.as_secs_f64() / 1e9),
+        weights_mib: mib(weights),
+        peak_mib: mib(gpu.memory_stats().peak),
+    })
+}
+
 fn measure_unet(
     gpu: &Gpu,
     name: &str,
@@ -70,34 +105,26 @@ fn measure_unet(
     full: bool,
     reps: usize,
 ) -> Result<ModelResult> {
-    gpu.trim();
-    gpu.reset_peak_memory();
-    let before = gpu.memory_stats().in_use;
-    let p0 = vb.loaded_parameters();
-    let ctx_dim = cfg.cross_attention_dim;
-    let unet = UNet2DConditionModel::load(vb, cfg)?;
-    let weights = gpu.memory_stats().in_use - before;
     let (h, w) = (px.0 / 8, px.1 / 8);
     let sample = super::cases::filled(gpu, &[2, 4, h, w], DType::F32)?;
-    let ctx = super::cases::filled(gpu, &[2, 77, ctx_dim], DType::F32)?;
-    let t = time_median(gpu, reps, |rec| {
-        unet.forward(rec, &sample, 501.0, &ctx).map(drop)
-    })?;
-    let stats = gpu.memory_stats();
-    let flop = if full && px.0 == px.1 {
-        sd2_flop(true, px.0)
-    } else {
-        None
-    };
-    Ok(ModelResult {
-        name: name.to_string(),
+    let ctx = super::cases::filled(gpu, &[2, 77, cfg.cross_attention_dim], DType::F32)?;
+    let what = Measured {
+        name,
         resolution: format!("{}x{} (latent 2x4x{h}x{w})", px.1, px.0),
-        params_millions: (vb.loaded_parameters() - p0) as f64 / 1e6,
-        ms_per_call: t.as_secs_f64() * 1e3,
-        gflops: flop.map(|f| f / t.as_secs_f64() / 1e9),
-        weights_mib: mib(weights),
-        peak_mib: mib(stats.peak),
-    })
+        flop: if full && px.0 == px.1 {
+            sd2_flop(true, px.0)
+        } else {
+            None
+        },
+    };
+    measure(
+        gpu,
+        what,
+        vb,
+        reps,
+        || UNet2DConditionModel::load(vb, cfg),
+        |rec, unet| unet.forward(rec, &sample, 501.0, &ctx).map(drop),
+    )
 }
 
 fn measure_vae(
@@ -109,28 +136,24 @@ fn measure_vae(
     full: bool,
     reps: usize,
 ) -> Result<ModelResult> {
-    gpu.trim();
-    gpu.reset_peak_memory();
-    let before = gpu.memory_stats().in_use;
-    let p0 = vb.loaded_parameters();
-    let vae = VaeDecoder::load(vb, cfg)?;
-    let weights = gpu.memory_stats().in_use - before;
     let latents = super::cases::filled(gpu, &[1, 4, px.0 / 8, px.1 / 8], DType::F32)?;
-    let t = time_median(gpu, reps, |rec| vae.forward(rec, &latents).map(drop))?;
-    let flop = if full && px.0 == px.1 {
-        sd2_flop(false, px.0)
-    } else {
-        None
-    };
-    Ok(ModelResult {
-        name: name.to_string(),
+    let what = Measured {
+        name,
         resolution: format!("{}x{}", px.1, px.0),
-        params_millions: (vb.loaded_parameters() - p0) as f64 / 1e6,
-        ms_per_call: t.as_secs_f64() * 1e3,
-        gflops: flop.map(|f| f / t.as_secs_f64() / 1e9),
-        weights_mib: mib(weights),
-        peak_mib: mib(gpu.memory_stats().peak),
-    })
+        flop: if full && px.0 == px.1 {
+            sd2_flop(false, px.0)
+        } else {
+            None
+        },
+    };
+    measure(
+        gpu,
+        what,
+        vb,
+        reps,
+        || VaeDecoder::load(vb, cfg),
+        |rec, vae| vae.forward(rec, &latents).map(drop),
+    )
 }
 
 /// The tiny bundled archive at its fixture size and at 512 px.
@@ -204,7 +227,7 @@ pub fn table(results: &[ModelResult]) -> String {
     );
     for r in results {
         s.push_str(&format!(
-            "{:<34} {:<28} {:>9.1} {:>12.1} {:>9} {:>11.1} {:>10.1}\n",
+            "{:<34} {:<28} {:>9.3} {:>12.1} {:>9} {:>11.1} {:>10.1}\n",
             r.name,
             r.resolution,
             r.params_millions,
