@@ -10,6 +10,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
+pub mod serve;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -46,6 +46,8 @@ enum Command {
     },
     /// Generate images from a text prompt.
     Generate(cli::generate::GenerateArgs),
+    /// Serve models over HTTP like TorchServe (inference API: /ping, /predictions/{model}).
+    Serve(cli::serve::ServeArgs),
     /// Measure kernel speed against this device's peak.
     Bench {
         /// Smaller shapes, fewer repeats.
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { json } => cli::info::run(&choice, json),
         Command::Generate(args) => cli::generate::run(&choice, &args),
+        Command::Serve(args) => cli::serve::run(&choice, &args),
         Command::Tokenize {
             model,
             verbose,

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod generate;
 pub mod info;
+pub mod serve;
 pub mod tokenize;

@@ -1,0 +1,198 @@
+//! `wgsd serve` over real HTTP on loopback with the bundled tiny model.
+
+use std::path::PathBuf;
+
+use wgsd::gpu::{AdapterChoice, Gpu};
+use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
+use wgsd::serve::{ServeConfig, start};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// `[[[r,g,b],...],...]` back to (height, width, bytes), checking it is HxWx3 u8.
+fn decode_nested(text: &str) -> (usize, usize, Vec<u8>) {
+    let v: serde_json::Value = serde_json::from_str(text).expect("reply is JSON");
+    let rows = v.as_array().expect("rows");
+    let h = rows.len();
+    let w = rows[0].as_array().expect("pixels").len();
+    let mut out = Vec::with_capacity(h * w * 3);
+    for row in rows {
+        let px = row.as_array().expect("row");
+        assert_eq!(px.len(), w, "ragged rows");
+        for p in px {
+            let c = p.as_array().expect("pixel");
+            assert_eq!(c.len(), 3);
+            for x in c {
+                let n = x.as_u64().expect("integer");
+                assert!(n <= 255);
+                out.push(n as u8);
+            }
+        }
+    }
+    (h, w, out)
+}
+
+fn error_of(resp: &mut ureq::http::Response<ureq::Body>) -> serde_json::Value {
+    let text = resp.body_mut().read_to_string().expect("body");
+    serde_json::from_str(&text).expect("error body is JSON")
+}
+
+#[test]
+fn serve_inference_api() {
+    let config = ServeConfig {
+        model_store: root().join("weights"),
+        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
+        inference_address: "127.0.0.1:0".parse().expect("addr"),
+        max_request_size: 4096,
+        default_steps: 3,
+        default_width: 32,
+        default_height: 24,
+        ..ServeConfig::default()
+    };
+    let server = start(config).expect("server starts");
+    let base = format!("http://{}", server.addr());
+    let agent = agent();
+
+    // Ping, with a generated request id.
+    let mut r = agent.get(format!("{base}/ping")).call().expect("ping");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json");
+    assert_eq!(v, serde_json::json!({"status": "Healthy"}));
+
+    // JSON parameters: the image equals the library's for the same settings.
+    let body = r#"{"prompt": "a red apple", "width": 64, "height": 48,
+        "num_inference_steps": 5, "seed": 7, "guidance_scale": 7.5}"#;
+    let mut r = agent
+        .post(format!("{base}/predictions/sd"))
+        .header("Content-Type", "application/json")
+        .header("x-request-id", "abc-123")
+        .send(body)
+        .expect("predict");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let text = r.body_mut().read_to_string().expect("body");
+    assert!(
+        text.starts_with("[[[") && !text.contains(' '),
+        "compact JSON"
+    );
+    let (h, w, got) = decode_nested(&text);
+    assert_eq!((h, w), (48, 64));
+
+    let gpu = Gpu::new(&AdapterChoice::default()).expect("gpu");
+    let pipe = Pipeline::load(
+        &gpu,
+        &root().join("weights/sd2-tiny.zip"),
+        &PipelineOptions::default(),
+    )
+    .expect("pipeline");
+    let want = pipe
+        .generate(&GenerateRequest {
+            seed: 7,
+            steps: 5,
+            width: 64,
+            height: 48,
+            ..GenerateRequest::new("a red apple")
+        })
+        .expect("generate");
+    assert_eq!(
+        got, want.images[0].data,
+        "served image equals Pipeline::generate"
+    );
+
+    // PNG through Accept, same pixels; also through the versioned path.
+    let mut r = agent
+        .post(format!("{base}/predictions/sd/1.0"))
+        .header("Accept", "image/png")
+        .header("Content-Type", "application/json")
+        .send(body)
+        .expect("png");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let png = r.body_mut().read_to_vec().expect("png body");
+    let img = image::load_from_memory(&png).expect("decodes").to_rgb8();
+    assert_eq!((img.width(), img.height()), (64, 48));
+    assert_eq!(img.into_raw(), want.images[0].data);
+
+    // Raw text (what `curl -d` sends) with the server's defaults, and `{"data": ...}`
+    // with ?format=png.
+    let mut r = agent
+        .post(format!("{base}/predictions/sd"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("a lighthouse at dusk")
+        .expect("raw");
+    assert_eq!(r.status(), 200);
+    let (h, w, _) = decode_nested(&r.body_mut().read_to_string().expect("body"));
+    assert_eq!((h, w), (24, 32));
+    let mut r = agent
+        .post(format!("{base}/predictions/sd?format=png"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"data": "a lighthouse", "seed": 1}"#)
+        .expect("data");
+    assert_eq!(r.status(), 200);
+    let img = image::load_from_memory(&r.body_mut().read_to_vec().expect("body")).expect("png");
+    assert_eq!((img.width(), img.height()), (32, 24));
+
+    // Errors in TorchServe's shape.
+    let mut r = agent
+        .post(format!("{base}/predictions/nope"))
+        .send("x")
+        .expect("404");
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().contains_key("x-request-id"));
+    let e = error_of(&mut r);
+    assert_eq!(e["code"], 404);
+    assert_eq!(e["type"], "ModelNotFoundException");
+
+    let bad = [
+        ("{not json", true),
+        (r#"{"prompt": "x", "num_inference_steps": 0}"#, true),
+        (r#"{"prompt": "x", "num_inference_steps": 501}"#, true),
+        (r#"{"prompt": "x", "width": 60}"#, true),
+        (r#"{"prompt": "x", "height": 4096}"#, true),
+        (r#"{"prompt": "x", "seed": -1}"#, true),
+        (r#"{"prompt": "x", "scheduler": "nope"}"#, true),
+        (r#"{"prompt": ""}"#, true),
+        ("", false),
+    ];
+    for (body, json) in bad {
+        let mut req = agent.post(format!("{base}/predictions/sd"));
+        if json {
+            req = req.header("Content-Type", "application/json");
+        }
+        let mut r = req.send(body).expect("400");
+        assert_eq!(r.status(), 400, "{body}");
+        let e = error_of(&mut r);
+        assert_eq!(e["code"], 400, "{body}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let mut r = agent
+        .post(format!("{base}/predictions/sd"))
+        .send(&[0xffu8, 0xfe, 0x00][..])
+        .expect("non-utf8");
+    assert_eq!(r.status(), 400);
+    let _ = error_of(&mut r);
+
+    let big = "a".repeat(5000);
+    let mut r = agent
+        .post(format!("{base}/predictions/sd"))
+        .send(big.as_str())
+        .expect("413");
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_of(&mut r)["code"], 413);
+
+    let mut r = agent.get(format!("{base}/nowhere")).call().expect("404");
+    assert_eq!(r.status(), 404);
+    let _ = error_of(&mut r);
+
+    server.shutdown().expect("clean shutdown");
+}
