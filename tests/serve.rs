@@ -196,3 +196,51 @@ fn serve_inference_api() {
 
     server.shutdown().expect("clean shutdown");
 }
+
+/// A full queue answers 503 at once; the queued and running requests still finish.
+#[test]
+fn serve_queue_full_is_503() {
+    let config = ServeConfig {
+        model_store: root().join("weights"),
+        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
+        inference_address: "127.0.0.1:0".parse().expect("addr"),
+        queue_size: 1,
+        default_steps: 20,
+        default_width: 32,
+        default_height: 24,
+        ..ServeConfig::default()
+    };
+    let server = start(config).expect("server starts");
+    let url = format!("http://{}/predictions/sd", server.addr());
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut r = agent()
+                    .post(url)
+                    .send(format!("prompt {i}"))
+                    .expect("request");
+                let body = r.body_mut().read_to_string().expect("body");
+                (r.status().as_u16(), body)
+            })
+        })
+        .collect();
+    let replies: Vec<(u16, String)> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    let ok = replies.iter().filter(|(s, _)| *s == 200).count();
+    let full: Vec<_> = replies.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(ok + full.len(), 5, "{replies:?}");
+    assert!(ok >= 1 && !full.is_empty(), "{ok} ok, {} full", full.len());
+    for (_, body) in full {
+        let e: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(e["code"], 503);
+        assert_eq!(e["type"], "ServiceUnavailableException");
+    }
+    for (_, body) in replies.iter().filter(|(s, _)| *s == 200) {
+        let (h, w, _) = decode_nested(body);
+        assert_eq!((h, w), (24, 32));
+    }
+    server.shutdown().expect("clean shutdown");
+}
