@@ -244,3 +244,25 @@ fn serve_queue_full_is_503() {
     }
     server.shutdown().expect("clean shutdown");
 }
+
+#[test]
+fn models_all_and_specs() {
+    let store = root().join("weights");
+    let all = wgsd::serve::expand_models(&store, &["all".into()]).expect("all");
+    assert_eq!(
+        all,
+        vec![("sd2-tiny".into(), PathBuf::from("sd2-tiny.zip"))]
+    );
+    let named =
+        wgsd::serve::expand_models(&store, &["a=/x/y.mar".into(), "z.zip".into()]).expect("specs");
+    assert_eq!(
+        named,
+        vec![
+            ("a".into(), PathBuf::from("/x/y.mar")),
+            ("z".into(), PathBuf::from("z.zip"))
+        ]
+    );
+    assert!(wgsd::serve::expand_models(&store, &["=x".into()]).is_err());
+    let empty = tempfile::tempdir().expect("tmp");
+    assert!(wgsd::serve::expand_models(empty.path(), &["all".into()]).is_err());
+}

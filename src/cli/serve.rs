@@ -14,7 +14,7 @@ pub struct ServeArgs {
     /// Folder holding the model archives (.mar, .zip or diffusers folders).
     #[arg(long, default_value = ".")]
     model_store: PathBuf,
-    /// Models to load, NAME=ARCHIVE (relative to --model-store, or absolute); repeatable.
+    /// Models to load, NAME=ARCHIVE (relative to --model-store, or absolute), or `all`.
     #[arg(long, num_args = 1.., required = true)]
     models: Vec<String>,
     /// Where the inference API listens.
@@ -41,11 +41,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
-    let models = args
-        .models
-        .iter()
-        .map(|m| wgsd::serve::parse_model_spec(m))
-        .collect::<Result<Vec<_>, _>>()?;
+    let models = wgsd::serve::expand_models(&args.model_store, &args.models)?;
     let config = ServeConfig {
         model_store: args.model_store.clone(),
         models,

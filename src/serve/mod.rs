@@ -79,6 +79,54 @@ pub fn parse_model_spec(spec: &str) -> Result<(String, PathBuf)> {
     Ok((name, path))
 }
 
+/// Expands `--models` specs: `NAME=ARCHIVE`, a bare archive, or `all` (every `.mar`,
+/// `.zip` and diffusers folder, one with `model_index.json`, in the model store, each
+/// named after its file stem).
+pub fn expand_models(
+    model_store: &std::path::Path,
+    specs: &[String],
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        if !spec.trim().eq_ignore_ascii_case("all") {
+            out.push(parse_model_spec(spec)?);
+            continue;
+        }
+        let io_err = |e: std::io::Error| Error::Io {
+            path: model_store.to_path_buf(),
+            source: e,
+        };
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(model_store).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let archive = matches!(ext.as_deref(), Some("mar" | "zip")) && path.is_file();
+            if !archive && !path.join("model_index.json").is_file() {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let Some(file) = path.file_name() else {
+                continue;
+            };
+            found.push((name.to_string(), PathBuf::from(file)));
+        }
+        found.sort();
+        if found.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "--models all: no .mar, .zip or diffusers folder in {}",
+                model_store.display()
+            )));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 /// What the request handlers share.
 pub(crate) struct AppState {
     pub workers: HashMap<String, worker::Worker>,
