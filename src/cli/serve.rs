@@ -56,6 +56,7 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
             weight_dtype: if args.f16 { DType::F16 } else { DType::F32 },
             ..PipelineOptions::default()
         },
+        ..ServeConfig::default()
     };
     let names: Vec<String> = config.models.iter().map(|(n, _)| n.clone()).collect();
     let server = wgsd::serve::start(config).context("starting the server")?;

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::AppState;
+use super::registry::ModelEntry;
 use super::worker::{Job, SubmitError};
 use crate::error::Error;
 use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Generated, Image};
@@ -47,7 +48,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
@@ -55,7 +56,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
     }
 }
@@ -107,7 +108,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn ping(State(state): State<Arc<AppState>>) -> Response {
-    let healthy = state.workers.values().all(|w| w.is_alive());
+    let healthy = state.registry.list().iter().all(|m| m.worker.is_alive());
     let (code, status) = if healthy {
         (StatusCode::OK, "Healthy")
     } else {
@@ -159,13 +160,35 @@ async fn predict_inner(
     query: FormatQuery,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let Some(worker) = state.workers.get(&model) else {
-        return Err(ApiError::new(
+    let entry = find_model(&state, &model)?;
+    let result = predict_model(&state, &entry, query, req).await;
+    let status = match &result {
+        Ok(r) => r.status(),
+        Err(e) => e.status,
+    };
+    state
+        .metrics
+        .request_done(&entry.name, &entry.version, status.as_u16());
+    result
+}
+
+/// The registered model, or TorchServe's 404.
+pub(crate) fn find_model(state: &AppState, model: &str) -> Result<Arc<ModelEntry>, ApiError> {
+    state.registry.get(model).ok_or_else(|| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "ModelNotFoundException",
             format!("Model not found: {model}"),
-        ));
-    };
+        )
+    })
+}
+
+async fn predict_model(
+    state: &AppState,
+    entry: &ModelEntry,
+    query: FormatQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
     let png = wants_png(req.headers(), &query)?;
     let is_json = req
         .headers()
@@ -184,7 +207,29 @@ async fn predict_inner(
             "a PNG reply holds one image; ask for num_images 1 or the JSON reply",
         ));
     }
+    let generated = run_job(state, entry, request).await?;
+    if png {
+        png_reply(&generated)
+    } else {
+        Ok(json_reply(generated))
+    }
+}
 
+/// Queues `request` on the model's worker and waits for the images. Dropping the
+/// returned future (the client went away) cancels the job between denoising steps.
+pub(crate) async fn run_job(
+    state: &AppState,
+    entry: &ModelEntry,
+    request: GenerateRequest,
+) -> Result<Generated, ApiError> {
+    let model = &entry.name;
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            "the server is shutting down",
+        ));
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -192,8 +237,9 @@ async fn predict_inner(
         request,
         cancel,
         reply: tx,
+        enqueued: std::time::Instant::now(),
     };
-    worker.submit(job).map_err(|e| match e {
+    entry.worker.submit(job).map_err(|e| match e {
         SubmitError::Full => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailableException",
@@ -205,21 +251,14 @@ async fn predict_inner(
             format!("the worker for model \"{model}\" has stopped"),
         ),
     })?;
-    let generated = match rx.await {
-        Ok(Ok(g)) => g,
-        Ok(Err(e)) => return Err(pipeline_error(e)),
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerException",
-                "the worker stopped before answering",
-            ));
-        }
-    };
-    if png {
-        png_reply(&generated)
-    } else {
-        Ok(json_reply(generated))
+    match rx.await {
+        Ok(Ok(g)) => Ok(g),
+        Ok(Err(e)) => Err(pipeline_error(e)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerException",
+            "the worker stopped before answering",
+        )),
     }
 }
 

@@ -1,16 +1,24 @@
 //! `wgsd serve`: an HTTP server that answers like the TorchServe Stable Diffusion
-//! deployment it replaces (inference API: `/ping`, `/predictions/{model}[/{version}]`).
+//! deployment it replaces: the inference API (`/ping`, `/predictions/{model}`, KServe
+//! and Open Inference Protocol routes), the management API and Prometheus metrics, on
+//! three addresses as TorchServe has them.
 //!
 //! The HTTP side runs on a tokio runtime (axum); each model has one GPU worker thread
-//! (see [`worker`]) fed through a bounded queue.
+//! (see [`worker`]) fed through a bounded queue; [`registry`] maps names to workers.
 
 pub mod inference;
+pub mod management;
+pub mod metrics;
+pub mod registry;
 pub mod worker;
 
-use std::collections::HashMap;
+pub use metrics::Metrics;
+pub use registry::{ModelEntry, ModelSettings, Registry};
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -21,6 +29,12 @@ use crate::pipeline::{DEFAULT_SIZE, DEFAULT_STEPS, PipelineOptions};
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 6_553_500;
 /// TorchServe's default `job_queue_size`.
 pub const DEFAULT_QUEUE_SIZE: usize = 100;
+/// wgsd's default `max_response_size`: room for a 768 x 768 image as the compact JSON
+/// list (at most 14 bytes a pixel, 8.3 MB) several times over. TorchServe's own default,
+/// 6,553,500, is too small for the image it is asked for.
+pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 64 * 1024 * 1024;
+/// TorchServe's default `allowed_urls`: any file or http(s) URL.
+pub const DEFAULT_ALLOWED_URLS: &str = "file://.*|http(s)?://.*";
 
 /// What the server loads and how it answers.
 #[derive(Debug, Clone)]
@@ -30,8 +44,21 @@ pub struct ServeConfig {
     /// `(name, archive)`; the archive is relative to `model_store` or absolute.
     pub models: Vec<(String, PathBuf)>,
     pub inference_address: SocketAddr,
+    pub management_address: SocketAddr,
+    pub metrics_address: SocketAddr,
     pub max_request_size: usize,
+    /// Replies larger than this are refused with a clear error (never cut short).
+    pub max_response_size: usize,
     pub queue_size: usize,
+    /// Settings for models that `model_settings` does not name (TorchServe's
+    /// `default_response_timeout`, batch size 1).
+    pub default_settings: ModelSettings,
+    /// Per-model settings (`model_snapshot` in config.properties).
+    pub model_settings: std::collections::BTreeMap<String, ModelSettings>,
+    /// When set, the management API (and inference) need `Authorization: Bearer TOKEN`.
+    pub auth_token: Option<String>,
+    /// Regexes a registration URL must match (TorchServe's `allowed_urls`).
+    pub allowed_urls: Vec<String>,
     /// Used when a request does not say (the deployment's 50 steps, 768 x 768).
     pub default_steps: usize,
     pub default_width: usize,
@@ -46,8 +73,15 @@ impl Default for ServeConfig {
             model_store: PathBuf::from("."),
             models: Vec::new(),
             inference_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            management_address: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 8082)),
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             queue_size: DEFAULT_QUEUE_SIZE,
+            default_settings: ModelSettings::default(),
+            model_settings: Default::default(),
+            auth_token: None,
+            allowed_urls: vec![DEFAULT_ALLOWED_URLS.to_string()],
             default_steps: DEFAULT_STEPS,
             default_width: DEFAULT_SIZE,
             default_height: DEFAULT_SIZE,
@@ -127,46 +161,142 @@ pub fn expand_models(
     Ok(out)
 }
 
-/// What the request handlers share.
-pub(crate) struct AppState {
-    pub workers: HashMap<String, worker::Worker>,
-    pub config: ServeConfig,
+impl ServeConfig {
+    /// The settings for `model`: its `model_snapshot` entry, else the defaults.
+    pub fn settings_for(&self, model: &str) -> ModelSettings {
+        self.model_settings
+            .get(model)
+            .copied()
+            .unwrap_or(self.default_settings)
+    }
+
+    /// An archive named relative to the model store, or absolute.
+    pub fn archive_path(&self, archive: &Path) -> PathBuf {
+        if archive.is_absolute() {
+            archive.to_path_buf()
+        } else {
+            self.model_store.join(archive)
+        }
+    }
 }
 
-/// A running server: its bound address, and a way to stop it.
+/// What the request handlers of all three APIs share.
+pub struct AppState {
+    pub registry: Registry,
+    pub config: ServeConfig,
+    pub metrics: Arc<Metrics>,
+    /// Set on shutdown: new predictions get 503 while in-flight ones finish.
+    pub shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// Starts a worker for `archive` (loads the model on the GPU; blocking) and adds it
+    /// to the registry under `name`.
+    pub fn load_model(
+        &self,
+        name: &str,
+        archive: &Path,
+        settings: ModelSettings,
+        loaded_at_startup: bool,
+    ) -> Result<Arc<ModelEntry>> {
+        if self.registry.contains(name) {
+            return Err(Error::InvalidInput(format!(
+                "model {name:?} is already registered"
+            )));
+        }
+        let path = self.config.archive_path(archive);
+        let version = "1.0".to_string();
+        let worker = worker::Worker::spawn(worker::WorkerConfig {
+            name: name.to_string(),
+            version: version.clone(),
+            archive: path.clone(),
+            adapter: self.config.adapter.clone(),
+            pipeline: self.config.pipeline.clone(),
+            queue_size: self.config.queue_size,
+            settings,
+            metrics: self.metrics.clone(),
+        })?;
+        let entry = ModelEntry {
+            name: name.to_string(),
+            version,
+            url: archive.display().to_string(),
+            archive: path,
+            settings,
+            loaded_at_startup,
+            loaded_at: std::time::SystemTime::now(),
+            worker,
+        };
+        self.registry
+            .insert(entry)
+            .map_err(|e| Error::InvalidInput(format!("model {:?} is already registered", e.name)))
+    }
+}
+
+/// A running server: its bound addresses, and a way to stop it.
 pub struct Server {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    addrs: BoundAddrs,
+    state: Arc<AppState>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Where the three APIs listen (the real ports when 0 was asked for).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub inference: SocketAddr,
+    pub management: SocketAddr,
+    pub metrics: SocketAddr,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish()
+        f.debug_struct("Server")
+            .field("addrs", &self.addrs)
+            .finish()
     }
 }
 
 impl Server {
-    /// The address the inference API listens on (the real port when 0 was asked for).
+    /// The address the inference API listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs.inference
     }
 
-    /// Stops accepting, finishes the open connections, and stops the workers.
-    pub fn shutdown(mut self) -> Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+    /// All three addresses.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// The server's metrics (tests read UNet pass counts from here).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics.clone()
+    }
+
+    /// A handle that starts a graceful shutdown from another thread (signal handlers).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            tx: self.shutdown.clone(),
+            state: self.state.clone(),
         }
+    }
+
+    /// Refuses new predictions, finishes the in-flight ones and the open connections,
+    /// then stops the workers.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.shutdown_handle().trigger();
         self.join()
     }
 
-    /// Blocks until the server stops.
+    /// Blocks until the server stops (after [`ShutdownHandle::trigger`]).
     pub fn wait(mut self) -> Result<()> {
         self.join()
     }
 
     fn join(&mut self) -> Result<()> {
-        match self.thread.take().map(|t| t.join()) {
+        let joined = self.thread.take().map(|t| t.join());
+        // The workers finish their queued jobs and stop as the registry lets go.
+        self.state.registry.clear();
+        match joined {
             Some(Ok(Ok(()))) | None => Ok(()),
             Some(Ok(Err(e))) => Err(Error::Io {
                 path: PathBuf::from("<server>"),
@@ -177,16 +307,40 @@ impl Server {
     }
 }
 
+/// Starts a graceful shutdown of a [`Server`].
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    tx: Option<tokio::sync::watch::Sender<bool>>,
+    state: Arc<AppState>,
+}
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.state.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(true);
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.shutdown_handle().trigger();
         let _ = self.join();
     }
 }
 
-/// Loads every model (one worker each), binds the inference address, and serves on a
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let io_err = |e: std::io::Error| Error::Io {
+        path: PathBuf::from(addr.to_string()),
+        source: e,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
+    Ok(listener)
+}
+
+/// Loads every model (one worker each), binds the three addresses, and serves on a
 /// background thread. Returns once the server accepts connections.
 pub fn start(config: ServeConfig) -> Result<Server> {
     if config.models.is_empty() {
@@ -194,57 +348,77 @@ pub fn start(config: ServeConfig) -> Result<Server> {
             "no models to serve; use --models NAME=ARCHIVE".into(),
         ));
     }
-    let mut workers = HashMap::new();
-    for (name, archive) in &config.models {
-        if workers.contains_key(name) {
-            return Err(Error::InvalidInput(format!("model {name:?} given twice")));
-        }
-        let path = if archive.is_absolute() {
-            archive.clone()
-        } else {
-            config.model_store.join(archive)
-        };
-        let w = worker::Worker::spawn(
-            name,
-            &path,
-            &config.adapter,
-            &config.pipeline,
-            config.queue_size,
-        )?;
-        workers.insert(name.clone(), w);
-    }
-    let bind_addr = config.inference_address.to_string();
-    let io_err = |e: std::io::Error| Error::Io {
-        path: PathBuf::from(&bind_addr),
-        source: e,
+    let listeners = [
+        bind(config.inference_address)?,
+        bind(config.management_address)?,
+        bind(config.metrics_address)?,
+    ];
+    let local = |l: &std::net::TcpListener| {
+        l.local_addr().map_err(|e| Error::Io {
+            path: PathBuf::from("<listener>"),
+            source: e,
+        })
     };
-    let listener = std::net::TcpListener::bind(config.inference_address).map_err(io_err)?;
-    listener.set_nonblocking(true).map_err(io_err)?;
-    let addr = listener.local_addr().map_err(io_err)?;
+    let addrs = BoundAddrs {
+        inference: local(&listeners[0])?,
+        management: local(&listeners[1])?,
+        metrics: local(&listeners[2])?,
+    };
+    let state = Arc::new(AppState {
+        registry: Registry::default(),
+        metrics: Arc::new(Metrics::new()),
+        shutting_down: AtomicBool::new(false),
+        config,
+    });
+    for (name, archive) in &state.config.models {
+        let settings = state.config.settings_for(name);
+        state.load_model(name, archive, settings, true)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(io_err)?;
-    let state = Arc::new(AppState { workers, config });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        .map_err(|e| Error::Io {
+            path: PathBuf::from("<tokio runtime>"),
+            source: e,
+        })?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let serve_state = state.clone();
     let thread = std::thread::Builder::new()
         .name("wgsd-http".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                let app = inference::router(state.clone());
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await
+                let [inference, management, metrics] = listeners;
+                let routers = [
+                    inference::router(serve_state.clone()),
+                    management::router(serve_state.clone()),
+                    metrics::router(serve_state.clone()),
+                ];
+                let mut tasks = Vec::new();
+                for (listener, app) in [inference, management, metrics].into_iter().zip(routers) {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let mut rx = rx.clone();
+                    tasks.push(tokio::spawn(async move {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = rx.wait_for(|stop| *stop).await;
+                            })
+                            .await
+                    }));
+                }
+                for t in tasks {
+                    t.await.map_err(std::io::Error::other)??;
+                }
+                Ok(())
             })
-            // `state` (and so the workers) drops here, after the last connection.
         })
-        .map_err(io_err)?;
+        .map_err(|e| Error::Io {
+            path: PathBuf::from("<server thread>"),
+            source: e,
+        })?;
     Ok(Server {
-        addr,
+        addrs,
+        state,
         shutdown: Some(tx),
         thread: Some(thread),
     })
