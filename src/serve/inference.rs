@@ -1,11 +1,10 @@
 //! The inference API: `GET /ping`, `POST /predictions/{model}[/{version}]`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -17,7 +16,7 @@ use super::AppState;
 use super::registry::ModelEntry;
 use super::worker::{Job, SubmitError};
 use crate::error::Error;
-use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Generated, Image};
+use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Generated};
 use crate::schedulers::SchedulerClass;
 
 /// Largest accepted `num_inference_steps`.
@@ -32,6 +31,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/ping", get(ping))
         .route("/predictions/{model}", post(predict))
         .route("/predictions/{model}/{version}", post(predict_version))
+        .merge(super::protocols::routes())
         .fallback(not_found)
         // The body limit is enforced by `read_body` (413 in TorchServe's shape).
         .layer(DefaultBodyLimit::disable())
@@ -199,19 +199,30 @@ async fn predict_model(
             v.starts_with("application/json") || v.contains("+json")
         })
         .unwrap_or(false);
+    let multipart = super::multipart::is_multipart(req.headers())
+        .then(|| req.headers().get(header::CONTENT_TYPE).cloned())
+        .flatten();
     let body = read_body(req, state.config.max_request_size).await?;
-    let params = parse_body(&body, is_json)?;
+    let params = match multipart {
+        Some(content_type) => super::multipart::parse(content_type, body).await?,
+        None => parse_body(&body, is_json)?,
+    };
     let request = params.into_request(&state.config)?;
     if png && request.num_images_per_prompt != 1 {
         return Err(ApiError::bad_request(
             "a PNG reply holds one image; ask for num_images 1 or the JSON reply",
         ));
     }
+    let limit = state.config.max_response_size;
+    if !png {
+        let (w, h, n) = (request.width, request.height, request.num_images_per_prompt);
+        super::reply::check_size(super::reply::min_nested_len(w, h, n), limit)?;
+    }
     let generated = run_job(state, entry, request).await?;
     if png {
-        png_reply(&generated)
+        png_reply(&generated, limit)
     } else {
-        Ok(json_reply(generated))
+        super::reply::json(super::reply::nested_parts(generated.images), limit)
     }
 }
 
@@ -312,7 +323,7 @@ fn wants_png(headers: &HeaderMap, query: &FormatQuery) -> Result<bool, ApiError>
 
 /// Reads the body, refusing it (413) as soon as it passes `limit`: first from
 /// `Content-Length`, then while streaming in.
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -390,7 +401,7 @@ pub(crate) fn parse_body(body: &[u8], is_json: bool) -> Result<Params, ApiError>
     })
 }
 
-fn params_from_json(value: serde_json::Value) -> Result<Params, ApiError> {
+pub(crate) fn params_from_json(value: serde_json::Value) -> Result<Params, ApiError> {
     match value {
         serde_json::Value::String(s) => Ok(Params {
             prompt: Some(s),
@@ -468,7 +479,7 @@ impl Params {
     }
 }
 
-fn png_reply(generated: &Generated) -> Result<Response, ApiError> {
+fn png_reply(generated: &Generated, limit: usize) -> Result<Response, ApiError> {
     let internal = |m: String| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -485,63 +496,6 @@ fn png_reply(generated: &Generated) -> Result<Response, ApiError> {
     let mut out = std::io::Cursor::new(Vec::new());
     rgb.write_to(&mut out, image::ImageFormat::Png)
         .map_err(|e| internal(format!("PNG encoding failed: {e}")))?;
+    super::reply::check_size(out.get_ref().len(), limit)?;
     Ok(([(header::CONTENT_TYPE, "image/png")], out.into_inner()).into_response())
-}
-
-/// One row of an image as `[[r,g,b],...]`.
-fn json_row(img: &Image, y: usize, out: &mut String) {
-    use std::fmt::Write;
-    let w = img.width;
-    let row = &img.data[y * w * 3..(y + 1) * w * 3];
-    out.push('[');
-    for (x, px) in row.chunks_exact(3).enumerate() {
-        if x > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "[{},{},{}]", px[0], px[1], px[2]);
-    }
-    out.push(']');
-}
-
-/// The image(s) as TorchServe's `np.array(image).tolist()` JSON, streamed one row per
-/// chunk. One image: `[[[r,g,b],...],...]`; several: a list of those.
-fn json_reply(generated: Generated) -> Response {
-    let images = generated.images;
-    let many = images.len() != 1;
-    let rows: Vec<(usize, usize)> = images
-        .iter()
-        .enumerate()
-        .flat_map(|(i, img)| (0..img.height).map(move |y| (i, y)))
-        .collect();
-    let last = rows.len();
-    let chunks = rows.into_iter().enumerate().map(move |(k, (i, y))| {
-        let img = &images[i];
-        let mut s = String::with_capacity(img.width * 13 + 8);
-        if k == 0 && many {
-            s.push('[');
-        }
-        if y == 0 {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push('[');
-        } else {
-            s.push(',');
-        }
-        json_row(img, y, &mut s);
-        if y + 1 == img.height {
-            s.push(']');
-        }
-        if k + 1 == last && many {
-            s.push(']');
-        }
-        Ok::<_, Infallible>(Bytes::from(s))
-    });
-    let empty = (last == 0).then(|| Ok::<_, Infallible>(Bytes::from_static(b"[]")));
-    let stream = futures_util::stream::iter(chunks.chain(empty));
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response()
 }

@@ -9,7 +9,10 @@
 pub mod inference;
 pub mod management;
 pub mod metrics;
+mod multipart;
+mod protocols;
 pub mod registry;
+mod reply;
 pub mod worker;
 
 pub use metrics::Metrics;

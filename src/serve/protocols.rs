@@ -1,0 +1,507 @@
+//! KServe v1 and the Open Inference Protocol (OIP, KServe v2) on the inference API, as
+//! TorchServe serves them with `service_envelope=kserve` / `kservev2`.
+//!
+//! - KServe v1 (the KServe "Data Plane (V1)" spec): `GET /v1/models`,
+//!   `GET /v1/models/{m}` (`{"name", "ready"}`), `POST /v1/models/{m}:predict` with
+//!   `{"instances": [...]}` (or `"inputs"`) where each instance is a prompt string,
+//!   `{"data": "..."}` or the JSON parameters of `/predictions`; one generation per
+//!   instance, `{"predictions": [image, ...]}`, each image `np.array(image).tolist()`.
+//! - OIP (the Open Inference Protocol HTTP/REST spec): `GET /v2`, `/v2/health/live`,
+//!   `/v2/health/ready`, `GET /v2/models/{m}[/versions/{v}]` (metadata),
+//!   `.../ready`, `POST .../infer` with a BYTES input whose `data` is a prompt or a list
+//!   of prompts (one batched generation), request `parameters` taking the JSON
+//!   parameter names; the reply's `image` output is a UINT8 tensor `[H, W, 3]` for one
+//!   image from a scalar prompt, else `[N, H, W, 3]`, its `data` flat in row-major order.
+//!
+//! Errors in both follow the specs' error object `{"error": "message"}` with the same
+//! HTTP statuses as the TorchServe API (400 bad input, 404 unknown model, 413 request
+//! over `max_request_size`, 503 queue full, 500 reply over `max_response_size`, 507 out of
+//! GPU memory). Parameters are checked by the same code as `/predictions`
+//! ([`Params::into_request`]), and jobs go through the same queue ([`run_job`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::inference::{
+    ApiError, MAX_IMAGES, Params, find_model, params_from_json, read_body, run_job,
+};
+use super::registry::ModelEntry;
+use super::reply::{self, Part};
+use crate::pipeline::{GenerateRequest, Image};
+
+/// The routes, merged into the inference router (which adds its state and layers).
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/models", get(v1_list))
+        .route("/v1/models/{model}", get(v1_ready).post(v1_verb))
+        .route("/v2", get(v2_server))
+        .route("/v2/health/live", get(v2_live))
+        .route("/v2/health/ready", get(v2_ready))
+        .route("/v2/models/{model}", get(v2_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(v2_metadata_v))
+        .route("/v2/models/{model}/ready", get(v2_model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2_model_ready_v),
+        )
+        .route("/v2/models/{model}/infer", post(v2_infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2_infer_v),
+        )
+}
+
+/// An error in the KServe/OIP shape `{"error": "..."}`.
+struct ProtoError(ApiError);
+
+impl From<ApiError> for ProtoError {
+    fn from(e: ApiError) -> Self {
+        ProtoError(e)
+    }
+}
+
+impl IntoResponse for ProtoError {
+    fn into_response(self) -> Response {
+        json_value(self.0.status, json!({ "error": self.0.message }))
+    }
+}
+
+fn json_value(status: StatusCode, v: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn bad(m: impl Into<String>) -> ProtoError {
+    ProtoError(ApiError::bad_request(m))
+}
+
+fn not_found(m: impl Into<String>) -> ProtoError {
+    ProtoError(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ModelNotFoundException",
+        m,
+    ))
+}
+
+/// Parses a JSON body read under `max_request_size`.
+async fn json_body(state: &AppState, req: Request) -> Result<Value, ProtoError> {
+    let body = read_body(req, state.config.max_request_size).await?;
+    serde_json::from_slice(&body).map_err(|e| bad(format!("the JSON body does not parse: {e}")))
+}
+
+/// The model, checking the version when the path names one.
+fn model_version(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Arc<ModelEntry>, ProtoError> {
+    let entry = find_model(state, model)?;
+    match version {
+        Some(v) if v != entry.version => Err(not_found(format!(
+            "Model {model} has no version {v} (it has {})",
+            entry.version
+        ))),
+        _ => Ok(entry),
+    }
+}
+
+/// Records the request in the metrics like `/predictions` does.
+fn record(state: &AppState, entry: &ModelEntry, result: Result<Response, ProtoError>) -> Response {
+    let response = result.into_response();
+    state
+        .metrics
+        .request_done(&entry.name, &entry.version, response.status().as_u16());
+    response
+}
+
+// ---- KServe v1 ----
+
+async fn v1_list(State(state): State<Arc<AppState>>) -> Response {
+    let names: Vec<String> = state
+        .registry
+        .list()
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    json_value(StatusCode::OK, json!({ "models": names }))
+}
+
+async fn v1_ready(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Response, ProtoError> {
+    let entry = find_model(&state, &model)?;
+    Ok(json_value(
+        StatusCode::OK,
+        json!({ "name": entry.name, "ready": entry.worker.is_alive() }),
+    ))
+}
+
+/// `POST /v1/models/{m}:predict` (the router sees `m:predict` as one segment).
+async fn v1_verb(
+    State(state): State<Arc<AppState>>,
+    Path(model_verb): Path<String>,
+    req: Request,
+) -> Result<Response, ProtoError> {
+    let Some((model, verb)) = model_verb.rsplit_once(':') else {
+        return Err(ProtoError(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowedException",
+            "POST needs a verb: /v1/models/{model}:predict",
+        )));
+    };
+    if verb != "predict" {
+        return Err(ProtoError(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "MethodNotAllowedException",
+            format!("\"{verb}\" is not supported; use :predict"),
+        )));
+    }
+    let entry = find_model(&state, model)?;
+    let result = v1_predict(&state, &entry, req).await;
+    Ok(record(&state, &entry, result))
+}
+
+/// One instance to parameters: a prompt string, or an object as `/predictions` takes.
+fn v1_instance(instance: Value) -> Result<Params, ProtoError> {
+    match instance {
+        Value::String(_) | Value::Object(_) => params_from_json(instance).map_err(ProtoError),
+        other => Err(bad(format!(
+            "an instance must be a prompt string or an object with \"data\" or \"prompt\", got {other}"
+        ))),
+    }
+}
+
+async fn v1_predict(
+    state: &AppState,
+    entry: &ModelEntry,
+    req: Request,
+) -> Result<Response, ProtoError> {
+    let mut body = json_body(state, req).await?;
+    let key = if body.get("instances").is_some() {
+        "instances"
+    } else {
+        "inputs"
+    };
+    let instances = match body.get_mut(key).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad("\"instances\" must be a list")),
+        None => return Err(bad("expected {\"instances\": [...]}")),
+    };
+    if instances.is_empty() || instances.len() > MAX_IMAGES {
+        return Err(bad(format!(
+            "\"instances\" must hold 1..={MAX_IMAGES} items, got {}",
+            instances.len()
+        )));
+    }
+    let mut requests = Vec::with_capacity(instances.len());
+    for instance in instances {
+        requests.push(v1_instance(instance)?.into_request(&state.config)?);
+    }
+    let limit = state.config.max_response_size;
+    let floor: usize = requests
+        .iter()
+        .map(|r| reply::min_nested_len(r.width, r.height, r.num_images_per_prompt))
+        .sum();
+    reply::check_size(floor, limit)?;
+    // All queued at once, so a batching worker can run them together; the first error
+    // drops (and so cancels) the rest.
+    let jobs = requests.into_iter().map(|r| run_job(state, entry, r));
+    let done = futures_util::future::try_join_all(jobs).await?;
+    let mut parts = vec![Part::Text("{\"predictions\":[".into())];
+    for (i, generated) in done.into_iter().enumerate() {
+        if i > 0 {
+            parts.push(Part::Text(",".into()));
+        }
+        parts.extend(reply::nested_parts(generated.images));
+    }
+    parts.push(Part::Text("]}".into()));
+    Ok(reply::json(parts, limit)?)
+}
+
+// ---- Open Inference Protocol (v2) ----
+
+async fn v2_server() -> Response {
+    json_value(
+        StatusCode::OK,
+        json!({ "name": "wgsd", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
+    )
+}
+
+async fn v2_live() -> Response {
+    json_value(StatusCode::OK, json!({ "live": true }))
+}
+
+/// 200 when every model's worker runs; else 503 (the OIP spec leaves the failure code
+/// open; 503 is what readiness probes and KServe's server use).
+async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.registry.list().iter().all(|m| m.worker.is_alive());
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_value(status, json!({ "ready": ready }))
+}
+
+fn model_ready(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Response, ProtoError> {
+    let entry = model_version(state, model, version)?;
+    let ready = entry.worker.is_alive();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(json_value(
+        status,
+        json!({ "name": entry.name, "ready": ready }),
+    ))
+}
+
+async fn v2_model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Response, ProtoError> {
+    model_ready(&state, &model, None)
+}
+
+async fn v2_model_ready_v(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ProtoError> {
+    model_ready(&state, &model, Some(&version))
+}
+
+fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Response, ProtoError> {
+    let entry = model_version(state, model, version)?;
+    Ok(json_value(
+        StatusCode::OK,
+        json!({
+            "name": entry.name,
+            "versions": [entry.version],
+            "platform": "wgsd_stable_diffusion",
+            "inputs": [{ "name": "prompt", "datatype": "BYTES", "shape": [-1] }],
+            "outputs": [{ "name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3] }],
+        }),
+    ))
+}
+
+async fn v2_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Response, ProtoError> {
+    metadata(&state, &model, None)
+}
+
+async fn v2_metadata_v(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ProtoError> {
+    metadata(&state, &model, Some(&version))
+}
+
+async fn v2_infer(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    req: Request,
+) -> Result<Response, ProtoError> {
+    let entry = model_version(&state, &model, None)?;
+    let result = v2_infer_model(&state, &entry, req).await;
+    Ok(record(&state, &entry, result))
+}
+
+async fn v2_infer_v(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ProtoError> {
+    let entry = model_version(&state, &model, Some(&version))?;
+    let result = v2_infer_model(&state, &entry, req).await;
+    Ok(record(&state, &entry, result))
+}
+
+/// The strings of a BYTES input, and whether `data` was a bare string (a scalar).
+fn bytes_input(input: &Value) -> Result<(Vec<String>, bool), ProtoError> {
+    let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
+    match input.get("datatype").and_then(Value::as_str) {
+        Some("BYTES") => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "input {name:?}: datatype {other} is not supported; prompts are BYTES"
+            )));
+        }
+        None => return Err(bad(format!("input {name:?} has no datatype"))),
+    }
+    let (strings, scalar) = match input.get("data") {
+        Some(Value::String(s)) => (vec![s.clone()], true),
+        Some(Value::Array(items)) => {
+            // Nested lists are the row-major form of a multi-dimensional shape.
+            let mut out = Vec::new();
+            let mut stack: Vec<&Value> = items.iter().rev().collect();
+            while let Some(v) = stack.pop() {
+                match v {
+                    Value::String(s) => out.push(s.clone()),
+                    Value::Array(inner) => stack.extend(inner.iter().rev()),
+                    other => {
+                        return Err(bad(format!(
+                            "input {name:?}: BYTES data must be strings, got {other}"
+                        )));
+                    }
+                }
+            }
+            (out, false)
+        }
+        _ => {
+            return Err(bad(format!(
+                "input {name:?}: \"data\" must be a string or a list of strings"
+            )));
+        }
+    };
+    if let Some(shape) = input.get("shape") {
+        let dims = shape
+            .as_array()
+            .and_then(|d| d.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?;
+        let count: u64 = dims.iter().product();
+        if count != strings.len() as u64 {
+            return Err(bad(format!(
+                "input {name:?}: shape {dims:?} holds {count} elements, data has {}",
+                strings.len()
+            )));
+        }
+    }
+    Ok((strings, scalar))
+}
+
+/// An OIP inference request to one (batched) generation request.
+fn v2_request(state: &AppState, body: &Value) -> Result<(GenerateRequest, bool), ProtoError> {
+    let inputs = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| {
+            bad("expected \"inputs\": [{\"name\", \"shape\", \"datatype\": \"BYTES\", \"data\"}]")
+        })?;
+    let mut prompts = None;
+    let mut negative = None;
+    for input in inputs {
+        let name = input.get("name").and_then(Value::as_str).unwrap_or("");
+        let (strings, scalar) = bytes_input(input)?;
+        let slot = if name == "negative_prompt" {
+            &mut negative
+        } else {
+            &mut prompts
+        };
+        if slot.replace((strings, scalar)).is_some() {
+            return Err(bad(format!(
+                "more than one prompt input (\"{name}\"); send the prompts as one BYTES input"
+            )));
+        }
+    }
+    let (prompts, scalar) = prompts.ok_or_else(|| bad("no prompt input"))?;
+    let mut fields = match body.get("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(bad("\"parameters\" must be an object")),
+    };
+    let first = prompts.first().cloned().unwrap_or_default();
+    fields.insert("prompt".into(), Value::String(first));
+    let mut request = params_from_json(Value::Object(fields))?.into_request(&state.config)?;
+    if prompts.iter().any(|p| p.trim().is_empty()) {
+        return Err(bad("a prompt is empty"));
+    }
+    let images = prompts.len() * request.num_images_per_prompt;
+    if images > MAX_IMAGES {
+        return Err(bad(format!(
+            "{images} images asked for ({} prompts x num_images {}); at most {MAX_IMAGES}",
+            prompts.len(),
+            request.num_images_per_prompt
+        )));
+    }
+    if let Some((neg, _)) = negative {
+        if neg.len() != 1 && neg.len() != prompts.len() {
+            return Err(bad(format!(
+                "{} negative prompts for {} prompts: give one, or one per prompt",
+                neg.len(),
+                prompts.len()
+            )));
+        }
+        request.negative_prompts = neg;
+    }
+    let one = scalar && images == 1;
+    request.prompts = prompts;
+    Ok((request, one))
+}
+
+async fn v2_infer_model(
+    state: &AppState,
+    entry: &ModelEntry,
+    req: Request,
+) -> Result<Response, ProtoError> {
+    let header_id = request_id(req.headers());
+    let body = json_body(state, req).await?;
+    let (request, one) = v2_request(state, &body)?;
+    let limit = state.config.max_response_size;
+    let n = request.prompts.len() * request.num_images_per_prompt;
+    // The flat data is about half the nested list; at least 2 bytes a value.
+    reply::check_size(
+        (2 * 3 * request.width * request.height * n).saturating_sub(1),
+        limit,
+    )?;
+    let generated = run_job(state, entry, request).await?;
+    let images: Vec<Image> = generated.images;
+    let (h, w) = images.first().map_or((0, 0), |i| (i.height, i.width));
+    let shape = if one {
+        json!([h, w, 3])
+    } else {
+        json!([images.len(), h, w, 3])
+    };
+    let id = match body.get("id") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => header_id,
+    };
+    let mut head = Map::new();
+    head.insert("model_name".into(), json!(entry.name));
+    head.insert("model_version".into(), json!(entry.version));
+    if let Some(id) = id {
+        head.insert("id".into(), json!(id));
+    }
+    // `{"model_name":...,"id":...,` then the outputs, whose data is streamed.
+    let mut text = Value::Object(head).to_string();
+    text.pop();
+    text.push_str(&format!(
+        ",\"outputs\":[{{\"name\":\"image\",\"shape\":{shape},\"datatype\":\"UINT8\",\"data\":["
+    ));
+    let mut parts = vec![Part::Text(text)];
+    for (i, image) in images.into_iter().enumerate() {
+        parts.push(Part::Flat {
+            image,
+            comma: i > 0,
+        });
+    }
+    parts.push(Part::Text("]}]}".into()));
+    Ok(reply::json(parts, limit)?)
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
