@@ -1,4 +1,7 @@
 //! `wgsd serve`: the TorchServe-compatible inference server (see `wgsd::serve`).
+//!
+//! Settings come from the command line, then `--ts-config` (TorchServe's
+//! config.properties), then the defaults, in that order of precedence.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,65 +9,225 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use wgsd::gpu::{AdapterChoice, DType};
-use wgsd::pipeline::{DEFAULT_SIZE, DEFAULT_STEPS, PipelineOptions};
-use wgsd::serve::{DEFAULT_MAX_REQUEST_SIZE, DEFAULT_QUEUE_SIZE, ServeConfig};
+use wgsd::pipeline::PipelineOptions;
+use wgsd::serve::ts_config::{TsConfig, parse_address};
+use wgsd::serve::{ServeConfig, ShutdownHandle};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Precedence: command line, then --ts-config, then the defaults.
+
+Auth: with --auth-token (or WGSD_AUTH_TOKEN, or auth_token= in the config file) the
+management API and the inference API need `Authorization: Bearer TOKEN` (401 otherwise);
+/ping, /v2/health/* and the metrics API stay open.
+
+SIGINT/SIGTERM: new predictions get 503, in-flight ones finish, then the server exits 0
+(a second signal exits at once).")]
 pub struct ServeArgs {
-    /// Folder holding the model archives (.mar, .zip or diffusers folders).
-    #[arg(long, default_value = ".")]
-    model_store: PathBuf,
-    /// Models to load, NAME=ARCHIVE (relative to --model-store, or absolute), or `all`.
-    #[arg(long, num_args = 1.., required = true)]
-    models: Vec<String>,
-    /// Where the inference API listens.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    inference_address: SocketAddr,
-    /// Largest accepted request body in bytes (TorchServe's max_request_size).
-    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_SIZE)]
-    max_request_size: usize,
-    /// Requests waiting per model before new ones get 503 (TorchServe's job_queue_size).
-    #[arg(long, default_value_t = DEFAULT_QUEUE_SIZE)]
-    job_queue_size: usize,
-    /// Denoising steps when a request does not say.
-    #[arg(long, default_value_t = DEFAULT_STEPS)]
-    default_steps: usize,
-    /// Image width when a request does not say.
-    #[arg(long, default_value_t = DEFAULT_SIZE)]
-    default_width: usize,
-    /// Image height when a request does not say.
-    #[arg(long, default_value_t = DEFAULT_SIZE)]
-    default_height: usize,
+    /// TorchServe's config.properties (inference_address, management_address,
+    /// metrics_address, model_store, load_models, max_request_size, max_response_size,
+    /// job_queue_size, default_response_timeout, allowed_urls, model_snapshot, ...).
+    #[arg(long, value_name = "FILE")]
+    ts_config: Option<PathBuf>,
+    /// Folder holding the model archives (.mar, .zip or diffusers folders) [default: .].
+    #[arg(long)]
+    model_store: Option<PathBuf>,
+    /// Models to load, NAME=ARCHIVE (relative to --model-store, or absolute), or `all`;
+    /// optional when the config file has load_models or model_snapshot.
+    #[arg(long, num_args = 1..)]
+    models: Option<Vec<String>>,
+    /// Where the inference API listens (HOST:PORT or http://HOST:PORT) [default: 127.0.0.1:8080].
+    #[arg(long, value_parser = address)]
+    inference_address: Option<SocketAddr>,
+    /// Where the management API listens [default: 127.0.0.1:8081].
+    #[arg(long, value_parser = address)]
+    management_address: Option<SocketAddr>,
+    /// Where the metrics API listens [default: 127.0.0.1:8082].
+    #[arg(long, value_parser = address)]
+    metrics_address: Option<SocketAddr>,
+    /// Largest accepted request body in bytes (max_request_size) [default: 6553500].
+    #[arg(long)]
+    max_request_size: Option<usize>,
+    /// Largest reply in bytes; a larger one is a clear error, never cut short
+    /// (max_response_size) [default: 67108864].
+    #[arg(long)]
+    max_response_size: Option<usize>,
+    /// Requests waiting per model before new ones get 503 (job_queue_size) [default: 100].
+    #[arg(long)]
+    job_queue_size: Option<usize>,
+    /// Require `Authorization: Bearer TOKEN` on the management and inference APIs.
+    #[arg(long, env = "WGSD_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Up to this many compatible requests run as one batched UNet pass, for every
+    /// model (batchSize) [default: 1].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// How long a batch waits to fill, in ms (maxBatchDelay) [default: 100].
+    #[arg(long, value_name = "MS")]
+    max_batch_delay: Option<u64>,
+    /// Seconds before an unanswered request gets 504 (responseTimeout) [default: 120].
+    #[arg(long, value_name = "S")]
+    response_timeout: Option<u64>,
+    /// Denoising steps when a request does not say [default: 50].
+    #[arg(long)]
+    default_steps: Option<usize>,
+    /// Image width when a request does not say [default: 768].
+    #[arg(long)]
+    default_width: Option<usize>,
+    /// Image height when a request does not say [default: 768].
+    #[arg(long)]
+    default_height: Option<usize>,
     /// Store the weights as f16 on the GPU (needs SHADER_F16).
     #[arg(long)]
     f16: bool,
 }
 
-pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
-    let models = wgsd::serve::expand_models(&args.model_store, &args.models)?;
-    let config = ServeConfig {
-        model_store: args.model_store.clone(),
-        models,
-        inference_address: args.inference_address,
-        max_request_size: args.max_request_size,
-        queue_size: args.job_queue_size,
-        default_steps: args.default_steps,
-        default_width: args.default_width,
-        default_height: args.default_height,
-        adapter: choice.clone(),
-        pipeline: PipelineOptions {
-            weight_dtype: if args.f16 { DType::F16 } else { DType::F32 },
-            ..PipelineOptions::default()
-        },
-        ..ServeConfig::default()
+fn address(s: &str) -> Result<SocketAddr, String> {
+    parse_address(s)
+}
+
+/// The server's configuration: defaults, then the config file, then the flags.
+pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let mut config = ServeConfig::default();
+    let mut file_models = None;
+    if let Some(path) = &args.ts_config {
+        let ts = TsConfig::read(path)?;
+        for line in ts.unused_key_messages() {
+            eprintln!("wgsd serve: {line}");
+        }
+        if let (Some(_), false) = (&ts.load_models, ts.snapshot_models.is_empty()) {
+            eprintln!(
+                "wgsd serve: config.properties: load_models ignored: model_snapshot lists the models (as in TorchServe)"
+            );
+        }
+        if let Some(n) = ts.default_workers_per_model {
+            eprintln!(
+                "wgsd serve: default_workers_per_model={n}: reported; wgsd runs one GPU worker per model"
+            );
+        }
+        ts.apply(&mut config);
+        file_models = ts.model_specs();
+    }
+    if let Some(store) = &args.model_store {
+        config.model_store = store.clone();
+    }
+    let specs = args.models.clone().or(file_models).ok_or_else(|| {
+        anyhow::anyhow!("no models to serve: use --models NAME=ARCHIVE (or `all`), or load_models in --ts-config")
+    })?;
+    config.models = wgsd::serve::expand_models(&config.model_store, &specs)?;
+    let set = |dst: &mut SocketAddr, src: Option<SocketAddr>| {
+        if let Some(a) = src {
+            *dst = a;
+        }
     };
-    let names: Vec<String> = config.models.iter().map(|(n, _)| n.clone()).collect();
-    let server = wgsd::serve::start(config).context("starting the server")?;
-    eprintln!(
-        "wgsd serve: inference API on http://{} (models: {})",
-        server.addr(),
-        names.join(", ")
+    set(&mut config.inference_address, args.inference_address);
+    set(&mut config.management_address, args.management_address);
+    set(&mut config.metrics_address, args.metrics_address);
+    for (dst, src) in [
+        (&mut config.max_request_size, args.max_request_size),
+        (&mut config.max_response_size, args.max_response_size),
+        (&mut config.queue_size, args.job_queue_size),
+        (&mut config.default_steps, args.default_steps),
+        (&mut config.default_width, args.default_width),
+        (&mut config.default_height, args.default_height),
+    ] {
+        if let Some(v) = src {
+            *dst = v;
+        }
+    }
+    if let Some(t) = &args.auth_token {
+        anyhow::ensure!(!t.is_empty(), "--auth-token: the token is empty");
+        config.auth_token = Some(t.clone());
+    }
+    anyhow::ensure!(
+        args.batch_size != Some(0),
+        "--batch-size must be at least 1"
     );
+    anyhow::ensure!(
+        args.response_timeout != Some(0),
+        "--response-timeout must be at least 1"
+    );
+    // The flags win over the config file for every model, not only the default.
+    let all =
+        std::iter::once(&mut config.default_settings).chain(config.model_settings.values_mut());
+    for s in all {
+        if let Some(n) = args.batch_size {
+            s.batch_size = n;
+        }
+        if let Some(ms) = args.max_batch_delay {
+            s.max_batch_delay_ms = ms;
+        }
+        if let Some(t) = args.response_timeout {
+            s.response_timeout_s = t;
+        }
+    }
+    config.adapter = choice.clone();
+    config.pipeline = PipelineOptions {
+        weight_dtype: if args.f16 { DType::F16 } else { DType::F32 },
+        ..PipelineOptions::default()
+    };
+    Ok(config)
+}
+
+pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = config(choice, args)?;
+    let names: Vec<String> = config.models.iter().map(|(n, _)| n.clone()).collect();
+    let auth = config.auth_token.is_some();
+    let server = wgsd::serve::start(config).context("starting the server")?;
+    let a = server.addrs();
+    eprintln!("wgsd serve: models: {}", names.join(", "));
+    eprintln!("wgsd serve: inference API on http://{}", a.inference);
+    eprintln!("wgsd serve: management API on http://{}", a.management);
+    eprintln!("wgsd serve: metrics API on http://{}", a.metrics);
+    if auth {
+        eprintln!("wgsd serve: token auth on (Authorization: Bearer TOKEN)");
+    }
+    watch_signals(server.shutdown_handle())?;
     server.wait()?;
+    eprintln!("wgsd serve: stopped");
     Ok(())
+}
+
+/// On SIGINT/SIGTERM, starts the graceful shutdown; a second signal exits at once.
+fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal watcher")?;
+    std::thread::Builder::new()
+        .name("wgsd-signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if next_signal().await.is_err() {
+                    return;
+                }
+                eprintln!(
+                    "wgsd serve: shutting down: finishing in-flight requests, refusing new ones"
+                );
+                handle.trigger();
+                if next_signal().await.is_ok() {
+                    eprintln!("wgsd serve: second signal, exiting now");
+                    std::process::exit(130);
+                }
+            })
+        })
+        .context("starting the signal watcher")?;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn next_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
 }

@@ -35,6 +35,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         // The body limit is enforced by `read_body` (413 in TorchServe's shape).
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::auth::require_token,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

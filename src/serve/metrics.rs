@@ -255,6 +255,16 @@ impl Metrics {
         self.unet_passes.with_label_values(&[model]).get()
     }
 
+    /// Requests waiting in `model`'s queue (the management API's `pendingRequests`).
+    pub fn queue_length(&self, model: &str) -> i64 {
+        self.queue_length.with_label_values(&[model]).get()
+    }
+
+    /// GPU memory `model`'s worker holds (the management API's `memoryUsage`).
+    pub fn gpu_memory_bytes(&self, model: &str) -> u64 {
+        self.gpu_memory.with_label_values(&[model]).get().max(0) as u64
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -6,6 +6,8 @@
 //! The HTTP side runs on a tokio runtime (axum); each model has one GPU worker thread
 //! (see [`worker`]) fed through a bounded queue; [`registry`] maps names to workers.
 
+pub mod auth;
+pub mod download;
 pub mod inference;
 pub mod management;
 pub mod metrics;
@@ -13,6 +15,7 @@ mod multipart;
 mod protocols;
 pub mod registry;
 mod reply;
+pub mod ts_config;
 pub mod worker;
 
 pub use metrics::Metrics;

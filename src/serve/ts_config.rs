@@ -1,0 +1,402 @@
+//! TorchServe's `config.properties` (`--ts-config`): a Java properties file whose keys
+//! this module maps onto [`ServeConfig`], so a deployment's existing file keeps working.
+//!
+//! The file syntax (comments, `key=value` / `key: value`, line continuations, escapes)
+//! is the `java-properties` crate's; here are only TorchServe's keys and their values.
+//! Unknown keys are reported (not fatal); a bad value is an error naming key and line.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ModelSettings, ServeConfig};
+
+/// A `config.properties` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TsConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config.properties does not parse: {0}")]
+    Syntax(#[from] java_properties::PropertiesError),
+    #[error("config.properties line {line}: {key}: {message}")]
+    Value {
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, TsConfigError>;
+
+/// TorchServe keys wgsd knows but has no use for (Python workers, netty, gRPC, ...):
+/// reported as ignored rather than unknown.
+const IGNORED_KEYS: &[&str] = &[
+    "number_of_netty_threads",
+    "netty_client_threads",
+    "number_of_gpu",
+    "enable_envvars_config",
+    "install_py_dep_per_model",
+    "async_logging",
+    "vmargs",
+    "grpc_inference_port",
+    "grpc_management_port",
+    "grpc_inference_address",
+    "grpc_management_address",
+    "enable_grpc_ssl",
+    "enable_metrics_api",
+    "metrics_mode",
+    "metrics_format",
+    "metrics_config",
+    "enable_model_api",
+    "disable_token_authorization",
+    "cors_allowed_origin",
+    "cors_allowed_methods",
+    "cors_allowed_headers",
+    "default_startup_timeout",
+    "unregister_model_timeout",
+    "decode_input_request",
+    "workflow_store",
+    "model_server_home",
+    "ts_allowed_urls",
+    "plugins_path",
+    "cpu_launcher_enable",
+    "cpu_launcher_args",
+    "use_native_io",
+    "io_ratio",
+    "disable_system_metrics",
+    "system_metrics_cmd",
+    "max_idle_time",
+    "keep_alive_timeout",
+];
+
+/// One model's settings from `model_snapshot` or `models` (camelCase, as TorchServe
+/// writes them); absent values fall back to the server's defaults.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotModel {
+    pub batch_size: Option<usize>,
+    pub max_batch_delay: Option<u64>,
+    pub response_timeout: Option<u64>,
+    pub min_workers: Option<usize>,
+    pub max_workers: Option<usize>,
+}
+
+/// A snapshot model entry: the settings plus the archive it was registered from.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotVersion {
+    mar_name: Option<String>,
+    #[serde(flatten)]
+    settings: SnapshotModel,
+}
+
+/// `model_snapshot`: `{"models": {"name": {"1.0": {...}}}, ...}`.
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    #[serde(default)]
+    models: BTreeMap<String, BTreeMap<String, SnapshotVersion>>,
+}
+
+/// The TorchServe keys read from a `config.properties`; `None` where the file is silent.
+#[derive(Debug, Default, Clone)]
+pub struct TsConfig {
+    pub inference_address: Option<SocketAddr>,
+    pub management_address: Option<SocketAddr>,
+    pub metrics_address: Option<SocketAddr>,
+    /// Relative paths are taken from the config file's folder.
+    pub model_store: Option<PathBuf>,
+    /// `load_models`: `all`, or `name=archive` / `archive` items (as `--models`).
+    pub load_models: Option<Vec<String>>,
+    pub max_request_size: Option<usize>,
+    pub max_response_size: Option<usize>,
+    pub job_queue_size: Option<usize>,
+    pub default_response_timeout: Option<u64>,
+    pub allowed_urls: Option<Vec<String>>,
+    pub default_workers_per_model: Option<usize>,
+    /// wgsd's own key `auth_token`: clients send `Authorization: Bearer TOKEN`.
+    pub auth_token: Option<String>,
+    /// Per-model settings from `model_snapshot` and `models`.
+    pub model_settings: BTreeMap<String, SnapshotModel>,
+    /// `(name, marName)` of the models `model_snapshot` lists.
+    pub snapshot_models: Vec<(String, PathBuf)>,
+    /// Keys wgsd does not read, with their line: `(line, key, known to TorchServe)`.
+    pub unused_keys: Vec<(usize, String, bool)>,
+}
+
+impl TsConfig {
+    /// Reads `path`; a relative `model_store` is resolved against the file's folder.
+    pub fn read(path: &Path) -> Result<TsConfig> {
+        let text = std::fs::read(path).map_err(|e| TsConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut config = TsConfig::parse(&text)?;
+        if let Some(store) = &mut config.model_store
+            && store.is_relative()
+        {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            *store = dir.join(&*store);
+        }
+        Ok(config)
+    }
+
+    /// Parses the file's bytes (UTF-8; `\uXXXX` escapes as in Java).
+    pub fn parse(bytes: &[u8]) -> Result<TsConfig> {
+        let mut out = TsConfig::default();
+        let lines = java_properties::PropertiesIter::new_with_encoding(bytes, encoding_rs::UTF_8);
+        for line in lines {
+            let line = line?;
+            let number = line.line_number();
+            if let java_properties::LineContent::KVPair(key, value) = line.consume_content() {
+                out.set(number, key.trim(), value.trim())?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn set(&mut self, line: usize, key: &str, value: &str) -> Result<()> {
+        let bad = |message: String| TsConfigError::Value {
+            line,
+            key: key.to_string(),
+            message,
+        };
+        match key {
+            "inference_address" => {
+                self.inference_address = Some(parse_address(value).map_err(bad)?)
+            }
+            "management_address" => {
+                self.management_address = Some(parse_address(value).map_err(bad)?)
+            }
+            "metrics_address" => self.metrics_address = Some(parse_address(value).map_err(bad)?),
+            "model_store" => self.model_store = Some(PathBuf::from(value)),
+            "load_models" => {
+                let items = split_list(value);
+                if items.is_empty() {
+                    return Err(bad(
+                        "expected `all` or a comma-separated list of NAME=ARCHIVE".into(),
+                    ));
+                }
+                self.load_models = Some(items);
+            }
+            "max_request_size" => self.max_request_size = Some(parse_positive(value).map_err(bad)?),
+            "max_response_size" => {
+                self.max_response_size = Some(parse_positive(value).map_err(bad)?)
+            }
+            "job_queue_size" => self.job_queue_size = Some(parse_positive(value).map_err(bad)?),
+            "default_response_timeout" => {
+                self.default_response_timeout = Some(parse_positive(value).map_err(bad)? as u64)
+            }
+            "default_workers_per_model" => {
+                self.default_workers_per_model = Some(parse_positive(value).map_err(bad)?)
+            }
+            "allowed_urls" => {
+                let items = split_list(value);
+                for pattern in &items {
+                    regex::Regex::new(pattern).map_err(|e| {
+                        bad(format!("{pattern:?} is not a regular expression: {e}"))
+                    })?;
+                }
+                self.allowed_urls = Some(items);
+            }
+            "auth_token" => {
+                if value.is_empty() {
+                    return Err(bad("the token is empty".into()));
+                }
+                self.auth_token = Some(value.to_string());
+            }
+            "model_snapshot" => {
+                let snapshot: Snapshot = serde_json::from_str(value)
+                    .map_err(|e| bad(format!("not TorchServe's snapshot JSON: {e}")))?;
+                for (name, versions) in snapshot.models {
+                    // wgsd serves one version per model: the first listed.
+                    let Some((_, v)) = versions.into_iter().next() else {
+                        continue;
+                    };
+                    if let Some(mar) = v.mar_name {
+                        self.snapshot_models
+                            .push((name.clone(), PathBuf::from(mar)));
+                    }
+                    self.model_settings.insert(name, v.settings);
+                }
+            }
+            // Newer TorchServe: per-model parameters without a snapshot,
+            // `models={"name": {"1.0": {"batchSize": 4, ...}}}`.
+            "models" => {
+                let models: BTreeMap<String, BTreeMap<String, SnapshotModel>> =
+                    serde_json::from_str(value)
+                        .map_err(|e| bad(format!("not TorchServe's per-model JSON: {e}")))?;
+                for (name, versions) in models {
+                    if let Some((_, settings)) = versions.into_iter().next() {
+                        self.model_settings.insert(name, settings);
+                    }
+                }
+            }
+            _ => {
+                let known = IGNORED_KEYS.contains(&key)
+                    || key.starts_with("private_key")
+                    || key.starts_with("certificate")
+                    || key.starts_with("keystore")
+                    || key.starts_with("grpc_")
+                    || key.starts_with("metrics_");
+                self.unused_keys.push((line, key.to_string(), known));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lines for stderr, one per key wgsd does not read.
+    pub fn unused_key_messages(&self) -> Vec<String> {
+        self.unused_keys
+            .iter()
+            .map(|(line, key, known)| {
+                if *known {
+                    format!("config.properties line {line}: {key}: a TorchServe key wgsd does not use; ignored")
+                } else {
+                    format!("config.properties line {line}: {key}: unknown key; ignored")
+                }
+            })
+            .collect()
+    }
+
+    /// The `--models` items the file asks for: `model_snapshot`'s models when it lists
+    /// any (TorchServe restores a snapshot instead of `load_models`), else `load_models`.
+    pub fn model_specs(&self) -> Option<Vec<String>> {
+        if !self.snapshot_models.is_empty() {
+            return Some(
+                self.snapshot_models
+                    .iter()
+                    .map(|(n, p)| format!("{n}={}", p.display()))
+                    .collect(),
+            );
+        }
+        self.load_models.clone()
+    }
+
+    /// Writes every key the file sets onto `config` (models excepted: see
+    /// [`TsConfig::model_specs`]). Per-model settings start from the defaults, so
+    /// `default_response_timeout` applies to models whose entry has no `responseTimeout`.
+    pub fn apply(&self, config: &mut ServeConfig) {
+        let set = |dst: &mut SocketAddr, src: Option<SocketAddr>| {
+            if let Some(a) = src {
+                *dst = a;
+            }
+        };
+        set(&mut config.inference_address, self.inference_address);
+        set(&mut config.management_address, self.management_address);
+        set(&mut config.metrics_address, self.metrics_address);
+        if let Some(s) = &self.model_store {
+            config.model_store = s.clone();
+        }
+        if let Some(n) = self.max_request_size {
+            config.max_request_size = n;
+        }
+        if let Some(n) = self.max_response_size {
+            config.max_response_size = n;
+        }
+        if let Some(n) = self.job_queue_size {
+            config.queue_size = n;
+        }
+        if let Some(t) = self.default_response_timeout {
+            config.default_settings.response_timeout_s = t;
+        }
+        if let Some(n) = self.default_workers_per_model {
+            config.default_settings.min_workers = n;
+            config.default_settings.max_workers = n;
+        }
+        if let Some(urls) = &self.allowed_urls {
+            config.allowed_urls = urls.clone();
+        }
+        if let Some(t) = &self.auth_token {
+            config.auth_token = Some(t.clone());
+        }
+        let base = config.default_settings;
+        for (name, m) in &self.model_settings {
+            config.model_settings.insert(name.clone(), m.over(base));
+        }
+    }
+}
+
+impl SnapshotModel {
+    /// These settings on top of `base`.
+    pub fn over(&self, base: ModelSettings) -> ModelSettings {
+        let min_workers = self.min_workers.unwrap_or(base.min_workers);
+        ModelSettings {
+            batch_size: self.batch_size.unwrap_or(base.batch_size).max(1),
+            max_batch_delay_ms: self.max_batch_delay.unwrap_or(base.max_batch_delay_ms),
+            response_timeout_s: self.response_timeout.unwrap_or(base.response_timeout_s),
+            min_workers,
+            max_workers: self
+                .max_workers
+                .unwrap_or(base.max_workers)
+                .max(min_workers),
+        }
+    }
+}
+
+/// Comma-separated items, blanks dropped.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_positive(value: &str) -> std::result::Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {value:?}")),
+    }
+}
+
+/// TorchServe writes addresses as URLs (`http://127.0.0.1:8080`); a bare
+/// `host:port` is accepted too. wgsd has no TLS, so `https` is refused.
+pub fn parse_address(value: &str) -> std::result::Result<SocketAddr, String> {
+    let lower = value.to_ascii_lowercase();
+    let (rest, default_port) = if lower.starts_with("https://") {
+        return Err(format!(
+            "{value}: wgsd serves plain HTTP only (no TLS); put a TLS proxy in front and use http://"
+        ));
+    } else if lower.starts_with("http://") {
+        (&value["http://".len()..], Some(80))
+    } else if lower.starts_with("unix:") {
+        return Err(format!(
+            "{value}: unix sockets are not supported; use http://HOST:PORT"
+        ));
+    } else {
+        (value, None)
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(format!("{value}: expected http://HOST:PORT without a path"));
+    }
+    if let Ok(addr) = rest.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // Host without a port, or `localhost`.
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h, Some(p)),
+            Err(_) => (rest, None),
+        },
+        _ => (rest, None),
+    };
+    let port = port
+        .or(default_port)
+        .ok_or_else(|| format!("{value}: expected http://HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        host.parse::<IpAddr>()
+            .map_err(|_| format!("{value}: {host:?} is not an IP address (or localhost)"))?
+    };
+    Ok(SocketAddr::new(ip, port))
+}
