@@ -1,0 +1,37 @@
+#!/bin/bash
+# Real-GPU check: the kernel/model/pipeline test binaries, full-size SD 2 (random
+# weights) against diffusers at 768 px, and full-size timings. Needs python3 with torch
+# and diffusers, and a release build. Usage: bash benches/full_size_check.sh
+#   WGSD     the wgsd binary (default target/release/wgsd)
+#   TESTBIN  folder with the release test binaries named kernels, models, pipeline
+#   OUT      where the images go (default /tmp/wgsd-check)
+cd "$(dirname "$0")/.."
+W=${WGSD:-target/release/wgsd}
+T=${TESTBIN:-.devbin}
+OUT=${OUT:-/tmp/wgsd-check}
+mkdir -p "$OUT"
+step() { echo; echo "=== $* ($(date +%T))"; }
+step gpu; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+step info; $W info 2>&1 | head -30
+if ! $W info >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  $W info 2>&1 | head -30
+fi
+# Offline machines: diffusers carried as wheels in .whl/.
+[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+step build-full-model
+(python3 benches/sd2_full_reference.py build /tmp/sd2full > /tmp/build.json 2>/tmp/build.err; echo "build rc=$?") &
+BPID=$!
+step kernels-tests; timeout 150 $T/kernels --test-threads=4 2>&1 | grep -v "^test .* ok$" | tail -40
+step models-tests; timeout 60 $T/models 2>&1 | grep -E "^test |test result|panicked|PSNR|max" | tail -20
+step pipeline-tests; timeout 90 $T/pipeline 2>&1 | grep -E "^test |test result|panicked|dB" | tail -20
+step wait-build; wait $BPID; cat /tmp/build.json; tail -3 /tmp/build.err
+step diffusers-f32-768-10steps
+timeout 120 python3 benches/sd2_full_reference.py reference /tmp/sd2full $OUT/ref768.png --steps 10 2>/dev/null
+step wgsd-f32-768-10steps
+timeout 200 $W generate --model /tmp/sd2full --width 768 --height 768 --steps 10 --seed 42 --json -o $OUT/wgsd768.png "a red fox in the snow" 2>&1 | tail -30
+step psnr; python3 benches/sd2_full_reference.py psnr $OUT/ref768.png $OUT/wgsd768.png
+step bench-kernels; timeout 60 $W bench --quick 2>&1 | tail -40
+step bench-models-full; timeout 150 $W bench --models --full --sizes 512,768 2>&1 | tail -12
+step diffusers-f16-768-50steps; timeout 60 python3 benches/sd2_full_reference.py speed /tmp/sd2full --steps 50 --repeats 2 2>/dev/null
+step done
