@@ -173,6 +173,20 @@ impl Metrics {
         ]
     }
 
+    /// Creates a newly loaded model's series at zero, so dashboards see them (and
+    /// `rate()` has a start) before the first request.
+    pub fn model_added(&self, model: &str, version: &str) {
+        let ts = self.ts(model, version);
+        let ts: Vec<&str> = ts.iter().map(String::as_str).collect();
+        self.ts_requests.with_label_values(&ts);
+        self.ts_inference_us.with_label_values(&ts);
+        self.ts_queue_us.with_label_values(&ts);
+        for c in [&self.images, &self.steps, &self.unet_passes] {
+            c.with_label_values(&[model]);
+        }
+        self.queue_length.with_label_values(&[model]);
+    }
+
     /// A prediction request for a known model was answered with `status`.
     pub fn request_done(&self, model: &str, version: &str, status: u16) {
         let ts = self.ts(model, version);

@@ -222,6 +222,7 @@ impl AppState {
             settings,
             metrics: self.metrics.clone(),
         })?;
+        self.metrics.model_added(name, &version);
         let entry = ModelEntry {
             name: name.to_string(),
             version,
