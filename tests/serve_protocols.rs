@@ -293,6 +293,7 @@ fn kserve_v1() {
         json!({"instances": [{"prompt": "x", "num_inference_steps": 0}]}),
         json!({"instances": [{"prompt": "x", "width": 60}]}),
         json!({"instances": [{"data": ""}]}),
+        json!({"instances": [{"data": "x", "num_images": 9}, {"data": "y", "num_images": 8}]}),
     ];
     for body in bad {
         let (status, v) = post_json(&predict, &body);

@@ -209,6 +209,12 @@ async fn v1_predict(
     for instance in instances {
         requests.push(v1_instance(instance)?.into_request(&state.config)?);
     }
+    let images: usize = requests.iter().map(|r| r.num_images_per_prompt).sum();
+    if images > MAX_IMAGES {
+        return Err(bad(format!(
+            "{images} images asked for across the instances; at most {MAX_IMAGES}"
+        )));
+    }
     let limit = state.config.max_response_size;
     let floor: usize = requests
         .iter()
