@@ -154,10 +154,7 @@ fn bad_values_name_key_and_line() {
     assert_eq!(key, "management_address");
     // The error's text says where, for the CLI's message.
     let err = TsConfig::parse(b"a=1\nmetrics_address=nope\n").expect_err("bad address");
-    assert!(
-        err.to_string().contains("line 2: metrics_address"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("line 2: metrics_address"), "{err}");
 }
 
 #[test]
