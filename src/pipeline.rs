@@ -14,6 +14,11 @@
 //! 4. the VAE decodes `latents / scaling_factor`, then `clamp(x / 2 + 0.5, 0, 1) * 255`,
 //!    rounded half to even, channels last.
 //!
+//! [`Pipeline::generate_batch`] runs several requests (the server's dynamic batching)
+//! through the same steps as one batch: their rows are laid side by side in each half of
+//! the guidance batch, and each request's latents (and ancestral noise) are drawn from its
+//! own generator with its own shape, so every request gets the draws its solo run gets.
+//!
 //! Each step is recorded into one [`Recorder`] and submitted once; the CPU only waits for
 //! the step to finish (for progress and cancellation), and reads back the images (and,
 //! when a trace is asked for, the intermediate latents).
@@ -344,53 +349,115 @@ impl<'g> Pipeline<'g> {
         progress: &mut dyn FnMut(&Progress),
         cancel: Option<&AtomicBool>,
     ) -> Result<Generated> {
-        self.validate(req)?;
+        let mut out = self.run(&[req], progress, cancel)?;
+        out.pop()
+            .ok_or_else(|| Error::Gpu("the pipeline returned no result".into()))
+    }
+
+    /// What must be equal for two requests to run as one batch ([`generate_batch`]);
+    /// `None` for a request that must run alone (one that asks for a trace).
+    ///
+    /// [`generate_batch`]: Pipeline::generate_batch
+    pub fn batch_key(&self, req: &GenerateRequest) -> Option<BatchKey> {
+        (!req.trace).then(|| BatchKey {
+            width: req.width,
+            height: req.height,
+            steps: req.steps,
+            guidance_bits: req.guidance.to_bits(),
+            scheduler: req.scheduler.unwrap_or(self.default_scheduler),
+        })
+    }
+
+    /// Runs several requests as one batch: one text-encoder pass, one UNet pass per step
+    /// and one VAE pass for all of them. Each request keeps its own prompts, negative
+    /// prompts, image count and seed (its latents, and an ancestral sampler's per-step
+    /// noise, come from its own generator, drawn as [`generate`](Pipeline::generate)
+    /// draws them), so each gets the images it would get alone. The requests must share a
+    /// [`batch_key`](Pipeline::batch_key). Results are in the requests' order.
+    pub fn generate_batch(
+        &self,
+        reqs: &[GenerateRequest],
+        progress: &mut dyn FnMut(&Progress),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<Generated>> {
+        let items: Vec<&GenerateRequest> = reqs.iter().collect();
+        self.run(&items, progress, cancel)
+    }
+
+    fn run(
+        &self,
+        items: &[&GenerateRequest],
+        progress: &mut dyn FnMut(&Progress),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<Generated>> {
+        let Some(&req) = items.first() else {
+            return Err(Error::InvalidInput("an empty batch".into()));
+        };
+        for r in items {
+            self.validate(r)?;
+        }
+        if items.len() > 1 {
+            let key = self.batch_key(req);
+            if key.is_none() || items.iter().any(|r| self.batch_key(r) != key) {
+                return Err(Error::InvalidInput(
+                    "a batch needs equal sizes, steps, guidance and scheduler, and no trace".into(),
+                ));
+            }
+        }
         let gpu = self.gpu;
         let cfg = req.guidance > 1.0;
-        let n_img = req.num_images_per_prompt;
-        let batch = req.prompts.len() * n_img;
+        // Latent rows per request (its prompts times its images per prompt).
+        let counts: Vec<usize> = items
+            .iter()
+            .map(|r| r.prompts.len() * r.num_images_per_prompt)
+            .collect();
+        let batch: usize = counts.iter().sum();
         let f = self.vae_scale_factor();
         let lc = self.vae.config.latent_channels;
-        let latent_shape = [batch, lc, req.height / f, req.width / f];
+        let (lh, lw) = (req.height / f, req.width / f);
+        let latent_shape = [batch, lc, lh, lw];
+        let item_shape = |rows: usize| [rows, lc, lh, lw];
         let mut trace = req.trace.then(|| Trace {
             latent_shape,
             ..Trace::default()
         });
         let mut rec = Recorder::new(gpu);
 
-        // 1. Text encoder: rows [uncond...; cond...], each prompt repeated n times.
+        // 1. Text encoder: rows [uncond...; cond...], each prompt repeated n times, the
+        // requests one after another within each half.
         let t0 = Instant::now();
-        let mut truncated = Vec::new();
-        let mut encode = |text: &str, idx: Option<usize>| -> Result<Vec<u32>> {
+        let mut truncated: Vec<Vec<(usize, usize)>> = vec![Vec::new(); items.len()];
+        let mut encode = |text: &str, at: Option<(usize, usize)>| -> Result<Vec<u32>> {
             let e = self.tokenizer.encode(text)?;
-            if let (Some(i), true) = (idx, e.truncated) {
-                truncated.push((i, e.dropped));
+            if let (Some((k, i)), true) = (at, e.truncated) {
+                truncated[k].push((i, e.dropped));
             }
             Ok(e.ids)
         };
-        let mut cond = Vec::with_capacity(req.prompts.len());
-        for (i, p) in req.prompts.iter().enumerate() {
-            cond.push(encode(p, Some(i))?);
+        let mut cond = Vec::with_capacity(batch);
+        let mut uncond = Vec::new();
+        for (k, r) in items.iter().enumerate() {
+            for (i, p) in r.prompts.iter().enumerate() {
+                cond.push((encode(p, Some((k, i)))?, r.num_images_per_prompt));
+            }
+        }
+        if cfg {
+            for r in items {
+                for i in 0..r.prompts.len() {
+                    let neg = match r.negative_prompts.len() {
+                        0 => "",
+                        1 => r.negative_prompts[0].as_str(),
+                        _ => r.negative_prompts[i].as_str(),
+                    };
+                    uncond.push((encode(neg, None)?, r.num_images_per_prompt));
+                }
+            }
         }
         let mut rows: Vec<&Vec<u32>> = Vec::with_capacity(2 * batch);
-        let uncond: Vec<Vec<u32>> = if cfg {
-            (0..req.prompts.len())
-                .map(|i| {
-                    let neg = match req.negative_prompts.len() {
-                        0 => "",
-                        1 => req.negative_prompts[0].as_str(),
-                        _ => req.negative_prompts[i].as_str(),
-                    };
-                    encode(neg, None)
-                })
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        for ids in uncond.iter().chain(&cond) {
-            rows.extend(std::iter::repeat_n(ids, n_img));
+        for (ids, n_img) in uncond.iter().chain(&cond) {
+            rows.extend(std::iter::repeat_n(ids, *n_img));
         }
-        let seq = cond[0].len();
+        let seq = cond[0].0.len();
         let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
         let ids = Tensor::from_u32(gpu, &[rows.len(), seq], &flat)?;
         let context = self.text_encoder.forward(&mut rec, &ids)?;
@@ -409,14 +476,22 @@ impl<'g> Pipeline<'g> {
         }
         let text_encoder = t0.elapsed();
 
-        // 2. Timesteps and initial latents.
+        // 2. Timesteps and initial latents, each request's from its own generator.
         let t1 = Instant::now();
         let class = req.scheduler.unwrap_or(self.default_scheduler);
         let mut sched = schedulers::from_config(&self.scheduler_config, Some(class))?;
         sched.set_timesteps(req.steps)?;
         let timesteps = sched.timesteps().to_vec();
-        let mut generator = TorchGenerator::new(req.seed);
-        let noise = generator.randn(&latent_shape)?;
+        let mut generators: Vec<TorchGenerator> =
+            items.iter().map(|r| TorchGenerator::new(r.seed)).collect();
+        let draw = |generators: &mut [TorchGenerator]| -> Result<Vec<f32>> {
+            let mut all = Vec::with_capacity(latent_shape.iter().product());
+            for (g, &rows) in generators.iter_mut().zip(&counts) {
+                all.extend(g.randn(&item_shape(rows))?);
+            }
+            Ok(all)
+        };
+        let noise = draw(&mut generators)?;
         // torch multiplies a float32 tensor by a Python float in float32.
         let sigma = sched.init_noise_sigma() as f32;
         let init: Vec<f32> = noise.iter().map(|&v| v * sigma).collect();
@@ -460,7 +535,7 @@ impl<'g> Pipeline<'g> {
             let plan = sched.step(i)?;
             // Drawn even when unused (the last ancestral step) to keep torch's stream.
             let fresh = if plan.draws_noise {
-                Some(generator.randn(&latent_shape)?)
+                Some(draw(&mut generators)?)
             } else {
                 None
             };
@@ -499,28 +574,44 @@ impl<'g> Pipeline<'g> {
         }
         let decoded = self.vae.forward(&mut rec, &latents)?;
         let u8s = ops::image::to_u8(&mut rec, &decoded)?;
-        let images = u8s
-            .read(&mut rec)?
-            .into_iter()
-            .map(|data| Image {
-                width: u8s.width,
-                height: u8s.height,
-                data,
-            })
-            .collect();
+        let mut images = u8s.read(&mut rec)?.into_iter().map(|data| Image {
+            width: u8s.width,
+            height: u8s.height,
+            data,
+        });
         let vae = t2.elapsed();
-        Ok(Generated {
-            images,
-            seed: req.seed,
-            scheduler: class,
-            timesteps,
-            timings: Timings {
-                text_encoder,
-                denoise,
-                vae,
-            },
-            truncated,
-            trace,
-        })
+        let timings = Timings {
+            text_encoder,
+            denoise,
+            vae,
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for ((r, rows), truncated) in items.iter().zip(&counts).zip(truncated) {
+            out.push(Generated {
+                images: images.by_ref().take(*rows).collect(),
+                seed: r.seed,
+                scheduler: class,
+                timesteps: timesteps.clone(),
+                timings,
+                truncated,
+                trace: None,
+            });
+        }
+        if let Some(first) = out.first_mut() {
+            first.trace = trace;
+        }
+        Ok(out)
     }
+}
+
+/// What requests must share to run as one batch (see [`Pipeline::batch_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchKey {
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    /// The guidance scale's bits: the fused combine takes one scale for the batch.
+    pub guidance_bits: u32,
+    /// The resolved scheduler class.
+    pub scheduler: SchedulerClass,
 }

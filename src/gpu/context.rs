@@ -130,4 +130,17 @@ impl Gpu {
     pub fn trim(&self) {
         self.pool.trim();
     }
+
+    /// Caps the bytes this device's tensors may hold (weights, uploads, activations and
+    /// the reuse cache; see [`memory_stats`](Gpu::memory_stats)); `None` lifts the cap.
+    /// An allocation past it fails with [`Error::OutOfMemory`], as a real out-of-memory
+    /// does: useful to share one GPU between models.
+    pub fn set_memory_limit(&self, bytes: Option<u64>) {
+        self.pool.set_limit(bytes);
+    }
+
+    /// The cap set by [`set_memory_limit`](Gpu::set_memory_limit).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.pool.limit()
+    }
 }

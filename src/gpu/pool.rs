@@ -12,10 +12,17 @@
 //! whose later reads would then see the first recording's writes. Within one thread,
 //! recordings are submitted in order (the rule: one open `Recorder` per thread), so reuse
 //! there is safe.
+//!
+//! An optional budget caps what the pool holds (weights, uploads and activations): an
+//! allocation past it first drops the cached buffers, then fails with
+//! [`Error::OutOfMemory`], as does a buffer the driver itself cannot allocate (caught with
+//! an error scope). Useful to share one GPU between models or servers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::thread::ThreadId;
+
+use crate::error::{Error, Result};
 
 /// Usage of every activation buffer.
 pub const ACTIVATION_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -37,6 +44,49 @@ pub struct PoolStats {
 struct Inner {
     free: HashMap<(ThreadId, u64), Vec<wgpu::Buffer>>,
     stats: PoolStats,
+    /// Most bytes the pool may hold (`in_use + cached`); `None`: no limit.
+    limit: Option<u64>,
+}
+
+impl Inner {
+    /// Counts `size` more bytes as in use if the budget allows, dropping the cached
+    /// buffers first when that makes room.
+    fn reserve(&mut self, size: u64) -> Result<()> {
+        if let Some(limit) = self.limit {
+            if self.stats.in_use + self.stats.cached + size > limit {
+                self.free.clear();
+                self.stats.cached = 0;
+            }
+            if self.stats.in_use + size > limit {
+                return Err(Error::OutOfMemory(format!(
+                    "{size} more bytes would pass the GPU memory budget of {limit} bytes ({} in use)",
+                    self.stats.in_use
+                )));
+            }
+        }
+        self.stats.in_use += size;
+        let total = self.stats.in_use + self.stats.cached;
+        self.stats.peak = self.stats.peak.max(total);
+        Ok(())
+    }
+}
+
+/// Runs `create` inside an out-of-memory error scope: a driver allocation failure becomes
+/// [`Error::OutOfMemory`] instead of wgpu's uncaptured-error panic.
+pub(crate) fn create_checked(
+    device: &wgpu::Device,
+    what: &str,
+    size: u64,
+    create: impl FnOnce() -> wgpu::Buffer,
+) -> Result<wgpu::Buffer> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let buf = create();
+    match pollster::block_on(scope.pop()) {
+        None => Ok(buf),
+        Some(e) => Err(Error::OutOfMemory(format!(
+            "the device could not allocate a {size}-byte {what} buffer: {e}"
+        ))),
+    }
 }
 
 /// Size-keyed free lists of activation buffers.
@@ -51,25 +101,27 @@ impl BufferPool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A buffer of exactly `size` bytes (already rounded by the caller), reused if one is free.
-    pub fn take(&self, device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+    /// A buffer of exactly `size` bytes (already rounded by the caller), reused if one is
+    /// free; [`Error::OutOfMemory`] past the budget or when the device has no room.
+    pub fn take(&self, device: &wgpu::Device, size: u64) -> Result<wgpu::Buffer> {
         let mut inner = self.lock();
         let key = (std::thread::current().id(), size);
         if let Some(buf) = inner.free.get_mut(&key).and_then(Vec::pop) {
             inner.stats.cached -= size;
             inner.stats.in_use += size;
-            return buf;
+            return Ok(buf);
         }
-        inner.stats.in_use += size;
-        let total = inner.stats.in_use + inner.stats.cached;
-        inner.stats.peak = inner.stats.peak.max(total);
+        inner.reserve(size)?;
         drop(inner);
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("activation"),
-            size,
-            usage: ACTIVATION_USAGE,
-            mapped_at_creation: false,
+        create_checked(device, "activation", size, || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("activation"),
+                size,
+                usage: ACTIVATION_USAGE,
+                mapped_at_creation: false,
+            })
         })
+        .inspect_err(|_| self.give_uncached(size))
     }
 
     /// Returns a buffer for reuse.
@@ -82,12 +134,20 @@ impl BufferPool {
         inner.free.entry(key).or_default().push(buf);
     }
 
-    /// Counts a buffer that was created outside the pool (an upload) as in use.
-    pub fn adopt(&self, size: u64) {
-        let mut inner = self.lock();
-        inner.stats.in_use += size;
-        let total = inner.stats.in_use + inner.stats.cached;
-        inner.stats.peak = inner.stats.peak.max(total);
+    /// Counts a buffer about to be created outside the pool (an upload) as in use;
+    /// [`Error::OutOfMemory`] when that passes the budget.
+    pub fn adopt(&self, size: u64) -> Result<()> {
+        self.lock().reserve(size)
+    }
+
+    /// Sets (or with `None` lifts) the budget: the most bytes the pool may hold.
+    pub fn set_limit(&self, limit: Option<u64>) {
+        self.lock().limit = limit;
+    }
+
+    /// The budget, if one is set.
+    pub fn limit(&self) -> Option<u64> {
+        self.lock().limit
     }
 
     /// Forgets a buffer counted by [`adopt`](Self::adopt) that is being freed.

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use super::context::Gpu;
-use super::pool::{ACTIVATION_USAGE, BufferPool};
+use super::pool::{ACTIVATION_USAGE, BufferPool, create_checked};
 use crate::error::{Error, Result};
 
 /// Element type of a tensor. Activations are f32; weights f16 where the device allows.
@@ -97,7 +95,7 @@ impl Tensor {
                 gpu.caps.max_buffer
             )));
         }
-        let buf = gpu.pool.take(&gpu.device, size);
+        let buf = gpu.pool.take(&gpu.device, size)?;
         Ok(Tensor {
             storage: Arc::new(Storage {
                 buf,
@@ -168,14 +166,24 @@ impl Tensor {
             padded = [bytes, &vec![0u8; (size - bytes.len() as u64) as usize]].concat();
             &padded
         };
-        let buf = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        gpu.pool.adopt(size)?;
+        let buf = create_checked(&gpu.device, "upload", size, || {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("upload"),
-                contents,
+                size,
                 usage: ACTIVATION_USAGE,
-            });
-        gpu.pool.adopt(size);
+                mapped_at_creation: true,
+            })
+        })
+        .and_then(|buf| {
+            // `create_buffer_init` would panic here on a buffer the device failed to make.
+            buf.get_mapped_range_mut(..)
+                .map_err(|e| Error::OutOfMemory(format!("mapping a {size}-byte upload: {e}")))?
+                .copy_from_slice(contents);
+            buf.unmap();
+            Ok(buf)
+        })
+        .inspect_err(|_| gpu.pool.give_uncached(size))?;
         Ok(Tensor {
             storage: Arc::new(Storage {
                 buf,

@@ -266,7 +266,26 @@ pub(crate) async fn run_job(
             format!("the worker for model \"{model}\" has stopped"),
         ),
     })?;
-    match rx.await {
+    // `responseTimeout`: past it the client gets 504 and the job is cancelled (the
+    // guard sets its flag as this returns). 0 means no limit.
+    let secs = entry.settings.response_timeout_s;
+    let answer = if secs == 0 {
+        rx.await
+    } else {
+        match tokio::time::timeout(std::time::Duration::from_secs(secs), rx).await {
+            Ok(a) => a,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "RequestTimeoutException",
+                    format!(
+                        "Model \"{model}\" did not answer within its response timeout of {secs} s; the request was cancelled"
+                    ),
+                ));
+            }
+        }
+    };
+    match answer {
         Ok(Ok(g)) => Ok(g),
         Ok(Err(e)) => Err(pipeline_error(e)),
         Err(_) => Err(ApiError::new(

@@ -71,6 +71,10 @@ pub struct ServeConfig {
     pub default_height: usize,
     pub adapter: AdapterChoice,
     pub pipeline: PipelineOptions,
+    /// Most bytes of GPU memory each model's worker may hold (weights, activations and
+    /// cached buffers); a request past it gets 507 and the worker goes on. Lets several
+    /// models (or servers) share one GPU. `None`: no limit.
+    pub gpu_memory_limit: Option<u64>,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +97,7 @@ impl Default for ServeConfig {
             default_height: DEFAULT_SIZE,
             adapter: AdapterChoice::default(),
             pipeline: PipelineOptions::default(),
+            gpu_memory_limit: None,
         }
     }
 }
@@ -221,6 +226,7 @@ impl AppState {
             queue_size: self.config.queue_size,
             settings,
             metrics: self.metrics.clone(),
+            memory_limit: self.config.gpu_memory_limit,
         })?;
         self.metrics.model_added(name, &version);
         let entry = ModelEntry {

@@ -1,13 +1,28 @@
 //! One GPU worker thread per model: it owns the `Gpu` and the `Pipeline` (which borrows
 //! the `Gpu`, so both live on the thread's stack) and runs jobs from a bounded queue.
+//!
+//! Dynamic batching, as TorchServe's `batchSize` / `maxBatchDelay`: the worker takes the
+//! oldest job, then gathers up to `batch_size` jobs with the same
+//! [`BatchKey`](crate::pipeline::BatchKey) (size, steps, guidance, scheduler), waiting at
+//! most `max_batch_delay_ms` from the first pick-up, and runs them as one
+//! [`Pipeline::generate_batch`] call (one UNet pass per step for all of them). Jobs that do
+//! not fit wait, in order, for a later batch. Every request gets the image it would get
+//! alone: each keeps its own seed, prompt and negative prompt (ancestral samplers
+//! included: each request's per-step noise comes from its own generator).
+//!
+//! A job whose client went away is dropped before it starts, and leaves the queue as soon
+//! as the worker notices (between steps of the running batch), freeing its slot; a batch
+//! whose clients have all gone stops between steps. After a failure (GPU out of memory
+//! included) the worker drops its cached buffers and serves the next job; a batch that ran
+//! out of memory is retried one job at a time.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::metrics::{BatchStats, Metrics};
 use super::registry::ModelSettings;
@@ -26,6 +41,9 @@ pub struct WorkerConfig {
     pub queue_size: usize,
     pub settings: ModelSettings,
     pub metrics: Arc<Metrics>,
+    /// Most bytes of GPU memory the model may hold (weights included); past it a request
+    /// fails with out-of-memory (507) and the worker goes on. `None`: no limit.
+    pub memory_limit: Option<u64>,
 }
 
 /// One request for the worker; the answer goes back through `reply`.
@@ -36,6 +54,13 @@ pub struct Job {
     pub reply: tokio::sync::oneshot::Sender<Result<Generated>>,
     /// When it was queued (queue latency).
     pub enqueued: Instant,
+}
+
+impl Job {
+    /// The client no longer waits for the answer.
+    fn abandoned(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst) || self.reply.is_closed()
+    }
 }
 
 /// Why a job was not queued.
@@ -52,28 +77,51 @@ pub enum SubmitError {
 pub struct Worker {
     pub name: String,
     pub archive: PathBuf,
-    queue: Option<SyncSender<Job>>,
-    alive: Arc<AtomicBool>,
+    queue: Option<Sender<Job>>,
+    shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the server and the worker thread both see.
+#[derive(Debug)]
+struct Shared {
+    /// Jobs queued and not yet started or dropped (at most `capacity`).
+    queued: AtomicUsize,
+    capacity: usize,
+    alive: AtomicBool,
 }
 
 impl Worker {
     /// Starts the thread, opens the GPU and loads the model; returns once the model is
     /// loaded (or with the load error).
     pub fn spawn(config: WorkerConfig) -> Result<Worker> {
-        let (tx, rx) = sync_channel::<Job>(config.queue_size.max(1));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
-        let alive = Arc::new(AtomicBool::new(true));
-        let thread_alive = alive.clone();
+        // The channel itself is unbounded: `queued` bounds it, and is given back as soon
+        // as a job leaves, including a cancelled job the worker has not reached yet.
+        let (tx, rx) = channel::<Job>();
+        let (ready_tx, ready_rx) = channel::<Result<()>>();
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            capacity: config.queue_size.max(1),
+            alive: AtomicBool::new(true),
+        });
+        let thread_shared = shared.clone();
         let name = config.name.clone();
         let archive = config.archive.clone();
         let metrics = config.metrics.clone();
+        let intake = Intake {
+            rx,
+            pending: VecDeque::new(),
+            closed: false,
+            shared: shared.clone(),
+            metrics: config.metrics.clone(),
+            model: config.name.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("wgsd-worker-{name}"))
             .spawn(move || {
-                run(&config, rx, ready_tx);
-                thread_alive.store(false, Ordering::SeqCst);
+                run(&config, intake, ready_tx);
+                thread_shared.alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| Error::Gpu(format!("cannot start the worker thread: {e}")))?;
         match ready_rx.recv() {
@@ -81,7 +129,7 @@ impl Worker {
                 name,
                 archive,
                 queue: Some(tx),
-                alive,
+                shared,
                 metrics,
                 thread: Some(thread),
             }),
@@ -104,21 +152,29 @@ impl Worker {
         if !self.is_alive() {
             return Err(SubmitError::Gone);
         }
+        let cap = self.shared.capacity;
+        self.shared
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                (q < cap).then_some(q + 1)
+            })
+            .map_err(|_| SubmitError::Full)?;
         // Counted before sending: the worker may take the job at once.
         self.metrics.queue_changed(&self.name, 1);
-        let sent = queue.try_send(job);
-        if sent.is_err() {
+        queue.send(job).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             self.metrics.queue_changed(&self.name, -1);
-        }
-        match sent {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Gone),
-        }
+            SubmitError::Gone
+        })
+    }
+
+    /// Jobs waiting (queued, not yet started).
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
     }
 
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
+        self.shared.alive.load(Ordering::SeqCst)
     }
 }
 
@@ -132,7 +188,138 @@ impl Drop for Worker {
     }
 }
 
-fn run(config: &WorkerConfig, rx: Receiver<Job>, ready: std::sync::mpsc::Sender<Result<()>>) {
+/// The worker's side of the queue: the channel plus the jobs it has taken out of it but
+/// not started (they did not fit the batch being gathered), oldest first.
+struct Intake {
+    rx: Receiver<Job>,
+    pending: VecDeque<Job>,
+    /// The server side has gone: no more jobs will come.
+    closed: bool,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    model: String,
+}
+
+impl Intake {
+    /// A job leaves the queue (started, dropped or answered): its slot is free again.
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.shared.queued.fetch_sub(n, Ordering::SeqCst);
+            self.metrics.queue_changed(&self.model, -(n as i64));
+        }
+    }
+
+    /// The job if it should run: an abandoned one is dropped and an invalid one answered
+    /// at once (so it never fails a batch).
+    fn admit(&self, job: Job, pipeline: &Pipeline) -> Option<Job> {
+        if job.abandoned() {
+            self.release(1);
+            return None;
+        }
+        if let Err(e) = pipeline.validate(&job.request) {
+            self.release(1);
+            let _ = job.reply.send(Err(e));
+            return None;
+        }
+        Some(job)
+    }
+
+    /// The oldest job still wanted, waiting for one; `None` once the queue is closed and
+    /// empty.
+    fn next(&mut self, pipeline: &Pipeline) -> Option<Job> {
+        loop {
+            let job = match self.pending.pop_front() {
+                Some(j) => j,
+                None if self.closed => return None,
+                None => match self.rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => {
+                        self.closed = true;
+                        continue;
+                    }
+                },
+            };
+            if let Some(job) = self.admit(job, pipeline) {
+                return Some(job);
+            }
+        }
+    }
+
+    /// `first` and up to `settings.batch_size - 1` compatible jobs: waiting ones first, in
+    /// order, then new ones arriving before `max_batch_delay_ms` has passed since `picked`.
+    fn gather(
+        &mut self,
+        first: Job,
+        picked: Instant,
+        pipeline: &Pipeline,
+        settings: &ModelSettings,
+    ) -> Vec<Job> {
+        let size = settings.batch_size.max(1);
+        let key = pipeline.batch_key(&first.request);
+        let mut batch = vec![first];
+        if size == 1 || key.is_none() {
+            return batch;
+        }
+        let fits = |job: &Job| pipeline.batch_key(&job.request) == key;
+        let mut rest = VecDeque::with_capacity(self.pending.len());
+        while let Some(job) = self.pending.pop_front() {
+            if batch.len() < size && fits(&job) {
+                if let Some(job) = self.admit(job, pipeline) {
+                    batch.push(job);
+                }
+            } else {
+                rest.push_back(job);
+            }
+        }
+        self.pending = rest;
+        let deadline = picked + Duration::from_millis(settings.max_batch_delay_ms);
+        while batch.len() < size && !self.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(job) => {
+                    let Some(job) = self.admit(job, pipeline) else {
+                        continue;
+                    };
+                    if fits(&job) {
+                        batch.push(job);
+                    } else {
+                        self.pending.push_back(job);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => self.closed = true,
+            }
+        }
+        batch
+    }
+
+    /// Takes whatever has arrived and drops the waiting jobs whose clients have gone,
+    /// freeing their slots (called between denoising steps).
+    fn sweep(&mut self, pipeline: &Pipeline) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(job) => {
+                    if let Some(job) = self.admit(job, pipeline) {
+                        self.pending.push_back(job);
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+        let before = self.pending.len();
+        self.pending.retain(|j| !j.abandoned());
+        self.release(before - self.pending.len());
+    }
+}
+
+fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
     let gpu = match Gpu::new(&config.adapter) {
         Ok(g) => g,
         Err(e) => {
@@ -140,6 +327,8 @@ fn run(config: &WorkerConfig, rx: Receiver<Job>, ready: std::sync::mpsc::Sender<
             return;
         }
     };
+    // Set before loading: the weights count against the budget too.
+    gpu.set_memory_limit(config.memory_limit);
     let pipeline = match Pipeline::load(&gpu, &config.archive, &config.pipeline) {
         Ok(p) => p,
         Err(e) => {
@@ -150,32 +339,88 @@ fn run(config: &WorkerConfig, rx: Receiver<Job>, ready: std::sync::mpsc::Sender<
     if ready.send(Ok(())).is_err() {
         return;
     }
+    config.metrics.gpu_memory(&config.name, held_bytes(&gpu));
+    while let Some(first) = intake.next(&pipeline) {
+        let picked = Instant::now();
+        let jobs = intake.gather(first, picked, &pipeline, &config.settings);
+        intake.release(jobs.len());
+        run_batch(config, &gpu, &pipeline, &mut intake, jobs);
+        config.metrics.gpu_memory(&config.name, held_bytes(&gpu));
+    }
+}
+
+/// Runs `jobs` as one batch and answers each. On an error the cached buffers are dropped
+/// (what the failed batch held); a batch out of memory is retried one job at a time.
+fn run_batch(
+    config: &WorkerConfig,
+    gpu: &Gpu,
+    pipeline: &Pipeline,
+    intake: &mut Intake,
+    jobs: Vec<Job>,
+) {
     let (model, version, metrics) = (&config.name, &config.version, &config.metrics);
-    metrics.gpu_memory(model, held_bytes(&gpu));
-    while let Ok(job) = rx.recv() {
-        metrics.queue_changed(model, -1);
-        if job.cancel.load(Ordering::SeqCst) || job.reply.is_closed() {
-            continue;
-        }
-        let started = Instant::now();
+    let started = Instant::now();
+    for job in &jobs {
         metrics.queue_wait(model, version, started - job.enqueued);
-        let out = pipeline.generate_with(&job.request, &mut |_| {}, Some(&job.cancel));
-        if let Ok(g) = &out {
+    }
+    let requests: Vec<GenerateRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+    let stop = AtomicBool::new(false);
+    let out = {
+        let mut on_step = |_: &crate::pipeline::Progress| {
+            intake.sweep(pipeline);
+            if jobs.iter().all(Job::abandoned) {
+                stop.store(true, Ordering::SeqCst);
+            }
+        };
+        pipeline.generate_batch(&requests, &mut on_step, Some(&stop))
+    };
+    match out {
+        Ok(generated) => {
             metrics.batch_done(
                 model,
                 version,
                 &BatchStats {
-                    requests: 1,
-                    images: g.images.len(),
-                    steps: job.request.steps,
-                    unet_passes: g.timesteps.len(),
+                    requests: jobs.len(),
+                    images: generated.iter().map(|g| g.images.len()).sum(),
+                    steps: requests[0].steps,
+                    unet_passes: generated.first().map_or(0, |g| g.timesteps.len()),
                     total: started.elapsed(),
-                    denoise: g.timings.denoise,
+                    denoise: generated
+                        .first()
+                        .map_or(Duration::ZERO, |g| g.timings.denoise),
                 },
             );
+            for (job, g) in jobs.into_iter().zip(generated) {
+                let _ = job.reply.send(Ok(g));
+            }
         }
-        metrics.gpu_memory(model, held_bytes(&gpu));
-        let _ = job.reply.send(out);
+        Err(e) => {
+            gpu.trim();
+            if matches!(e, Error::OutOfMemory(_)) && jobs.len() > 1 {
+                for job in jobs {
+                    if !job.abandoned() {
+                        run_batch(config, gpu, pipeline, intake, vec![job]);
+                    }
+                }
+                return;
+            }
+            for job in jobs {
+                let _ = job.reply.send(Err(copy_error(&e)));
+            }
+        }
+    }
+}
+
+/// The same error for each job of a failed batch ([`Error`] is not `Clone`).
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
+        Error::OutOfMemory(m) => Error::OutOfMemory(m.clone()),
+        Error::Cancelled { completed, total } => Error::Cancelled {
+            completed: *completed,
+            total: *total,
+        },
+        other => Error::Gpu(other.to_string()),
     }
 }
 
