@@ -474,11 +474,13 @@ fn auth_token_guards_management_and_inference() {
     server.shutdown().expect("clean shutdown");
 }
 
-/// Reads the server's stderr until it prints its three addresses.
+/// Reads the server's stderr until it prints its three addresses; also returns the
+/// lines before them.
 fn wait_for_addresses(
     lines: &mut impl Iterator<Item = std::io::Result<String>>,
-) -> (String, String, String) {
+) -> (String, String, String, Vec<String>) {
     let (mut inf, mut mgmt, mut met) = (None, None, None);
+    let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while inf.is_none() || mgmt.is_none() || met.is_none() {
         assert!(Instant::now() < deadline, "the server did not start");
@@ -487,6 +489,7 @@ fn wait_for_addresses(
             .expect("the server exited before printing its addresses")
             .expect("stderr");
         let url = line.rsplit(' ').next().unwrap_or_default().to_string();
+        seen.push(line.clone());
         if line.contains("inference API on") {
             inf = Some(url);
         } else if line.contains("management API on") {
@@ -499,6 +502,7 @@ fn wait_for_addresses(
         inf.unwrap_or_default(),
         mgmt.unwrap_or_default(),
         met.unwrap_or_default(),
+        seen,
     )
 }
 
@@ -516,7 +520,8 @@ fn cli_config_file_and_graceful_sigterm() {
              model_store={}\n\
              load_models=sd=sd2-tiny.zip\n\
              number_of_netty_threads=4\n\
-             job_queue_size=10\n",
+             job_queue_size=10\n\
+             default_response_timeout=77\n",
             root().join("weights").display()
         ),
     )
@@ -524,20 +529,36 @@ fn cli_config_file_and_graceful_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wgsd"))
         .args(["serve", "--ts-config"])
         .arg(&props)
-        .args(["--default-width", "32", "--default-height", "24"])
+        .args([
+            "--default-width",
+            "32",
+            "--default-height",
+            "24",
+            "--job-queue-size",
+            "3",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wgsd serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    let (inf, mgmt, _met) = wait_for_addresses(&mut lines);
+    let (inf, mgmt, _met, seen) = wait_for_addresses(&mut lines);
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("line 7: number_of_netty_threads") && l.contains("ignored")),
+        "the unused key is reported: {seen:#?}"
+    );
     // The rest of stderr, kept for the assertions below.
     let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
     let a = agent();
     let (s, v) = json_of(a.get(format!("{mgmt}/models")).call());
     assert_eq!((s, v["models"][0]["modelName"].clone()), (200, json!("sd")));
+    // The command line wins over the file (queue size), the file over the defaults.
+    let (_, v) = json_of(a.get(format!("{mgmt}/models/sd")).call());
+    assert_eq!(v[0]["jobQueueStatus"]["remainingCapacity"], 3);
+    assert_eq!(v[0]["responseTimeout"], 77);
 
     // A long request, in flight when the signal comes.
     let body = r#"{"prompt": "a slow lighthouse", "seed": 5, "num_inference_steps": 60, "width": 32, "height": 32}"#;
