@@ -74,11 +74,11 @@ impl Registry {
         self.read().contains_key(name)
     }
 
-    /// Adds a model; gives it back if the name is taken.
-    pub fn insert(&self, entry: ModelEntry) -> Result<Arc<ModelEntry>, ModelEntry> {
+    /// Adds a model; gives it back (boxed: it is large) if the name is taken.
+    pub fn insert(&self, entry: ModelEntry) -> Result<Arc<ModelEntry>, Box<ModelEntry>> {
         let mut map = self.write();
         if map.contains_key(&entry.name) {
-            return Err(entry);
+            return Err(Box::new(entry));
         }
         let entry = Arc::new(entry);
         map.insert(entry.name.clone(), entry.clone());
