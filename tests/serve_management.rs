@@ -363,6 +363,15 @@ fn management_api_lifecycle_and_refusals() {
     #[cfg(unix)]
     assert_error(register("link.mar"), 403, "ForbiddenException");
     assert_error(register("missing.mar"), 404, "ModelNotFoundException");
+    // A file in the store that is no model: 400 naming it, nothing registered.
+    std::fs::write(store.path().join("junk.mar"), b"not a zip").expect("write junk");
+    let msg = assert_error(register("junk.mar"), 400, "BadRequestException");
+    assert!(msg.contains("junk.mar"), "{msg}");
+    assert_error(
+        json_of(a.get(format!("{m}/models/x")).call()),
+        404,
+        "ModelNotFoundException",
+    );
     let msg = assert_error(
         register(&format!("http://{remote}/elsewhere/sd.mar")),
         403,
@@ -408,6 +417,10 @@ fn management_api_lifecycle_and_refusals() {
     let err = wgsd::serve::download::fetch_limited(&dl, small.path(), 1000).expect_err("cap");
     assert_eq!(err.status.as_u16(), 400);
     assert_eq!(std::fs::read_dir(small.path()).expect("dir").count(), 0);
+
+    let (s, v) = json_of(a.options(format!("{m}/")).call());
+    assert_eq!((s, v["openapi"].clone()), (200, json!("3.0.1")));
+    assert!(v["paths"]["/models/{model_name}"]["put"].is_object(), "{v}");
 
     let mut r = a.get(format!("{m}/nowhere")).call().expect("404");
     assert_eq!(r.status(), 404);

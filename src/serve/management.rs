@@ -52,6 +52,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .put(scale_version)
                 .delete(unregister_version),
         )
+        .route("/", axum::routing::options(api_description))
         .fallback(not_found)
         .with_state(mgmt)
         .layer(middleware::from_fn_with_state(state, auth::require_token))
@@ -63,6 +64,46 @@ async fn not_found() -> ApiError {
         "ResourceNotFoundException",
         "Requested resource is not found, please refer to API document.",
     )
+}
+
+/// `OPTIONS /`: TorchServe answers with an OpenAPI 3.0.1 description; this one lists
+/// the routes and their parameters.
+async fn api_description() -> axum::Json<Value> {
+    let q = |names: &[&str]| -> Vec<Value> {
+        names
+            .iter()
+            .map(|n| json!({"in": "query", "name": n, "required": false, "schema": {"type": "string"}}))
+            .collect()
+    };
+    let op = |summary: &str, params: Vec<Value>| json!({"summary": summary, "parameters": params});
+    axum::Json(json!({
+        "openapi": "3.0.1",
+        "info": {
+            "title": "wgsd management API (TorchServe-compatible)",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "paths": {
+            "/models": {
+                "get": op("List registered models.", q(&["limit", "next_page_token"])),
+                "post": op("Register a model from the model store or an allowed URL.", q(&[
+                    "url", "model_name", "initial_workers", "batch_size", "max_batch_delay",
+                    "response_timeout", "synchronous",
+                ])),
+            },
+            "/models/{model_name}": {
+                "get": op("Describe a model.", vec![]),
+                "put": op("Record worker counts (wgsd runs one GPU worker per model).",
+                    q(&["min_worker", "max_worker", "synchronous"])),
+                "delete": op("Unregister a model.", vec![]),
+            },
+            "/models/{model_name}/{model_version}": {
+                "get": op("Describe a model version (or `all`).", vec![]),
+                "put": op("Record worker counts for a version.",
+                    q(&["min_worker", "max_worker", "synchronous"])),
+                "delete": op("Unregister a model version.", vec![]),
+            },
+        },
+    }))
 }
 
 fn status(code: StatusCode, message: impl Into<String>) -> Response {
