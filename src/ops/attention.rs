@@ -1,4 +1,5 @@
-//! Fused multi-head attention (`shaders/attention.wgsl`, `shaders/attention_rows.wgsl`):
+//! Fused multi-head attention (`shaders/attention.wgsl`, `shaders/attention_rows.wgsl`,
+//! `shaders/attention_flash.wgsl`):
 //! `softmax(q k^T * scale [+ causal mask]) v` per batch item and head, flash style (online
 //! softmax, the score matrix is never stored). Mirrors the core of diffusers'
 //! `Attention` (`AttnProcessor`) and CLIP's attention after the q/k/v projections.
@@ -9,9 +10,22 @@ use crate::gpu::{Caps, DType, KernelSpec, Recorder, Tensor};
 
 const SRC_SUBGROUP: &str = include_str!("../../shaders/attention.wgsl");
 const SRC_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
+const SRC_FLASH: &str = include_str!("../../shaders/attention_flash.wgsl");
 const OP: &str = "attention";
 /// Invocations per workgroup of the rows variant (mirrors `WG` in the shader).
 const ROWS_WG: usize = 64;
+/// Query rows per workgroup of the flash variant (mirrors `WG` in the shader).
+const FLASH_WG: usize = 64;
+/// Widest head the flash variant keeps in registers; wider heads (the VAE's single head
+/// of 512) run the rows variant instead.
+pub const FLASH_MAX_D: usize = 160;
+/// Most value columns one flash invocation accumulates (wider heads are split into
+/// column groups, each recomputing the scores).
+const FLASH_GROUP: usize = 96;
+/// Staged key/value block of the flash variant: at most this many vec4s (16 KiB) and
+/// this many keys.
+const FLASH_SMEM_VEC4: usize = 1024;
+const FLASH_MAX_BK: usize = 32;
 
 /// Which kernel computes the attention. Every variant passes the same tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,18 +36,24 @@ pub enum Variant {
     Subgroup { lanes: u32 },
     /// One invocation per query row and head; needs no subgroup support.
     Rows,
+    /// A workgroup per block of 64 query rows of one head; key/value blocks staged in
+    /// workgroup memory, one query row's online softmax per invocation. Needs no subgroup
+    /// support; the GPU default. Heads wider than [`FLASH_MAX_D`] run [`Variant::Rows`].
+    Flash,
 }
 
 impl Variant {
-    /// The variant for this device: subgroup tiles on CPU drivers with subgroups,
-    /// otherwise one invocation per row.
+    /// The variant for this device: subgroup tiles on CPU drivers with subgroups, one
+    /// invocation per row on other CPU drivers, flash blocks on GPUs.
     pub fn for_caps(caps: &Caps) -> Variant {
         if caps.subgroup && caps.is_cpu {
             Variant::Subgroup {
                 lanes: caps.subgroup_size,
             }
-        } else {
+        } else if caps.is_cpu {
             Variant::Rows
+        } else {
+            Variant::Flash
         }
     }
 }
@@ -312,6 +332,11 @@ pub fn attention_with(
     let d = c / heads;
     let gpu = rec.gpu();
     let out = Tensor::empty(gpu, q.shape(), DType::F32)?;
+    let variant = if variant == Variant::Flash && d > FLASH_MAX_D {
+        Variant::Rows
+    } else {
+        variant
+    };
 
     // Compile-time choices and how many query rows one work item covers.
     let (pipeline, rows_per_item, groups) = match variant {
@@ -349,6 +374,21 @@ pub fn attention_with(
                 .define("D", d.to_string())
                 .define("G", g.to_string());
             (gpu.kernel(&spec)?, 1, d.div_ceil(g))
+        }
+        Variant::Flash => {
+            let groups = d.div_ceil(FLASH_GROUP);
+            let g = d.div_ceil(groups);
+            let (dc, gc) = (d.div_ceil(4), g.div_ceil(4));
+            let bk = (FLASH_SMEM_VEC4 / (dc + gc)).clamp(1, FLASH_MAX_BK);
+            let spec = KernelSpec::new("attention_flash", SRC_FLASH, "main")
+                .define("D", d.to_string())
+                .define("G", g.to_string())
+                .define("DC", dc.to_string())
+                .define("GC", gc.to_string())
+                .define("BK", bk.to_string())
+                .define("KS", (bk * dc).to_string())
+                .define("VS", (bk * gc).to_string());
+            (gpu.kernel(&spec)?, FLASH_WG, groups)
         }
     };
     // Windows: k/v bind whole batch items; q/out bind groups of batch items, or bands of
@@ -414,6 +454,7 @@ pub fn attention_with(
         let wgs = match variant {
             Variant::Subgroup { .. } => items,
             Variant::Rows => items.div_ceil(ROWS_WG),
+            Variant::Flash => items,
         };
         let grid = rec.grid(u32_of(OP, wgs)?);
         rec.dispatch(&pipeline, &params, &[qw, kw, vw, ow], grid)?;

@@ -1,7 +1,9 @@
 //! Matrix products: [`linear`] (`nn.Linear`: `x @ w^T + bias`, optionally `+ residual`)
-//! and batched [`matmul`]. Two kernel variants, chosen by the adapter
+//! and batched [`matmul`]. Three kernel variants, chosen by the adapter
 //! ([`MatmulVariant::auto`]): subgroup-broadcast register tiles for CPU drivers
-//! (`shaders/matmul.wgsl`) and shared-memory tiles for GPUs (`shaders/matmul_tiled.wgsl`).
+//! (`shaders/matmul.wgsl`), 128x128 shared-memory + 8x8 register tiles for GPUs
+//! (`shaders/matmul_tiled128.wgsl`), and the older 64x64 tiles
+//! (`shaders/matmul_tiled.wgsl`, kept as a fallback and for benchmarks).
 //! Tensors larger than one storage binding are split into bands of rows (and of weight
 //! rows for a huge `[N, K]` weight); every output element is still one full-K dot
 //! product, so banding changes no result.
@@ -12,10 +14,13 @@ use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor, Window};
 
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 const TILED_SRC: &str = include_str!("../../shaders/matmul_tiled.wgsl");
+const TILED128_SRC: &str = include_str!("../../shaders/matmul_tiled128.wgsl");
 /// Output rows per workgroup of the subgroup kernel.
 const SG_ROWS: usize = 16;
 /// Output tile edge of the tiled kernel.
 const TILED_EDGE: usize = 64;
+/// Output tile edge of the 128x128 register-tiled kernel.
+const TILED128_EDGE: usize = 128;
 
 /// Which kernel computes the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,8 +28,12 @@ pub enum MatmulVariant {
     /// One subgroup per workgroup, rows shared by `subgroupBroadcast`, no shared memory.
     /// Fast on lavapipe; needs a fixed subgroup size.
     Subgroup,
-    /// 16x16 workgroups with 64x64 shared-memory tiles. Works everywhere.
+    /// 16x16 workgroups with 64x64 shared-memory tiles, 4x4 outputs per invocation.
+    /// Works everywhere; the fallback.
     Tiled,
+    /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation (vec4 reads from
+    /// workgroup memory). Works everywhere; the default on GPUs.
+    Tiled128,
 }
 
 impl MatmulVariant {
@@ -33,7 +42,7 @@ impl MatmulVariant {
         if gpu.caps.is_cpu && MatmulVariant::Subgroup.supported(gpu) {
             MatmulVariant::Subgroup
         } else {
-            MatmulVariant::Tiled
+            MatmulVariant::Tiled128
         }
     }
 
@@ -41,7 +50,7 @@ impl MatmulVariant {
     /// to be exactly one subgroup, so the subgroup size must be fixed (min == max).
     pub fn supported(self, gpu: &Gpu) -> bool {
         match self {
-            MatmulVariant::Tiled => true,
+            MatmulVariant::Tiled | MatmulVariant::Tiled128 => true,
             MatmulVariant::Subgroup => {
                 let sg = gpu.caps.subgroup_size;
                 gpu.caps.subgroup
@@ -54,10 +63,14 @@ impl MatmulVariant {
 
     /// Every variant this adapter can run (tests run them all).
     pub fn all_supported(gpu: &Gpu) -> Vec<MatmulVariant> {
-        [MatmulVariant::Subgroup, MatmulVariant::Tiled]
-            .into_iter()
-            .filter(|v| v.supported(gpu))
-            .collect()
+        [
+            MatmulVariant::Subgroup,
+            MatmulVariant::Tiled,
+            MatmulVariant::Tiled128,
+        ]
+        .into_iter()
+        .filter(|v| v.supported(gpu))
+        .collect()
     }
 
     /// Output tile (rows, columns) of one workgroup.
@@ -65,6 +78,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Subgroup => (SG_ROWS, 4 * gpu.caps.subgroup_size as usize),
             MatmulVariant::Tiled => (TILED_EDGE, TILED_EDGE),
+            MatmulVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
         }
     }
 
@@ -102,8 +116,40 @@ impl MatmulVariant {
                     .constant("SG", f64::from(sg))
             }
             MatmulVariant::Tiled => flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main")),
+            MatmulVariant::Tiled128 => {
+                let [decl, fma, store] = reg_tile_code("store4(obase, ");
+                flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main"))
+                    .define("DECL", decl)
+                    .define("FMA", fma)
+                    .define("STORE", store)
+            }
         }
     }
+}
+
+/// The straight-line parts (DECL, FMA, STORE) of an 8x8-per-invocation register tile
+/// (`matmul_tiled128.wgsl`, `conv2d_tiled128.wgsl`): 16 named vec4 accumulators
+/// `c<r>_<h>` (row r of 8, column half h of 2), so no private array is indexed (quick to
+/// compile everywhere). FMA expects vec4s a0, a1 (rows 0-3, 4-7) and b0, b1 (column
+/// halves); STORE calls `<store_call>row, col, value)` with rows `mr + {0..3, 64..67}`
+/// and columns `nc + {0, 64}`.
+pub(crate) fn reg_tile_code(store_call: &str) -> [String; 3] {
+    let mut decl = String::new();
+    let mut fma = String::new();
+    let mut store = String::new();
+    for r in 0..8 {
+        let comp = ["x", "y", "z", "w"][r % 4];
+        let row = (r / 4) * 64 + r % 4;
+        for h in 0..2 {
+            decl += &format!("    var c{r}_{h} = vec4<f32>();\n");
+            fma += &format!("            c{r}_{h} += a{}.{comp} * b{h};\n", r / 4);
+            store += &format!(
+                "    {store_call}mr + {row}u, nc + {}u, c{r}_{h});\n",
+                h * 64
+            );
+        }
+    }
+    [decl, fma, store]
 }
 
 #[repr(C)]

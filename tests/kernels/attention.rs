@@ -11,7 +11,7 @@ const RTOL: f32 = 1e-5;
 
 /// Every variant this device can run: the subgroup kernel at the adapter's lane count
 /// and at half of it (a workgroup smaller than the subgroup, as on GPUs whose subgroups
-/// are wider than the lane count asked for), and the portable one.
+/// are wider than the lane count asked for), and the portable ones (rows, flash).
 fn variants() -> Vec<Variant> {
     let caps = &gpu().caps;
     assert!(
@@ -23,6 +23,7 @@ fn variants() -> Vec<Variant> {
         Variant::Subgroup {
             lanes: caps.subgroup_size,
         },
+        Variant::Flash,
     ];
     if caps.subgroup_size >= 2 {
         v.push(Variant::Subgroup {
@@ -58,7 +59,7 @@ fn check(
     let list = if all_variants {
         variants()
     } else {
-        variants().into_iter().take(2).collect()
+        variants().into_iter().take(3).collect()
     };
     for variant in list {
         let mut rec = Recorder::new(gpu);
@@ -140,6 +141,46 @@ fn attention_causal() {
     check(2, 77, 77, 2, 16, true, 20, true); // CLIP-like
     check(1, 45, 45, 3, 8, true, 21, false);
     check(1, 100, 100, 1, 40, true, 22, false);
+}
+
+/// The flash variant's own edges: several 64-row query blocks, partial key blocks,
+/// column groups (D = 160 splits into two groups of 80), causal blocks that stop early,
+/// and a head wider than it keeps in registers (runs the rows kernel).
+#[test]
+fn attention_flash_blocks() {
+    let one = |b, nq, nk, heads, d, causal, seed| {
+        let gpu = gpu();
+        let mut rng = Rng::new(seed);
+        let c = heads * d;
+        let q: Vec<f32> = rng.vec(b * nq * c).iter().map(|x| x * 2.0).collect();
+        let k: Vec<f32> = rng.vec(b * nk * c).iter().map(|x| x * 2.0).collect();
+        let v: Vec<f32> = rng.vec(b * nk * c);
+        let scale = 1.0 / (d as f32).sqrt();
+        let want = cpu::attention(&q, &k, &v, b, nq, nk, heads, d, scale, causal);
+        let tq = Tensor::from_f32(gpu, &[b, nq, c], &q, DType::F32).unwrap();
+        let tk = Tensor::from_f32(gpu, &[b, nk, c], &k, DType::F32).unwrap();
+        let tv = Tensor::from_f32(gpu, &[b, nk, c], &v, DType::F32).unwrap();
+        let mut rec = Recorder::new(gpu);
+        let out = attention::attention_with(
+            &mut rec,
+            &tq,
+            &tk,
+            &tv,
+            heads,
+            scale,
+            causal,
+            Variant::Flash,
+        )
+        .unwrap();
+        let got = rec.read_f32(&out).unwrap();
+        let what = format!("flash b{b} nq{nq} nk{nk} h{heads} d{d} causal {causal}");
+        assert_close(&what, &got, &want, ATOL, RTOL);
+    };
+    one(2, 150, 77, 2, 64, false, 40); // 3 query blocks, 77 keys = 2 blocks of 32 + 13
+    one(1, 130, 130, 1, 64, true, 41); // causal over several blocks
+    one(1, 70, 33, 1, 160, false, 42); // two column groups
+    one(1, 20, 9, 2, 6, true, 43); // D not a multiple of 4
+    one(1, 5, 4, 1, 200, false, 44); // wider than FLASH_MAX_D: rows kernel
 }
 
 /// q and out are 1,081,344 x 40 floats = 173 MB, over one 128 MiB binding: the launcher
