@@ -46,7 +46,8 @@ enum Command {
     },
     /// Generate images from a text prompt.
     Generate(cli::generate::GenerateArgs),
-    /// Serve models over HTTP like TorchServe (inference API: /ping, /predictions/{model}).
+    /// Serve models over HTTP as TorchServe does: inference (TorchServe, KServe v1, OIP v2),
+    /// management and Prometheus metrics APIs.
     Serve(cli::serve::ServeArgs),
     /// Measure kernel speed against this device's peak.
     Bench {

@@ -24,6 +24,7 @@ default_workers_per_model=2
 allowed_urls=https://s3.amazonaws.com/.*,\
     http://127\\.0\\.0\\.1:\\d+/models/.*
 auth_token=s3cr\u0065t
+gpu_memory_limit=2048
 enable_metrics_api=true
 some_unknown_key=1
 model_snapshot={"name":"startup.cfg","modelCount":1,"models":{"stable-diffusion":{"1.0":{"defaultVersion":true,"marName":"stable-diffusion.mar","minWorkers":1,"maxWorkers":1,"batchSize":4,"maxBatchDelay":5000,"responseTimeout":600}},"sd-fast":{"1.0":{"marName":"sd-fast.mar","batchSize":2}}}}
@@ -57,6 +58,7 @@ fn torchserve_config_properties_applies() {
         ]
     );
     assert_eq!(config.auth_token.as_deref(), Some("s3cret"));
+    assert_eq!(config.gpu_memory_limit, Some(2048 << 20));
 
     // model_snapshot: per-model settings; what it leaves out comes from the defaults
     // (default_response_timeout applies to sd-fast).

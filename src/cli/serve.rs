@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Requests waiting per model before new ones get 503 (job_queue_size) [default: 100].
     #[arg(long)]
     job_queue_size: Option<usize>,
+    /// MiB of GPU memory each model's worker may hold (weights, activations, cache); a
+    /// request past it gets 507 and the worker goes on (config key gpu_memory_limit).
+    #[arg(long, value_name = "MIB")]
+    gpu_memory_limit: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on the management and inference APIs.
     #[arg(long, env = "WGSD_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
@@ -134,6 +138,10 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         if let Some(v) = src {
             *dst = v;
         }
+    }
+    if let Some(mib) = args.gpu_memory_limit {
+        anyhow::ensure!(mib > 0, "--gpu-memory-limit must be at least 1 MiB");
+        config.gpu_memory_limit = Some(mib.saturating_mul(1024 * 1024));
     }
     if let Some(t) = &args.auth_token {
         anyhow::ensure!(!t.is_empty(), "--auth-token: the token is empty");

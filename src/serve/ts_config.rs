@@ -115,6 +115,8 @@ pub struct TsConfig {
     pub load_models: Option<Vec<String>>,
     pub max_request_size: Option<usize>,
     pub max_response_size: Option<usize>,
+    /// wgsd's own key `gpu_memory_limit`: MiB of GPU memory each model's worker may hold.
+    pub gpu_memory_limit_mib: Option<usize>,
     pub job_queue_size: Option<usize>,
     pub default_response_timeout: Option<u64>,
     pub allowed_urls: Option<Vec<String>>,
@@ -187,6 +189,9 @@ impl TsConfig {
             "max_request_size" => self.max_request_size = Some(parse_positive(value).map_err(bad)?),
             "max_response_size" => {
                 self.max_response_size = Some(parse_positive(value).map_err(bad)?)
+            }
+            "gpu_memory_limit" => {
+                self.gpu_memory_limit_mib = Some(parse_positive(value).map_err(bad)?)
             }
             "job_queue_size" => self.job_queue_size = Some(parse_positive(value).map_err(bad)?),
             "default_response_timeout" => {
@@ -301,6 +306,9 @@ impl TsConfig {
         }
         if let Some(n) = self.job_queue_size {
             config.queue_size = n;
+        }
+        if let Some(mib) = self.gpu_memory_limit_mib {
+            config.gpu_memory_limit = Some(mib as u64 * 1024 * 1024);
         }
         if let Some(t) = self.default_response_timeout {
             config.default_settings.response_timeout_s = t;

@@ -336,10 +336,11 @@ fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
             return;
         }
     };
+    // Reported before the ready signal, so a describe right after loading sees it.
+    config.metrics.gpu_memory(&config.name, held_bytes(&gpu));
     if ready.send(Ok(())).is_err() {
         return;
     }
-    config.metrics.gpu_memory(&config.name, held_bytes(&gpu));
     while let Some(first) = intake.next(&pipeline) {
         let picked = Instant::now();
         let jobs = intake.gather(first, picked, &pipeline, &config.settings);
