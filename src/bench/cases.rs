@@ -1,6 +1,11 @@
 //! The benchmarked cases: each kernel family at Stable Diffusion 2 shapes (768x768:
 //! 96x96 latent, 9216 tokens, CFG batch 2 where the UNet has it) or, with `--quick`, at
 //! 384x384 (48x48 latent, 2304 tokens) so a CPU driver finishes in seconds.
+//!
+//! Kernels with several variants (linear, conv2d, attention) get one row for the
+//! adapter's default and, on GPUs (or anywhere with `WGSD_BENCH_VARIANTS=all`), one row
+//! per other supported variant, named `<case> [<Variant>]`, so old and new kernels are
+//! timed side by side on the same device.
 
 use std::time::Duration;
 
@@ -8,13 +13,15 @@ use super::{Work, time_median};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Recorder, Tensor};
 use crate::ops;
-use crate::ops::conv2d::Conv2dArgs;
+use crate::ops::attention::Variant as AttnVariant;
+use crate::ops::conv2d::{Conv2dArgs, Conv2dVariant};
+use crate::ops::matmul::MatmulVariant;
 
 type Record = dyn Fn(&Gpu, usize) -> Result<Duration>;
 
 /// One case: a name, its shape in words, its work, and how to time it.
 pub struct Case {
-    pub name: &'static str,
+    pub name: String,
     pub shape: String,
     pub work: Work,
     pub run: Box<Record>,
@@ -30,14 +37,14 @@ pub fn filled(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
 }
 
 fn case(
-    name: &'static str,
+    name: impl Into<String>,
     shape: String,
     work: Work,
     inputs: Vec<(Vec<usize>, DType)>,
     op: impl Fn(&mut Recorder, &[Tensor]) -> Result<Tensor> + 'static,
 ) -> Case {
     Case {
-        name,
+        name: name.into(),
         shape,
         work,
         run: Box::new(move |gpu, reps| {
@@ -54,7 +61,25 @@ fn f(v: usize) -> f64 {
     v as f64
 }
 
-pub fn all(quick: bool) -> Vec<Case> {
+/// `None` for the default variant, then every other variant worth timing here.
+fn extra<V: Copy + PartialEq>(gpu: &Gpu, default: V, all: Vec<V>) -> Vec<Option<V>> {
+    let wanted = !gpu.caps.is_cpu || std::env::var("WGSD_BENCH_VARIANTS").is_ok_and(|v| v == "all");
+    let mut v = vec![None];
+    if wanted {
+        v.extend(all.into_iter().filter(|&x| x != default).map(Some));
+    }
+    v
+}
+
+/// `name` for the default variant, `name [Variant]` otherwise.
+fn named<V: std::fmt::Debug>(name: &str, v: Option<V>) -> String {
+    match v {
+        None => name.to_string(),
+        Some(v) => format!("{name} [{v:?}]"),
+    }
+}
+
+pub fn all(gpu: &Gpu, quick: bool) -> Vec<Case> {
     let side = if quick { 48 } else { 96 };
     let n = side * side; // tokens per image
     let b = 2; // classifier-free guidance batch
@@ -67,62 +92,87 @@ pub fn all(quick: bool) -> Vec<Case> {
         ("linear f16 weights", DType::F16),
     ] {
         let (m, k, nn) = (n, 320, 1280);
-        cases.push(case(
-            name,
-            format!("{m}x{k}x{nn}"),
-            Work::Flops(2.0 * f(m) * f(k) * f(nn)),
-            vec![(vec![m, k], f32_), (vec![nn, k], wt), (vec![nn], f32_)],
-            |rec, t| ops::matmul::linear(rec, &t[0], &t[1], Some(&t[2]), None),
-        ));
+        let auto = MatmulVariant::auto(gpu);
+        for v in extra(gpu, auto, MatmulVariant::all_supported(gpu)) {
+            let variant = v.unwrap_or(auto);
+            cases.push(case(
+                named(name, v),
+                format!("{m}x{k}x{nn}"),
+                Work::Flops(2.0 * f(m) * f(k) * f(nn)),
+                vec![(vec![m, k], f32_), (vec![nn, k], wt), (vec![nn], f32_)],
+                move |rec, t| {
+                    ops::matmul::linear_with(rec, &t[0], &t[1], Some(&t[2]), None, variant)
+                },
+            ));
+        }
     }
     // conv 3x3 320->320 at the top level, batch 2.
-    cases.push(case(
-        "conv2d 3x3",
-        format!("{b}x320x{side}x{side} -> 320"),
-        Work::Flops(2.0 * f(b * n) * 320.0 * 320.0 * 9.0),
-        vec![
-            (vec![b, 320, side, side], f32_),
-            (vec![320, 320, 3, 3], DType::F16),
-            (vec![320], f32_),
-        ],
-        |rec, t| {
-            ops::conv2d::conv2d(
-                rec,
-                &t[0],
-                &t[1],
-                Some(&t[2]),
-                Conv2dArgs {
-                    stride: 1,
-                    padding: 1,
-                },
-                None,
-            )
-        },
-    ));
+    let auto = Conv2dVariant::auto(gpu);
+    for v in extra(gpu, auto, Conv2dVariant::all_supported(gpu)) {
+        let variant = v.unwrap_or(auto);
+        cases.push(case(
+            named("conv2d 3x3", v),
+            format!("{b}x320x{side}x{side} -> 320"),
+            Work::Flops(2.0 * f(b * n) * 320.0 * 320.0 * 9.0),
+            vec![
+                (vec![b, 320, side, side], f32_),
+                (vec![320, 320, 3, 3], DType::F16),
+                (vec![320], f32_),
+            ],
+            move |rec, t| {
+                ops::conv2d::conv2d_with(
+                    rec,
+                    &t[0],
+                    &t[1],
+                    Some(&t[2]),
+                    Conv2dArgs {
+                        stride: 1,
+                        padding: 1,
+                    },
+                    None,
+                    variant,
+                )
+            },
+        ));
+    }
     // self-attention at the top level: 5 heads of 64 (SD 2), batch 2.
-    cases.push(case(
-        "attention self",
-        format!("{b}x{n} tokens x 5 heads x 64"),
-        Work::Flops(4.0 * f(b) * f(n) * f(n) * 320.0),
-        vec![
-            (vec![b, n, 320], f32_),
-            (vec![b, n, 320], f32_),
-            (vec![b, n, 320], f32_),
-        ],
-        |rec, t| ops::attention::attention(rec, &t[0], &t[1], &t[2], 5, 0.125, false),
-    ));
-    // cross-attention on 77 text tokens.
-    cases.push(case(
-        "attention cross",
-        format!("{b}x{n} x 77 tokens x 5 x 64"),
-        Work::Flops(4.0 * f(b) * f(n) * 77.0 * 320.0),
-        vec![
-            (vec![b, n, 320], f32_),
-            (vec![b, 77, 320], f32_),
-            (vec![b, 77, 320], f32_),
-        ],
-        |rec, t| ops::attention::attention(rec, &t[0], &t[1], &t[2], 5, 0.125, false),
-    ));
+    let auto = AttnVariant::for_caps(&gpu.caps);
+    let mut attn = vec![AttnVariant::Rows, AttnVariant::Flash];
+    if gpu.caps.subgroup {
+        attn.push(AttnVariant::Subgroup {
+            lanes: gpu.caps.subgroup_size,
+        });
+    }
+    for v in extra(gpu, auto, attn) {
+        let variant = v.unwrap_or(auto);
+        cases.push(case(
+            named("attention self", v),
+            format!("{b}x{n} tokens x 5 heads x 64"),
+            Work::Flops(4.0 * f(b) * f(n) * f(n) * 320.0),
+            vec![
+                (vec![b, n, 320], f32_),
+                (vec![b, n, 320], f32_),
+                (vec![b, n, 320], f32_),
+            ],
+            move |rec, t| {
+                ops::attention::attention_with(rec, &t[0], &t[1], &t[2], 5, 0.125, false, variant)
+            },
+        ));
+        // cross-attention on 77 text tokens.
+        cases.push(case(
+            named("attention cross", v),
+            format!("{b}x{n} x 77 tokens x 5 x 64"),
+            Work::Flops(4.0 * f(b) * f(n) * 77.0 * 320.0),
+            vec![
+                (vec![b, n, 320], f32_),
+                (vec![b, 77, 320], f32_),
+                (vec![b, 77, 320], f32_),
+            ],
+            move |rec, t| {
+                ops::attention::attention_with(rec, &t[0], &t[1], &t[2], 5, 0.125, false, variant)
+            },
+        ));
+    }
     let maps = b * 320 * n;
     let bytes = |reads: usize, writes: usize| Work::Bytes(4.0 * f(reads + writes));
     cases.push(case(

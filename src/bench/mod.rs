@@ -69,13 +69,13 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions) -> Result<BenchReport> {
     let peaks = probe::measure_peaks(gpu, opts.quick)?;
     let launch = probe::launch_overhead(gpu)?;
     let mut results = Vec::new();
-    for case in cases::all(opts.quick) {
-        if !opts.wants(case.name) {
+    for case in cases::all(gpu, opts.quick) {
+        if !opts.wants(&case.name) {
             continue;
         }
         let time = (case.run)(gpu, opts.repeats())?;
         results.push(CaseResult::new(
-            case.name, case.shape, case.work, time, &peaks,
+            &case.name, case.shape, case.work, time, &peaks,
         ));
     }
     Ok(BenchReport::new(gpu, peaks, launch, results))

@@ -89,12 +89,12 @@ impl BenchReport {
             self.launch.dispatches_per_second
         );
         s.push_str(&format!(
-            "{:<22} {:<34} {:>10} {:>10} {:<8} {:>7}\n",
+            "{:<40} {:<34} {:>10} {:>10} {:<8} {:>7}\n",
             "kernel", "shape", "time ms", "rate", "unit", "% peak"
         ));
         for c in &self.cases {
             s.push_str(&format!(
-                "{:<22} {:<34} {:>10.3} {:>10.2} {:<8} {:>6.1}%\n",
+                "{:<40} {:<34} {:>10.3} {:>10.2} {:<8} {:>6.1}%\n",
                 c.name,
                 c.shape,
                 c.time_ms,

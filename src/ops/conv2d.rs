@@ -1,9 +1,10 @@
 //! 2-D convolution (`nn.Conv2d` as diffusers' ResnetBlock2D, Downsample2D, Upsample2D and
 //! the VAE use it): `out = conv(x, w) + bias (+ residual)`, as an implicit GEMM (M = Cout,
-//! N = output pixels, K = Cin * kh * kw) with no im2col buffer. Two kernel variants,
+//! N = output pixels, K = Cin * kh * kw) with no im2col buffer. Three kernel variants,
 //! chosen by the adapter ([`Conv2dVariant::auto`]): subgroup-broadcast register tiles
-//! for CPU drivers (`shaders/conv2d_subgroup.wgsl`) and shared-memory tiles for GPUs
-//! (`shaders/conv2d.wgsl`).
+//! for CPU drivers (`shaders/conv2d_subgroup.wgsl`), 128x128 shared-memory + 8x8
+//! register tiles for GPUs (`shaders/conv2d_tiled128.wgsl`), and 64x64 tiles
+//! (`shaders/conv2d.wgsl`: GPUs' choice for Cout <= 64, and the fallback).
 //!
 //! Tensors larger than one storage binding are split exactly: the output into bands of
 //! (batch items, output channels), the reduction into groups of input channels whose
@@ -16,8 +17,11 @@ use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor};
 
 const SUBGROUP_SRC: &str = include_str!("../../shaders/conv2d_subgroup.wgsl");
 const TILED_SRC: &str = include_str!("../../shaders/conv2d.wgsl");
+const TILED128_SRC: &str = include_str!("../../shaders/conv2d_tiled128.wgsl");
 /// Output tile edge of the tiled kernel (channels and pixels).
 const TILED_EDGE: usize = 64;
+/// Output tile edge of the 128x128 register-tiled kernel.
+const TILED128_EDGE: usize = 128;
 const OP: &str = "conv2d";
 
 /// Stride and zero padding, the same in both spatial dimensions (as SD uses them).
@@ -55,17 +59,30 @@ pub enum Conv2dVariant {
     /// One subgroup per workgroup, weights shared by `subgroupBroadcast`, no shared
     /// memory. Fast on lavapipe; needs a fixed subgroup size.
     Subgroup,
-    /// 16x16 workgroups with 64x64 shared-memory tiles. Works everywhere.
+    /// 16x16 workgroups with 64x64 shared-memory tiles, 4x4 outputs per invocation.
+    /// Works everywhere.
     Tiled,
+    /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation. Works
+    /// everywhere; the GPU default for Cout > 64.
+    Tiled128,
 }
 
 impl Conv2dVariant {
-    /// The variant this adapter runs fastest.
+    /// The variant this adapter runs fastest (at large Cout).
     pub fn auto(gpu: &Gpu) -> Self {
         if gpu.caps.is_cpu && Conv2dVariant::Subgroup.supported(gpu) {
             Conv2dVariant::Subgroup
         } else {
-            Conv2dVariant::Tiled
+            Conv2dVariant::Tiled128
+        }
+    }
+
+    /// [`Conv2dVariant::auto`] for `cout` output channels: on GPUs a 128-channel tile
+    /// would mostly idle for Cout <= 64 (conv_in, conv_out), so those take 64x64 tiles.
+    pub fn auto_for(gpu: &Gpu, cout: usize) -> Self {
+        match Conv2dVariant::auto(gpu) {
+            Conv2dVariant::Tiled128 if cout <= TILED_EDGE => Conv2dVariant::Tiled,
+            v => v,
         }
     }
 
@@ -73,7 +90,7 @@ impl Conv2dVariant {
     /// to be exactly one subgroup, so the subgroup size must be fixed (min == max).
     pub fn supported(self, gpu: &Gpu) -> bool {
         match self {
-            Conv2dVariant::Tiled => true,
+            Conv2dVariant::Tiled | Conv2dVariant::Tiled128 => true,
             Conv2dVariant::Subgroup => {
                 let sg = gpu.caps.subgroup_size;
                 gpu.caps.subgroup
@@ -86,10 +103,14 @@ impl Conv2dVariant {
 
     /// Every variant this adapter can run (tests run them all).
     pub fn all_supported(gpu: &Gpu) -> Vec<Conv2dVariant> {
-        [Conv2dVariant::Subgroup, Conv2dVariant::Tiled]
-            .into_iter()
-            .filter(|v| v.supported(gpu))
-            .collect()
+        [
+            Conv2dVariant::Subgroup,
+            Conv2dVariant::Tiled,
+            Conv2dVariant::Tiled128,
+        ]
+        .into_iter()
+        .filter(|v| v.supported(gpu))
+        .collect()
     }
 
     /// Output tile (channels, pixels) of one workgroup for `cout` output channels.
@@ -102,6 +123,7 @@ impl Conv2dVariant {
                 4 * gpu.caps.subgroup_size as usize,
             ),
             Conv2dVariant::Tiled => (TILED_EDGE, TILED_EDGE),
+            Conv2dVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
         }
     }
 
@@ -139,6 +161,13 @@ impl Conv2dVariant {
                     .constant("SG", f64::from(sg))
             }
             Conv2dVariant::Tiled => flags(KernelSpec::new("conv2d", TILED_SRC, "main")),
+            Conv2dVariant::Tiled128 => {
+                let [decl, fma, store] = super::matmul::reg_tile_code("store4(");
+                flags(KernelSpec::new("conv2d_tiled128", TILED128_SRC, "main"))
+                    .define("DECL", decl)
+                    .define("FMA", fma)
+                    .define("STORE", store)
+            }
         }
     }
 }
@@ -191,7 +220,7 @@ pub fn conv2d(
     args: Conv2dArgs,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let variant = Conv2dVariant::auto(rec.gpu());
+    let variant = Conv2dVariant::auto_for(rec.gpu(), w.shape().first().copied().unwrap_or(0));
     conv2d_with(rec, x, w, bias, args, residual, variant)
 }
 

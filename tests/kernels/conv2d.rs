@@ -86,6 +86,7 @@ fn conv2d_variants_exist() {
     let gpu = gpu();
     let all = Conv2dVariant::all_supported(gpu);
     assert!(all.contains(&Conv2dVariant::Tiled));
+    assert!(all.contains(&Conv2dVariant::Tiled128));
     if gpu.caps.is_cpu && gpu.caps.subgroup {
         assert!(all.contains(&Conv2dVariant::Subgroup), "{:?}", gpu.caps);
     }
@@ -151,6 +152,8 @@ fn conv2d_3x3_shapes() {
     check(&case([1, 33, 8, 8], 8, 3, 1, 1), 3);
     check(&case([1, 17, 11, 6], 70, 3, 1, 0), 4);
     check(&case([2, 64, 16, 16], 64, 3, 1, 1), 5);
+    // One past the 128x128 tile in channels and pixels (2 x 65 pixels), K = 81.
+    check(&case([2, 9, 13, 5], 130, 3, 1, 1), 6);
 }
 
 #[test]
