@@ -6,39 +6,8 @@ use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
 use wgsd::serve::{ServeConfig, start};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// `[[[r,g,b],...],...]` back to (height, width, bytes), checking it is HxWx3 u8.
-fn decode_nested(text: &str) -> (usize, usize, Vec<u8>) {
-    let v: serde_json::Value = serde_json::from_str(text).expect("reply is JSON");
-    let rows = v.as_array().expect("rows");
-    let h = rows.len();
-    let w = rows[0].as_array().expect("pixels").len();
-    let mut out = Vec::with_capacity(h * w * 3);
-    for row in rows {
-        let px = row.as_array().expect("row");
-        assert_eq!(px.len(), w, "ragged rows");
-        for p in px {
-            let c = p.as_array().expect("pixel");
-            assert_eq!(c.len(), 3);
-            for x in c {
-                let n = x.as_u64().expect("integer");
-                assert!(n <= 255);
-                out.push(n as u8);
-            }
-        }
-    }
-    (h, w, out)
-}
+mod serve_common;
+use serve_common::{agent, decode_nested, root, tiny_config};
 
 fn error_of(resp: &mut ureq::http::Response<ureq::Body>) -> serde_json::Value {
     let text = resp.body_mut().read_to_string().expect("body");
@@ -48,16 +17,8 @@ fn error_of(resp: &mut ureq::http::Response<ureq::Body>) -> serde_json::Value {
 #[test]
 fn serve_inference_api() {
     let config = ServeConfig {
-        model_store: root().join("weights"),
-        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
-        inference_address: "127.0.0.1:0".parse().expect("addr"),
-        management_address: "127.0.0.1:0".parse().expect("addr"),
-        metrics_address: "127.0.0.1:0".parse().expect("addr"),
         max_request_size: 4096,
-        default_steps: 3,
-        default_width: 32,
-        default_height: 24,
-        ..ServeConfig::default()
+        ..tiny_config()
     };
     let server = start(config).expect("server starts");
     let base = format!("http://{}", server.addr());
@@ -203,16 +164,9 @@ fn serve_inference_api() {
 #[test]
 fn serve_queue_full_is_503() {
     let config = ServeConfig {
-        model_store: root().join("weights"),
-        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
-        inference_address: "127.0.0.1:0".parse().expect("addr"),
-        management_address: "127.0.0.1:0".parse().expect("addr"),
-        metrics_address: "127.0.0.1:0".parse().expect("addr"),
         queue_size: 1,
         default_steps: 20,
-        default_width: 32,
-        default_height: 24,
-        ..ServeConfig::default()
+        ..tiny_config()
     };
     let server = start(config).expect("server starts");
     let url = format!("http://{}/predictions/sd", server.addr());

@@ -12,6 +12,9 @@ use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
 use wgsd::schedulers::SchedulerClass;
 use wgsd::serve::{ModelSettings, ServeConfig, start};
 
+mod serve_common;
+use serve_common::{agent_with_timeout, decode_nested, root, tiny_config};
+
 /// The tests here time the worker: they run one at a time so that they do not slow each
 /// other down on a CPU driver.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -19,53 +22,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn archive() -> PathBuf {
     root().join("weights/sd2-tiny.zip")
-}
-
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .build()
-        .into()
 }
 
 /// A server for the tiny model on three loopback ports.
 fn config(settings: ModelSettings) -> ServeConfig {
     ServeConfig {
-        model_store: root().join("weights"),
-        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
-        inference_address: "127.0.0.1:0".parse().expect("addr"),
-        management_address: "127.0.0.1:0".parse().expect("addr"),
-        metrics_address: "127.0.0.1:0".parse().expect("addr"),
-        default_steps: 3,
-        default_width: 32,
-        default_height: 24,
         default_settings: settings,
-        ..ServeConfig::default()
+        ..tiny_config()
     }
-}
-
-/// `[[[r,g,b],...],...]` back to (height, width, bytes).
-fn decode_nested(text: &str) -> (usize, usize, Vec<u8>) {
-    let v: serde_json::Value = serde_json::from_str(text).expect("reply is JSON");
-    let rows = v.as_array().expect("rows");
-    let h = rows.len();
-    let w = rows[0].as_array().expect("pixels").len();
-    let mut out = Vec::with_capacity(h * w * 3);
-    for row in rows {
-        for p in row.as_array().expect("row") {
-            for x in p.as_array().expect("pixel") {
-                out.push(u8::try_from(x.as_u64().expect("integer")).expect("u8"));
-            }
-        }
-    }
-    (h, w, out)
 }
 
 /// The request a client sends (as JSON) and what the library does with it alone.
@@ -128,7 +94,7 @@ impl Ask {
 /// Sends `ask` and returns (status, body, seconds taken).
 fn send(url: &str, ask: &Ask, timeout: Option<Duration>) -> (u16, String, f64) {
     let t = Instant::now();
-    match agent(timeout)
+    match agent_with_timeout(timeout)
         .post(url)
         .header("Content-Type", "application/json")
         .send(ask.json())

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,16 +12,8 @@ use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
 use wgsd::serve::{ServeConfig, start};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
+mod serve_common;
+use serve_common::{agent, nested_image, root};
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
@@ -58,17 +50,6 @@ fn assert_error(got: (u16, Value), code: u16, kind: &str) -> String {
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["type"], kind, "{v}");
     v["message"].as_str().expect("message").to_string()
-}
-
-/// `[[[r,g,b],...],...]` to bytes.
-fn nested_bytes(v: &Value) -> Vec<u8> {
-    v.as_array()
-        .expect("rows")
-        .iter()
-        .flat_map(|row| row.as_array().expect("row").iter())
-        .flat_map(|px| px.as_array().expect("pixel").iter())
-        .map(|c| c.as_u64().expect("u8") as u8)
-        .collect()
 }
 
 /// A one-route HTTP server on loopback serving `bytes` at `/models/{name}` (the remote
@@ -241,7 +222,7 @@ fn management_api_lifecycle_and_refusals() {
         })
         .expect("generate");
     assert_eq!(
-        nested_bytes(&img),
+        nested_image(&img).2,
         want.images[0].data,
         "registered model's image"
     );
@@ -476,7 +457,7 @@ fn auth_token_guards_management_and_inference() {
             .send(body),
     );
     assert_eq!(s, 200);
-    assert_eq!(nested_bytes(&img).len(), 32 * 24 * 3);
+    assert_eq!(nested_image(&img).2.len(), 32 * 24 * 3);
 
     // Health checks and metrics stay open.
     let (s, v) = json_of(a.get(format!("{inf}/ping")).call());
@@ -623,7 +604,7 @@ fn cli_config_file_and_graceful_sigterm() {
             ..GenerateRequest::new("a slow lighthouse")
         })
         .expect("generate");
-    assert_eq!(nested_bytes(&img), want.images[0].data);
+    assert_eq!(nested_image(&img).2, want.images[0].data);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {

@@ -2,20 +2,11 @@
 //! and labels, and wgsd's own, after real requests over loopback HTTP.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use wgsd::serve::{ServeConfig, start};
+use wgsd::serve::start;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
+mod serve_common;
+use serve_common::{agent, tiny_config};
 
 /// Sample lines `name{labels} value` -> value, keyed by the text before the value.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -50,18 +41,7 @@ fn sample(all: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f6
 
 #[test]
 fn metrics_after_requests() {
-    let config = ServeConfig {
-        model_store: root().join("weights"),
-        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
-        inference_address: "127.0.0.1:0".parse().expect("addr"),
-        management_address: "127.0.0.1:0".parse().expect("addr"),
-        metrics_address: "127.0.0.1:0".parse().expect("addr"),
-        default_steps: 3,
-        default_width: 32,
-        default_height: 24,
-        ..ServeConfig::default()
-    };
-    let server = start(config).expect("server starts");
+    let server = start(tiny_config()).expect("server starts");
     let addrs = server.addrs();
     let agent = agent();
     let metrics_url = format!("http://{}/metrics", addrs.metrics);

@@ -3,31 +3,23 @@
 //! Protocol (v2), and `max_response_size`. Every image is compared with
 //! `Pipeline::generate` for the same settings.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
 use wgsd::serve::{ServeConfig, Server, start};
 
+mod serve_common;
+use serve_common::{agent, nested_image, root, tiny_config};
+
 const STEPS: usize = 3;
 const W: usize = 32;
 const H: usize = 24;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A server with the tiny model as `sd`, defaults 32x24 and 3 steps, all three APIs on
 /// free loopback ports.
 fn serve(max_response_size: Option<usize>) -> (Server, String) {
-    let defaults = ServeConfig::default();
+    let defaults = tiny_config();
     let config = ServeConfig {
-        model_store: root().join("weights"),
-        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
-        inference_address: "127.0.0.1:0".parse().expect("addr"),
-        management_address: "127.0.0.1:0".parse().expect("addr"),
-        metrics_address: "127.0.0.1:0".parse().expect("addr"),
         max_request_size: 4096,
         max_response_size: max_response_size.unwrap_or(defaults.max_response_size),
         default_steps: STEPS,
@@ -38,13 +30,6 @@ fn serve(max_response_size: Option<usize>) -> (Server, String) {
     let server = start(config).expect("server starts");
     let base = format!("http://{}", server.addr());
     (server, base)
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 /// The library's images for `prompts` with the test's scheduler defaults.
@@ -82,27 +67,6 @@ impl Reference {
     fn image(&self, prompt: &str, seed: u64, w: usize, h: usize) -> Vec<u8> {
         self.images(&[prompt], seed, w, h).remove(0)
     }
-}
-
-/// `[[[r,g,b],...],...]` to (height, width, bytes), checking it is HxWx3 u8.
-fn nested(v: &Value) -> (usize, usize, Vec<u8>) {
-    let rows = v.as_array().expect("rows");
-    let h = rows.len();
-    let w = rows[0].as_array().expect("pixels").len();
-    let mut out = Vec::with_capacity(h * w * 3);
-    for row in rows {
-        let px = row.as_array().expect("row");
-        assert_eq!(px.len(), w, "ragged rows");
-        for p in px {
-            let c = p.as_array().expect("pixel");
-            assert_eq!(c.len(), 3);
-            out.extend(
-                c.iter()
-                    .map(|x| u8::try_from(x.as_u64().expect("int")).expect("u8")),
-            );
-        }
-    }
-    (h, w, out)
 }
 
 /// Sends `body` and returns (status, parsed JSON reply), checking `Content-Length`
@@ -195,7 +159,7 @@ fn multipart_form_bodies() {
     ]);
     let (status, v) = post(&url, &ct, &body);
     assert_eq!(status, 200, "{v}");
-    let (h, w, got) = nested(&v);
+    let (h, w, got) = nested_image(&v);
     assert_eq!((h, w), (48, 64));
     assert_eq!(got, reference.image("a red apple", 7, 64, 48));
 
@@ -206,7 +170,7 @@ fn multipart_form_bodies() {
     ]);
     let (status, v) = post(&format!("{base}/predictions/sd/1.0"), &ct, &body);
     assert_eq!(status, 200, "{v}");
-    let (h, w, got) = nested(&v);
+    let (h, w, got) = nested_image(&v);
     assert_eq!((h, w), (H, W));
     assert_eq!(got, reference.image("a lighthouse at dusk", 3, W, H));
 
@@ -257,7 +221,7 @@ fn kserve_v1() {
     assert_eq!(status, 200, "{v}");
     let preds = v["predictions"].as_array().expect("predictions");
     assert_eq!(preds.len(), 1);
-    let (h, w, got) = nested(&preds[0]);
+    let (h, w, got) = nested_image(&preds[0]);
     assert_eq!((h, w), (H, W));
     assert_eq!(got, reference.image("a red apple", 7, W, H));
 
@@ -272,17 +236,17 @@ fn kserve_v1() {
     assert_eq!(status, 200, "{v}");
     let preds = v["predictions"].as_array().expect("predictions");
     assert_eq!(preds.len(), 2);
-    let (h, w, got) = nested(&preds[0]);
+    let (h, w, got) = nested_image(&preds[0]);
     assert_eq!((h, w), (48, 64));
     assert_eq!(got, reference.image("a cat", 1, 64, 48));
-    let (h, w, got) = nested(&preds[1]);
+    let (h, w, got) = nested_image(&preds[1]);
     assert_eq!((h, w), (H, W));
     assert_eq!(got, reference.image("a dog", 2, W, H));
 
     // A bare prompt string is an instance too.
     let (status, v) = post_json(&predict, &json!({"instances": ["a boat"]}));
     assert_eq!(status, 200, "{v}");
-    assert_eq!(nested(&v["predictions"][0]).0, H);
+    assert_eq!(nested_image(&v["predictions"][0]).0, H);
 
     // Bad bodies and instances: 400 with `{"error"}`; unknown model 404.
     let bad = [
@@ -450,7 +414,7 @@ fn max_response_size_refuses_whole_reply() {
     assert_eq!(img.into_raw(), want);
     let (status, v) = post_json(&url, &json!({"prompt": "x", "width": 16, "height": 8}));
     assert_eq!(status, 200, "{v}");
-    assert_eq!(nested(&v).0, 8);
+    assert_eq!(nested_image(&v).0, 8);
 
     // The other protocols refuse in their own error shape.
     let (status, v) = post_json(

@@ -3,14 +3,13 @@
 //! rebuilds from the JSON reply equals, pixel for pixel, the `wgsd generate` CLI's PNG
 //! for the same prompt, seed, size and steps.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use wgsd::serve::{ServeConfig, start};
+use wgsd::serve::start;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod serve_common;
+use serve_common::{root, tiny_config};
 
 /// Fails (never skips) when the client's packages are missing, saying how to get them.
 fn require_python() {
@@ -46,18 +45,7 @@ fn run(cmd: &mut Command) {
 #[test]
 fn python_query_client_matches_cli() {
     require_python();
-    let config = ServeConfig {
-        model_store: root().join("weights"),
-        models: vec![("sd".into(), PathBuf::from("sd2-tiny.zip"))],
-        inference_address: "127.0.0.1:0".parse().expect("addr"),
-        management_address: "127.0.0.1:0".parse().expect("addr"),
-        metrics_address: "127.0.0.1:0".parse().expect("addr"),
-        default_steps: 3,
-        default_width: 32,
-        default_height: 24,
-        ..ServeConfig::default()
-    };
-    let server = start(config).expect("server starts");
+    let server = start(tiny_config()).expect("server starts");
     let url = format!("http://{}/predictions/sd", server.addr());
     let dir = tempfile::tempdir().expect("tmp");
     let (prompt, seed, width, height, steps) = ("a red fox in the snow", "42", "64", "48", "4");
