@@ -17,6 +17,9 @@ pub struct Caps {
     pub subgroup: bool,
     /// Smallest subgroup size the adapter reports (8 on lavapipe, 32 on NVIDIA).
     pub subgroup_size: u32,
+    /// The subgroup size is one fixed value (min == max: NVIDIA 32, lavapipe 8), so a
+    /// kernel may assume `subgroup_size` lanes.
+    pub subgroup_fixed: bool,
     /// A CPU driver (lavapipe, WARP, SwiftShader): favours subgroup register tiles.
     pub is_cpu: bool,
     /// Largest byte range one storage binding may cover.
@@ -89,6 +92,7 @@ impl Gpu {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             subgroup_size: info.subgroup_min_size.max(1),
+            subgroup_fixed: info.subgroup_min_size == info.subgroup_max_size,
             is_cpu: info.device_type == wgpu::DeviceType::Cpu,
             max_binding: limits.max_storage_buffer_binding_size,
             max_buffer: limits.max_buffer_size,

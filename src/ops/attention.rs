@@ -43,10 +43,13 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The variant for this device: subgroup tiles on CPU drivers with subgroups, one
-    /// invocation per row on other CPU drivers, flash blocks on GPUs.
+    /// The variant for this device: subgroup tiles where subgroups have one fixed size
+    /// (CPU drivers; NVIDIA, where they measured 1.6x the flash variant for 2x2304-token
+    /// self-attention on an H200: 948 vs 577 GFLOP/s), one invocation per row on other
+    /// CPU drivers, flash blocks on other GPUs (AMD/Intel report a size range, and the
+    /// subgroup kernel needs the exact lane count).
     pub fn for_caps(caps: &Caps) -> Variant {
-        if caps.subgroup && caps.is_cpu {
+        if caps.subgroup && (caps.is_cpu || caps.subgroup_fixed) {
             Variant::Subgroup {
                 lanes: caps.subgroup_size,
             }
