@@ -12,7 +12,7 @@ use wgsd::Error;
 use wgsd::gpu::{DType, Recorder};
 use wgsd::loader::{
     ArchiveOptions, ClipTextConfig, LoadError, SafetensorsFile, SourceKind, VarBuilder,
-    find_weights_file, open_model_with,
+    find_weights_file, manifest_version, open_model_with,
 };
 use zip::write::SimpleFileOptions;
 
@@ -129,6 +129,12 @@ fn mar_fixture_unpacks_inner_model_zip() {
     assert!(m.root.join("model_index.json").is_file());
     assert!(m.root.join("unet").join("config.json").is_file());
     assert!(m.root.starts_with(tmp.path()));
+    // torch-model-archiver's default version, read without extracting.
+    assert_eq!(
+        manifest_version(&repo("tests/fixtures/sd2-tiny/sd2-tiny.mar")).as_deref(),
+        Some("1.0")
+    );
+    assert_eq!(manifest_version(&repo("weights/sd2-tiny.zip")), None);
 }
 
 #[test]
@@ -159,6 +165,21 @@ fn hand_made_mar_and_nested_zip_folder() {
     let m = open_model_with(&mar, &opts(&cache)).expect("open mar");
     assert_eq!(m.kind, SourceKind::Mar);
     assert_eq!(m.handler.as_deref(), Some("stable_diffusion_handler.py"));
+    assert_eq!(
+        manifest_version(&mar),
+        None,
+        "no modelVersion in this manifest"
+    );
+    let versioned = tmp.path().join("sd-v2.mar");
+    make_zip(
+        &versioned,
+        &[(
+            "MAR-INF/MANIFEST.json",
+            br#"{"model": {"modelName": "sd", "modelVersion": "2.5"}}"#,
+        )],
+        &[],
+    );
+    assert_eq!(manifest_version(&versioned).as_deref(), Some("2.5"));
     assert!(m.root.ends_with("sd"));
     assert!(!m.root.join("model.zip").exists());
     let z = open_model_with(&inner, &opts(&cache)).expect("open nested zip");

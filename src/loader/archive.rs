@@ -209,6 +209,30 @@ pub fn find_pipeline_root(dir: &Path) -> Result<PathBuf, LoadError> {
     })
 }
 
+/// `model.modelVersion` of a TorchServe archive's `MAR-INF/MANIFEST.json`, read without
+/// extracting: from a `.mar` (zip) file, or a folder holding `MAR-INF/`. `None` for
+/// plain diffusers archives and folders, or an unreadable manifest.
+pub fn manifest_version(path: &Path) -> Option<String> {
+    const MANIFEST: &str = "MAR-INF/MANIFEST.json";
+    let text = if path.is_dir() {
+        fs::read_to_string(path.join(MANIFEST)).ok()?
+    } else {
+        let file = File::open(path).ok()?;
+        let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).ok()?;
+        let entry = zip.by_name(MANIFEST).ok()?;
+        let mut text = String::new();
+        // A manifest is a few hundred bytes; a huge one is not a manifest.
+        entry.take(1 << 20).read_to_string(&mut text).ok()?;
+        text
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.pointer("/model/modelVersion")
+        .and_then(|h| h.as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// `model.handler` from `MAR-INF/MANIFEST.json`, if there is one.
 fn read_manifest_handler(dir: &Path) -> Result<Option<String>, LoadError> {
     let path = dir.join("MAR-INF").join("MANIFEST.json");

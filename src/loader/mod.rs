@@ -8,8 +8,8 @@ pub mod error;
 pub mod weights;
 
 pub use archive::{
-    ArchiveOptions, DEFAULT_MAX_EXTRACT_BYTES, ModelDir, SourceKind, default_cache_dir, open_model,
-    open_model_with,
+    ArchiveOptions, DEFAULT_MAX_EXTRACT_BYTES, ModelDir, SourceKind, default_cache_dir,
+    manifest_version, open_model, open_model_with,
 };
 pub use config::{ClipTextConfig, ModelIndex, read_component_config, read_json};
 pub use error::LoadError;

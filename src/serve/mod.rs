@@ -216,7 +216,8 @@ impl AppState {
             )));
         }
         let path = self.config.archive_path(archive);
-        let version = "1.0".to_string();
+        // TorchServe reports the `.mar` manifest's version; "1.0" is its default.
+        let version = crate::loader::manifest_version(&path).unwrap_or_else(|| "1.0".to_string());
         let worker = worker::Worker::spawn(worker::WorkerConfig {
             name: name.to_string(),
             version: version.clone(),
