@@ -340,3 +340,65 @@ fn bad_inputs_fail_cleanly_without_output() {
         );
     }
 }
+
+/// Ctrl-C (SIGINT) during the denoising loop: the run stops between steps, exits 130,
+/// says so, and writes no image.
+#[cfg(unix)]
+#[test]
+fn interrupt_stops_between_steps_and_writes_nothing() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    let dir = out_dir("interrupt");
+    let out = dir.join("never.png");
+    let sd2 = sd2();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgsd"))
+        .args(["generate", "--model"])
+        .arg(&sd2)
+        .args([
+            "--width", "32", "--height", "32", "--steps", "500", "--seed", "1", "-o",
+        ])
+        .arg(&out)
+        .arg("a fox")
+        .env(
+            "WGSD_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-model-cache"),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wgsd");
+    // Long enough for the model to load and the loop to start (500 steps take far longer).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "wgsd finished 500 steps in 3 s; raise --steps"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "wgsd did not stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(130), "stderr:\n{stderr}");
+    assert!(stderr.contains("nothing written"), "stderr:\n{stderr}");
+    assert!(!out.exists(), "no image after an interrupt");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
+    assert!(leftovers.is_empty(), "no temp files: {leftovers:?}");
+}

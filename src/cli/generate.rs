@@ -6,6 +6,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +21,10 @@ use wgsd::pipeline::{
 use wgsd::schedulers::SchedulerClass;
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Ctrl-C (SIGINT/SIGTERM) stops between denoising steps, writes nothing and \
+exits with 130; a second one exits at once."
+)]
 pub struct GenerateArgs {
     /// The prompt (or use --prompt).
     #[arg(value_name = "PROMPT")]
@@ -331,7 +337,23 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),
     };
-    let out = pipe.generate_with(&req, &mut |p| bar.update(p), None)?;
+    // Ctrl-C stops between denoising steps; nothing is written.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    super::signals::on_interrupt(
+        move || {
+            eprintln!("\nwgsd generate: interrupted, stopping after this step (again to exit now)");
+            flag.store(true, Ordering::SeqCst);
+        },
+        "wgsd generate: second signal, exiting now",
+    )?;
+    let out = match pipe.generate_with(&req, &mut |p| bar.update(p), Some(&cancel)) {
+        Err(wgsd::Error::Cancelled { completed, total }) => {
+            eprintln!("wgsd generate: stopped after {completed} of {total} steps; nothing written");
+            std::process::exit(130);
+        }
+        other => other?,
+    };
     for &(_, dropped) in &out.truncated {
         eprintln!(
             "warning: the prompt is longer than the text encoder's 77 tokens; {dropped} tokens were cut"

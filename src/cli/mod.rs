@@ -4,4 +4,5 @@ pub mod bench;
 pub mod generate;
 pub mod info;
 pub mod serve;
+pub mod signals;
 pub mod tokenize;

@@ -198,44 +198,11 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
 
 /// On SIGINT/SIGTERM, starts the graceful shutdown; a second signal exits at once.
 fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal watcher")?;
-    std::thread::Builder::new()
-        .name("wgsd-signals".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                if next_signal().await.is_err() {
-                    return;
-                }
-                eprintln!(
-                    "wgsd serve: shutting down: finishing in-flight requests, refusing new ones"
-                );
-                handle.trigger();
-                if next_signal().await.is_ok() {
-                    eprintln!("wgsd serve: second signal, exiting now");
-                    std::process::exit(130);
-                }
-            })
-        })
-        .context("starting the signal watcher")?;
-    Ok(())
-}
-
-#[cfg(unix)]
-async fn next_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-async fn next_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+    super::signals::on_interrupt(
+        move || {
+            eprintln!("wgsd serve: shutting down: finishing in-flight requests, refusing new ones");
+            handle.trigger();
+        },
+        "wgsd serve: second signal, exiting now",
+    )
 }
