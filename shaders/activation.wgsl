@@ -17,12 +17,7 @@
 
 alias V = ${V};
 
-struct Params {
-    n: u32,        // V units in this band (of out)
-    x_shift: u32,
-    o_shift: u32,
-    f: u32,        // geglu: F in V units
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<V>;

@@ -38,24 +38,7 @@
 // smallest subgroup size. Straight-line named variables rather than private arrays:
 // lavapipe puts dynamically indexed arrays in scratch memory and compiles them slowly.
 
-struct Params {
-    nq: u32,        // queries per batch item (row stride between batch items in q/out)
-    q0: u32,        // global index of this dispatch's first query row
-    nrows: u32,     // query rows per batch item in this dispatch
-    nk: u32,        // keys per batch item
-    hd: u32,        // heads * D: row stride of every tensor
-    heads: u32,
-    nblk: u32,      // ceil(nrows / (R * SG))
-    items: u32,     // nb * heads * groups * nblk
-    q_shift: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    scale: f32,
-    causal: u32,
-    groups: u32,    // column groups per head: ceil(ceil(D / 4) / G)
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<${T}>;

@@ -20,24 +20,7 @@
 // Every invocation, including those past the last query row, takes part in the staging and
 // the barriers (the loop bounds are uniform per workgroup); only the stores check the row.
 
-struct Params {
-    nq: u32,
-    q0: u32,
-    nrows: u32,
-    nk: u32,
-    hd: u32,
-    heads: u32,
-    nblk: u32,      // query blocks of WG rows per (item, head, group)
-    items: u32,     // nb * heads * groups * nblk
-    q_shift: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    scale: f32,
-    causal: u32,
-    groups: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;

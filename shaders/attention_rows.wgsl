@@ -14,24 +14,7 @@
 // Keys are walked in chunks of KC with an online softmax (running max m, sum l, output
 // accumulator, all f32); causal masking stops at the query's own index.
 
-struct Params {
-    nq: u32,
-    q0: u32,
-    nrows: u32,
-    nk: u32,
-    hd: u32,
-    heads: u32,
-    nblk: u32,      // unused here
-    items: u32,     // nb * heads * groups * nrows
-    q_shift: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    scale: f32,
-    causal: u32,
-    groups: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;

@@ -8,16 +8,7 @@
 // Bindings: 0 params, 1 a (read, window), 2 b (read, window), 3 out (read_write, window).
 // One lane per output element of the band (bands of whole rows); grid folded in 2-D.
 
-struct Params {
-    n: u32,       // output elements in this band
-    a_shift: u32,
-    b_shift: u32,
-    o_shift: u32,
-    ia: u32,
-    ib: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<u32>;

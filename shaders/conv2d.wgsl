@@ -22,32 +22,7 @@
 // tile = wid.x + wid.y * nwg.x (folded grid), channel tile fastest; workgroups past
 // p.tiles return (the whole workgroup, so the barriers stay uniform).
 
-struct Params {
-    cin: u32,
-    h: u32,
-    w: u32,
-    x_shift: u32,
-    x_bstride: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    o_shift: u32,
-    o_bstride: u32,
-    r_shift: u32,
-    b_shift: u32,
-    w_shift: u32,
-    w_row: u32,
-    w_k0: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    nb: u32,
-    m_tiles: u32,
-    tiles: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

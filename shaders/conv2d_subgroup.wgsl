@@ -29,32 +29,7 @@
 // written out by the launcher, TM up to 16; scalar x loads (taps are not vec4-aligned),
 // one select per tap for the padding.
 
-struct Params {
-    cin: u32,       // input channels in this group
-    h: u32,
-    w: u32,
-    x_shift: u32,
-    x_bstride: u32,
-    cout: u32,      // output channels in this band
-    ho: u32,
-    wo: u32,
-    o_shift: u32,
-    o_bstride: u32,
-    r_shift: u32,
-    b_shift: u32,
-    w_shift: u32,
-    w_row: u32,     // Cin * kh * kw of the full weight
-    w_k0: u32,      // first column of this group (cin_lo * kh * kw)
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    nb: u32,        // batch items in this band
-    m_tiles: u32,
-    tiles: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

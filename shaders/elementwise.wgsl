@@ -12,16 +12,7 @@
 // broadcast index is computed on global positions. One invocation handles one element;
 // the grid may be folded into 2-D (id = wid.x + wid.y * nwg.x) for > 65535 workgroups.
 
-struct Params {
-    n: u32,          // elements in this band
-    base: u32,       // global index of the band's first element
-    a_shift: u32,
-    b_shift: u32,
-    out_shift: u32,
-    b_inner: u32,
-    b_period: u32,
-    scale: f32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

@@ -25,20 +25,7 @@ alias V = ${V};
 alias TT = ${TT};
 alias TP = ${TP};
 
-struct Params {
-    n: u32,          // output units
-    d: u32,          // D (token_pos, in V units) / dim (timestep)
-    half: u32,
-    flip: u32,       // timestep: swap sin and cos halves
-    t: u32,          // token_pos: sequence length T
-    v0: u32,
-    v1: u32,
-    last: u32,       // 1 on the last band
-    ids_shift: u32,
-    tok_shift: u32,  // V units
-    pos_shift: u32,  // V units
-    o_shift: u32,    // V units
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 

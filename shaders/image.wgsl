@@ -6,16 +6,7 @@
 // four bytes per u32, little-endian (read_write). One invocation per output word; the
 // grid is folded into 2-D (id = wid.x + wid.y * nwg.x).
 
-struct Params {
-    words: u32,    // output words in this band
-    bytes: u32,    // output bytes in this band (the last word may be partial)
-    hw: u32,       // H * W
-    x_shift: u32,
-    o_shift: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

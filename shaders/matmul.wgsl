@@ -24,28 +24,7 @@
 // The workgroup must be exactly one subgroup: the launcher passes the adapter's fixed
 // subgroup size as SG and uses another variant where the size is not fixed.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    ldx: u32,       // row stride of x
-    ldw: u32,       // row stride of w
-    ldo: u32,       // row stride of out and res
-    n_tiles: u32,
-    m_tiles: u32,
-    tiles: u32,     // batch * m_tiles * n_tiles
-    x_shift: u32,
-    w_shift: u32,
-    out_shift: u32,
-    bias_shift: u32,
-    res_shift: u32,
-    sx: u32,        // batch strides
-    sw: u32,
-    so: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

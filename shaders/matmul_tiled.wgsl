@@ -12,28 +12,7 @@
 // elements of each, zero-filled past the edges. Tiles are numbered as in matmul.wgsl.
 // Slow on lavapipe (barriers), fast on GPUs; it only needs no subgroup support.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    ldx: u32,
-    ldw: u32,
-    ldo: u32,
-    n_tiles: u32,
-    m_tiles: u32,
-    tiles: u32,
-    x_shift: u32,
-    w_shift: u32,
-    out_shift: u32,
-    bias_shift: u32,
-    res_shift: u32,
-    sx: u32,
-    sw: u32,
-    so: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

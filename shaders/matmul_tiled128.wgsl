@@ -17,28 +17,7 @@
 // vec4 of each (4 rows or columns at one k), zero past the edges. Per k step an
 // invocation reads 4 vec4s from workgroup memory for 64 FMAs. 8.25 KiB workgroup memory.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    ldx: u32,
-    ldw: u32,
-    ldo: u32,
-    n_tiles: u32,
-    m_tiles: u32,
-    tiles: u32,
-    x_shift: u32,
-    w_shift: u32,
-    out_shift: u32,
-    bias_shift: u32,
-    res_shift: u32,
-    sx: u32,
-    sw: u32,
-    so: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

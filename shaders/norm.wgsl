@@ -25,24 +25,7 @@
 
 alias V = ${V};
 
-struct Params {
-    n: u32,         // gn_partial: workgroups in band; gn_finalize: groups; apply/ln: units in band
-    x_shift: u32,   // window shifts (in V units)
-    o_shift: u32,
-    gs: u32,        // group size in V units (gn_partial) / row length C in V units (layer_norm)
-    chunks: u32,    // chunks per group
-    band_chunks: u32, // chunks of each group in this band
-    g0: u32,        // first group of the band (gn_partial) / global V-unit base (gn_apply)
-    c0: u32,        // first chunk of the band within its group
-    s: u32,         // gn_apply: spatial size S in V units
-    c: u32,         // channels C
-    cpg: u32,       // channels per group
-    silu: u32,
-    eps: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 

@@ -10,12 +10,7 @@
 // Bindings: 0 params, 1 src (read), 2 out (read_write). 1-D grid, folded to 2-D when
 // needed (id = wid.x + wid.y * nwg.x).
 
-struct Params {
-    n: u32,
-    iters: u32,
-    src_shift: u32,
-    out_shift: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;

@@ -20,27 +20,9 @@
 // `s_*` is the index of the band's first element inside it.
 // One invocation per element; the grid may be folded into 2-D for > 65535 workgroups.
 
-struct Params {
-    n: u32,
-    flags: u32,        // 1 guidance, 2 derived, 4 clamp, 8 noise, 16<<k read h_k, 256<<k write h_k
-    guidance: f32,
-    lo: f32,
-    hi: f32,
-    s_u: u32,
-    s_c: u32,
-    s_x: u32,
-    s_h: vec4<u32>,
-    s_n: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    d_coef: vec4<f32>,  // dx, de, 0, 0
-    out_coef: vec4<f32>, // ox, oe, od, on
-    out_h: vec4<f32>,
-    w_x: vec4<f32>,
-    w_e: vec4<f32>,
-    w_d: vec4<f32>,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!):
+// flags: 1 guidance, 2 derived, 4 clamp, 8 noise, 16<<k read h_k, 256<<k write h_k;
+// d_coef = (dx, de, 0, 0); out_coef = (ox, oe, od, on).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> u: array<f32>;

@@ -9,16 +9,7 @@
 // folded into 2-D (id = wid.x + wid.y * nwg.x). Launchers band over batch items, so
 // `n` counts only this band's elements and the shifts place it inside the windows.
 
-struct Params {
-    n: u32,        // elements in this band (whole batch items)
-    m: u32,        // rows of x
-    cols: u32,     // columns of x
-    x_shift: u32,
-    r_shift: u32,
-    o_shift: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

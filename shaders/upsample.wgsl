@@ -14,20 +14,7 @@
 // iy = min(floor(f32(oy) * sh), H - 1), sh = f32(H) / f32(OH) rounded to f32, exactly
 // torch's nearest_idx; same for x. One lane per output element.
 
-struct Params {
-    n: u32,        // output units (vec4s or elements) in this band
-    x_shift: u32,  // elements
-    o_shift: u32,  // output units
-    w: u32,        // input row length W
-    h: u32,        // nearest: input H
-    oh: u32,       // nearest: output OH, OW
-    ow: u32,
-    sh: f32,       // nearest: f32(H) / f32(OH), f32(W) / f32(OW)
-    sw: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -4,7 +4,7 @@
 
 mod cases;
 pub mod models;
-mod probe;
+pub mod probe;
 mod report;
 
 use std::time::{Duration, Instant};

@@ -11,13 +11,13 @@ use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/probe.wgsl");
 const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    iters: u32,
-    src_shift: u32,
-    out_shift: u32,
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        iters: u32,
+        src_shift: u32,
+        out_shift: u32,
+    }
 }
 
 /// Measured peaks of this device.
@@ -36,7 +36,7 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
     let threads: u32 = if gpu.caps.is_cpu { 1 << 14 } else { 1 << 20 };
     let iters: u32 = if gpu.caps.is_cpu { 4096 } else { 16384 };
     let out = Tensor::empty(gpu, &[threads as usize * 4], DType::F32)?;
-    let fma = gpu.kernel(&KernelSpec::new("probe", SRC, "fma_peak"))?;
+    let fma = gpu.kernel(&KernelSpec::new("probe", SRC, "fma_peak").params::<Params>())?;
     // The fma entry never reads `src`, but the layout has it: bind a small dummy.
     let dummy = Tensor::empty(gpu, &[4], DType::F32)?;
     let t = time_median(gpu, repeats, |rec| {
@@ -56,7 +56,7 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
     let floats = if quick { 8 << 20 } else { 16 << 20 };
     let src = Tensor::empty(gpu, &[floats], DType::F32)?;
     let dst = Tensor::empty(gpu, &[floats], DType::F32)?;
-    let copy = gpu.kernel(&KernelSpec::new("probe", SRC, "copy"))?;
+    let copy = gpu.kernel(&KernelSpec::new("probe", SRC, "copy").params::<Params>())?;
     let n = (floats / 4) as u32;
     let t = time_median(gpu, repeats, |rec| {
         let params = Params {
@@ -85,7 +85,7 @@ pub struct LaunchOverhead {
 
 pub fn launch_overhead(gpu: &Gpu) -> Result<LaunchOverhead> {
     const N: u32 = 1000;
-    let noop = gpu.kernel(&KernelSpec::new("probe", SRC, "noop"))?;
+    let noop = gpu.kernel(&KernelSpec::new("probe", SRC, "noop").params::<Params>())?;
     let src = Tensor::empty(gpu, &[4], DType::F32)?;
     let dst = Tensor::empty(gpu, &[4], DType::F32)?;
     let record = |rec: &mut Recorder| -> Result<()> {
@@ -112,4 +112,12 @@ pub fn launch_overhead(gpu: &Gpu) -> Result<LaunchOverhead> {
         us_per_dispatch: us,
         dispatches_per_second: 1e6 / us,
     })
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    ["fma_peak", "copy", "noop"]
+        .into_iter()
+        .map(|e| KernelSpec::new("probe", SRC, e).params::<Params>())
+        .collect()
 }

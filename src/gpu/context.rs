@@ -44,6 +44,16 @@ pub struct Gpu {
     pub caps: Caps,
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: Arc<BufferPool>,
+    /// wgpu's driver-level pipeline cache, kept on disk (Vulkan only).
+    pub(crate) disk_cache: Option<DiskPipelineCache>,
+}
+
+/// wgpu's pipeline cache (`Features::PIPELINE_CACHE`, Vulkan) with the file it is loaded
+/// from and saved to (`<cache dir>/pipelines/<adapter key>.bin`), so that a second start
+/// skips the driver's shader compilation.
+pub(crate) struct DiskPipelineCache {
+    pub(crate) cache: wgpu::PipelineCache,
+    path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -73,7 +83,8 @@ impl Gpu {
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::PIPELINE_CACHE;
         let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgsd"),
@@ -100,7 +111,13 @@ impl Gpu {
             workgroup_memory: limits.max_compute_workgroup_storage_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };
+        let disk_cache = if features.contains(wgpu::Features::PIPELINE_CACHE) {
+            open_disk_cache(&device, &info)
+        } else {
+            None
+        };
         Ok(Gpu {
+            disk_cache,
             pool: Arc::new(BufferPool::default()),
             pipelines: PipelineCache::default(),
             device,
@@ -110,6 +127,34 @@ impl Gpu {
             features,
             caps,
         })
+    }
+
+    /// Writes wgpu's pipeline cache to disk (temp file, then rename) so the next process
+    /// skips shader compilation. Returns the bytes written (0 where the backend keeps no
+    /// cache). Call after warm-up.
+    pub fn save_pipeline_cache(&self) -> Result<u64> {
+        let Some(dc) = &self.disk_cache else {
+            return Ok(0);
+        };
+        let Some(data) = dc.cache.get_data() else {
+            return Ok(0);
+        };
+        let io = |e| Error::Io {
+            path: dc.path.clone(),
+            source: e,
+        };
+        if let Some(dir) = dc.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = dc.path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &data).map_err(io)?;
+        std::fs::rename(&tmp, &dc.path).map_err(io)?;
+        Ok(data.len() as u64)
+    }
+
+    /// Where the pipeline cache lives, if this backend has one.
+    pub fn pipeline_cache_path(&self) -> Option<&std::path::Path> {
+        self.disk_cache.as_ref().map(|c| c.path.as_path())
     }
 
     /// Blocks until all submitted work has finished.
@@ -147,4 +192,30 @@ impl Gpu {
     pub fn memory_limit(&self) -> Option<u64> {
         self.pool.limit()
     }
+}
+
+/// Opens the on-disk pipeline cache for this adapter (`WGSD_NO_PIPELINE_CACHE=1` turns it
+/// off). An unreadable or stale file just starts an empty cache.
+fn open_disk_cache(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<DiskPipelineCache> {
+    if std::env::var_os("WGSD_NO_PIPELINE_CACHE").is_some_and(|v| v != "0") {
+        return None;
+    }
+    let key = wgpu::util::pipeline_cache_key(info)?;
+    let path = crate::loader::default_cache_dir()
+        .join("pipelines")
+        .join(format!("{key}.bin"));
+    let data = std::fs::read(&path).ok();
+    // SAFETY: the file is only ever written whole (temp file + rename) by
+    // `save_pipeline_cache` from `PipelineCache::get_data` for an adapter with this key
+    // (wgpu's key names vendor and device; wgpu checks its header, backend and size, and
+    // the driver its own header and version); `fallback: true` starts an empty cache
+    // when the data is rejected.
+    let cache = unsafe {
+        device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+            label: Some("wgsd"),
+            data: data.as_deref(),
+            fallback: true,
+        })
+    };
+    Some(DiskPipelineCache { cache, path })
 }

@@ -1,7 +1,13 @@
 //! Kernel compilation and the pipeline cache. A kernel is one WGSL file from `shaders/`
-//! plus compile-time choices: text defines (`${NAME}` in the source, e.g. the weight
-//! type) and WGSL `override` constants (tile sizes). Each distinct choice compiles once
-//! per device.
+//! plus compile-time choices: text defines (`${NAME}` in the source, e.g. the storage
+//! type of activations), WGSL `override` constants (tile sizes) and whether f16 is
+//! enabled. The choices are the cache key; everything derived from them (generated
+//! straight-line code, the `Params` declaration) is built only when the key misses.
+//!
+//! Expansion is strict: a define whose `${NAME}` does not occur in the source, or a
+//! `${...}` left unreplaced, is an error, so a typo cannot silently compile another
+//! kernel. Each launcher's `Params` struct is declared once, in Rust, with
+//! [`shader_params!`](crate::shader_params); its WGSL text is prepended to the source.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +15,82 @@ use std::sync::{Arc, Mutex};
 use super::context::Gpu;
 use crate::error::{Error, Result};
 
-/// What to compile: the pipeline-cache key holds exactly these fields.
+/// A `#[repr(C)]` uniform block whose WGSL declaration is generated from the Rust struct
+/// (see [`shader_params!`](crate::shader_params)), so the two cannot drift apart.
+pub trait ShaderParams: bytemuck::Pod {
+    /// `struct Params { ... }` in WGSL.
+    fn wgsl() -> String;
+    /// Each field's name and byte offset in the Rust struct (tests compare them with
+    /// WGSL's uniform layout).
+    fn offsets() -> Vec<(&'static str, usize)>;
+}
+
+/// A Rust field type and its WGSL spelling in a uniform block.
+pub trait WgslType {
+    const NAME: &'static str;
+}
+impl WgslType for u32 {
+    const NAME: &'static str = "u32";
+}
+impl WgslType for i32 {
+    const NAME: &'static str = "i32";
+}
+impl WgslType for f32 {
+    const NAME: &'static str = "f32";
+}
+impl WgslType for [u32; 4] {
+    const NAME: &'static str = "vec4<u32>";
+}
+impl WgslType for [f32; 4] {
+    const NAME: &'static str = "vec4<f32>";
+}
+
+/// Declares a kernel's uniform `Params` once: the `#[repr(C)]` Pod struct the launcher
+/// fills, and (through [`ShaderParams`]) the identical WGSL struct the shader sees.
+/// Field types: `u32`, `i32`, `f32`, `[u32; 4]`, `[f32; 4]` (vec4, 16-byte aligned in
+/// WGSL: place them at 16-byte offsets). The WGSL struct is always named `Params`.
+#[macro_export]
+macro_rules! shader_params {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($fvis:vis $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name { $($fvis $field: $ty),* }
+        impl $crate::gpu::ShaderParams for $name {
+            fn wgsl() -> String {
+                let mut s = String::from("struct Params {\n");
+                $(
+                    s.push_str(&format!(
+                        "    {}: {},\n",
+                        stringify!($field),
+                        <$ty as $crate::gpu::kernel::WgslType>::NAME
+                    ));
+                )*
+                s.push_str("}\n");
+                s
+            }
+            fn offsets() -> Vec<(&'static str, usize)> {
+                vec![$((stringify!($field), std::mem::offset_of!($name, $field))),*]
+            }
+        }
+    };
+}
+
+/// Produces the code-fragment defines of a kernel from its choices (e.g. unrolled loops
+/// whose length is a choice). Runs only on a pipeline-cache miss.
+pub type Generator = fn(&KernelSpec) -> Vec<(&'static str, String)>;
+
+/// A kernel's uniform block, from its [`ShaderParams`] type.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamsDecl {
+    pub wgsl: fn() -> String,
+    pub offsets: fn() -> Vec<(&'static str, usize)>,
+    /// `size_of` the Rust struct.
+    pub size: usize,
+}
+
+/// What to compile: the pipeline-cache key holds exactly the compile-time choices
+/// (name, entry, defines, constants, f16).
 #[derive(Debug, Clone)]
 pub struct KernelSpec {
     /// Kernel family, e.g. `"matmul"` (the WGSL file's name).
@@ -18,10 +99,16 @@ pub struct KernelSpec {
     pub source: &'static str,
     /// Entry point.
     pub entry: &'static str,
-    /// `${KEY}` -> value text substitutions. A value `f16` turns on `enable f16;`.
+    /// `${KEY}` -> value text substitutions: the compile-time choices.
     pub defines: Vec<(&'static str, String)>,
     /// Values for WGSL `override` constants.
     pub constants: Vec<(&'static str, f64)>,
+    /// Prepend `enable f16;` (the kernel uses f16 storage or arithmetic).
+    pub f16: bool,
+    /// The `Params` declaration (built on a cache miss) and the Rust struct's size.
+    pub params: Option<ParamsDecl>,
+    /// Code fragments derived from the choices (see [`Generator`]).
+    pub generate: Option<Generator>,
 }
 
 impl KernelSpec {
@@ -32,10 +119,13 @@ impl KernelSpec {
             entry,
             defines: Vec::new(),
             constants: Vec::new(),
+            f16: false,
+            params: None,
+            generate: None,
         }
     }
 
-    /// Adds a text define.
+    /// Adds a text define (a compile-time choice).
     pub fn define(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.defines.push((key, value.into()));
         self
@@ -47,8 +137,50 @@ impl KernelSpec {
         self
     }
 
-    fn key(&self) -> String {
+    /// Enables f16 in the shader (`enable f16;`), needed by any f16 storage or math.
+    pub fn f16(mut self, on: bool) -> Self {
+        self.f16 |= on;
+        self
+    }
+
+    /// Declares the kernel's uniform block from its Rust struct.
+    pub fn params<P: ShaderParams>(mut self) -> Self {
+        self.params = Some(ParamsDecl {
+            wgsl: P::wgsl,
+            offsets: P::offsets,
+            size: std::mem::size_of::<P>(),
+        });
+        self
+    }
+
+    /// Derives code fragments from the choices on a cache miss.
+    pub fn generator(mut self, g: Generator) -> Self {
+        self.generate = Some(g);
+        self
+    }
+
+    /// The value of define `key`, if chosen.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.defines
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of override constant `key`, if set.
+    pub fn constant_of(&self, key: &str) -> Option<f64> {
+        self.constants
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, v)| v)
+    }
+
+    /// The pipeline-cache key: the compile-time choices only.
+    pub fn key(&self) -> String {
         let mut k = format!("{}:{}", self.name, self.entry);
+        if self.f16 {
+            k.push_str("|f16");
+        }
         for (d, v) in &self.defines {
             k.push_str(&format!("|{d}={v}"));
         }
@@ -58,18 +190,35 @@ impl KernelSpec {
         k
     }
 
-    /// The WGSL text after substitution.
-    pub fn expand(&self) -> String {
+    /// The WGSL text after substitution. Errors on a define the source does not use and
+    /// on a `${...}` left unreplaced.
+    pub fn expand(&self) -> Result<String> {
+        let bad = |msg: String| Error::Gpu(format!("kernel {}: {msg}", self.key()));
+        let mut all = self.defines.clone();
+        if let Some(g) = self.generate {
+            all.extend(g(self));
+        }
         let mut src = self.source.to_string();
-        let mut f16 = false;
-        for (d, v) in &self.defines {
-            src = src.replace(&format!("${{{d}}}"), v);
-            f16 |= v == "f16";
+        for (d, v) in &all {
+            let pat = format!("${{{d}}}");
+            if !src.contains(&pat) {
+                return Err(bad(format!("define {d} is not used by the source")));
+            }
+            src = src.replace(&pat, v);
         }
-        if f16 {
-            src.insert_str(0, "enable f16;\n");
+        if let Some(at) = src.find("${") {
+            let end = src[at..].find('}').map_or(src.len(), |e| at + e + 1);
+            return Err(bad(format!("{} is not defined", &src[at..end])));
         }
-        src
+        let mut head = String::new();
+        if self.f16 {
+            head.push_str("enable f16;\n");
+        }
+        if let Some(decl) = &self.params {
+            head.push_str(&(decl.wgsl)());
+        }
+        src.insert_str(0, &head);
+        Ok(src)
     }
 }
 
@@ -92,7 +241,13 @@ impl Gpu {
         {
             return Ok(p.clone());
         }
-        let src = spec.expand();
+        if spec.f16 && !self.caps.f16 {
+            return Err(Error::Gpu(format!(
+                "kernel {key} needs SHADER_F16, which {} does not offer",
+                self.info.name
+            )));
+        }
+        let src = spec.expand()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -111,7 +266,7 @@ impl Gpu {
                     constants: &spec.constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self.disk_cache.as_ref().map(|c| &c.cache),
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling kernel {key}: {e}")));

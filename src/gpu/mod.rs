@@ -10,6 +10,6 @@ pub mod tensor;
 
 pub use adapter::AdapterChoice;
 pub use context::{Caps, Gpu};
-pub use kernel::KernelSpec;
+pub use kernel::{Generator, KernelSpec, ShaderParams};
 pub use recorder::Recorder;
 pub use tensor::{DType, Tensor, Window};

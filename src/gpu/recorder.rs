@@ -51,7 +51,7 @@ impl<'g> Recorder<'g> {
 
     /// Records one dispatch. Binding 0 of group 0 is the `params` uniform; `bindings` are
     /// bindings 1, 2, ... in order.
-    pub fn dispatch<P: bytemuck::Pod>(
+    pub fn dispatch<P: super::kernel::ShaderParams>(
         &mut self,
         pipeline: &Arc<wgpu::ComputePipeline>,
         params: &P,

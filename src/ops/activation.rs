@@ -9,17 +9,19 @@ use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/activation.wgsl");
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    x_shift: u32,
-    o_shift: u32,
-    f: u32,
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        x_shift: u32,
+        o_shift: u32,
+        f: u32,
+    }
 }
 
 fn spec(entry: &'static str, vec4: bool) -> KernelSpec {
-    KernelSpec::new("activation", SRC, entry).define("V", if vec4 { "vec4<f32>" } else { "f32" })
+    KernelSpec::new("activation", SRC, entry)
+        .params::<Params>()
+        .define("V", if vec4 { "vec4<f32>" } else { "f32" })
 }
 
 /// Unary ops always load vec4: a band's length is rounded up to a whole vec4, which
@@ -176,4 +178,15 @@ pub mod cpu {
             })
             .collect()
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    for entry in ["silu", "quick_gelu", "gelu", "geglu"] {
+        for vec4 in [false, true] {
+            v.push(spec(entry, vec4));
+        }
+    }
+    v
 }

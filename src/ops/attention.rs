@@ -61,25 +61,25 @@ impl Variant {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    nq: u32,
-    q0: u32,
-    nrows: u32,
-    nk: u32,
-    hd: u32,
-    heads: u32,
-    nblk: u32,
-    items: u32,
-    q_shift: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    scale: f32,
-    causal: u32,
-    groups: u32,
-    _pad1: u32,
+crate::shader_params! {
+    struct Params {
+        nq: u32,
+        q0: u32,
+        nrows: u32,
+        nk: u32,
+        hd: u32,
+        heads: u32,
+        nblk: u32,
+        items: u32,
+        q_shift: u32,
+        k_shift: u32,
+        v_shift: u32,
+        o_shift: u32,
+        scale: f32,
+        causal: u32,
+        groups: u32,
+        _pad1: u32,
+    }
 }
 
 /// `softmax(q k^T * scale) v` per batch item and head, with the variant chosen for the
@@ -341,59 +341,18 @@ pub fn attention_with(
         variant
     };
 
+    if let Variant::Subgroup { lanes } = variant
+        && (!gpu.caps.subgroup || lanes == 0 || lanes > gpu.caps.subgroup_size)
+    {
+        return Err(Error::Gpu(format!(
+            "attention variant {variant:?} needs subgroups of at least {lanes} lanes; \
+             this device has {} (subgroup support: {})",
+            gpu.caps.subgroup_size, gpu.caps.subgroup
+        )));
+    }
     // Compile-time choices and how many query rows one work item covers.
-    let (pipeline, rows_per_item, groups) = match variant {
-        Variant::Subgroup { lanes } => {
-            if !gpu.caps.subgroup || lanes == 0 || lanes > gpu.caps.subgroup_size {
-                return Err(Error::Gpu(format!(
-                    "attention variant {variant:?} needs subgroups of at least {lanes} lanes; \
-                     this device has {} (subgroup support: {})",
-                    gpu.caps.subgroup_size, gpu.caps.subgroup
-                )));
-            }
-            let sg = lanes as usize;
-            let dc = d.div_ceil(4);
-            let groups = dc.div_ceil(SG_GROUP_CHUNKS);
-            let g = dc.div_ceil(groups);
-            let r = rows_per_lane(g);
-            let vec4 = d.is_multiple_of(4);
-            let [init, scores, block, store] = subgroup_code(d, g, r, sg);
-            let spec = KernelSpec::new("attention", SRC_SUBGROUP, "main")
-                .define("T", if vec4 { "vec4<f32>" } else { "f32" })
-                .define("D", d.to_string())
-                .define("G", g.to_string())
-                .define("R", r.to_string())
-                .define("LOADERS", loaders(vec4))
-                .define("INIT", init)
-                .define("SCORES", scores)
-                .define("BLOCK", block)
-                .define("STORE", store)
-                .constant("SG", f64::from(lanes));
-            (gpu.kernel(&spec)?, r * sg, groups)
-        }
-        Variant::Rows => {
-            let g = d.min(ROWS_GROUP);
-            let spec = KernelSpec::new("attention_rows", SRC_ROWS, "main")
-                .define("D", d.to_string())
-                .define("G", g.to_string());
-            (gpu.kernel(&spec)?, 1, d.div_ceil(g))
-        }
-        Variant::Flash => {
-            let groups = d.div_ceil(FLASH_GROUP);
-            let g = d.div_ceil(groups);
-            let (dc, gc) = (d.div_ceil(4), g.div_ceil(4));
-            let bk = (FLASH_SMEM_VEC4 / (dc + gc)).clamp(1, FLASH_MAX_BK);
-            let spec = KernelSpec::new("attention_flash", SRC_FLASH, "main")
-                .define("D", d.to_string())
-                .define("G", g.to_string())
-                .define("DC", dc.to_string())
-                .define("GC", gc.to_string())
-                .define("BK", bk.to_string())
-                .define("KS", (bk * dc).to_string())
-                .define("VS", (bk * gc).to_string());
-            (gpu.kernel(&spec)?, FLASH_WG, groups)
-        }
-    };
+    let (spec, rows_per_item, groups) = spec(variant, d);
+    let pipeline = gpu.kernel(&spec)?;
     // Windows: k/v bind whole batch items; q/out bind groups of batch items, or bands of
     // query rows of one item when one item's q is larger than a binding.
     let per = gpu.max_binding_elems(DType::F32);
@@ -513,4 +472,92 @@ pub mod cpu {
         }
         out
     }
+}
+
+/// The kernel for `variant` and head size `d`, how many query rows one work item covers,
+/// and how many channel groups split a head.
+fn spec(variant: Variant, d: usize) -> (KernelSpec, usize, usize) {
+    match variant {
+        Variant::Subgroup { lanes } => {
+            let sg = lanes as usize;
+            let dc = d.div_ceil(4);
+            let groups = dc.div_ceil(SG_GROUP_CHUNKS);
+            let g = dc.div_ceil(groups);
+            let r = rows_per_lane(g);
+            let vec4 = d.is_multiple_of(4);
+            let spec = KernelSpec::new("attention", SRC_SUBGROUP, "main")
+                .params::<Params>()
+                .define("T", if vec4 { "vec4<f32>" } else { "f32" })
+                .define("D", d.to_string())
+                .define("G", g.to_string())
+                .define("R", r.to_string())
+                .constant("SG", f64::from(lanes))
+                .generator(subgroup_generated);
+            (spec, r * sg, groups)
+        }
+        Variant::Rows => {
+            let g = d.min(ROWS_GROUP);
+            let spec = KernelSpec::new("attention_rows", SRC_ROWS, "main")
+                .params::<Params>()
+                .define("D", d.to_string())
+                .define("G", g.to_string());
+            (spec, 1, d.div_ceil(g))
+        }
+        Variant::Flash => {
+            let groups = d.div_ceil(FLASH_GROUP);
+            let g = d.div_ceil(groups);
+            let (dc, gc) = (d.div_ceil(4), g.div_ceil(4));
+            let bk = (FLASH_SMEM_VEC4 / (dc + gc)).clamp(1, FLASH_MAX_BK);
+            let spec = KernelSpec::new("attention_flash", SRC_FLASH, "main")
+                .params::<Params>()
+                .define("D", d.to_string())
+                .define("G", g.to_string())
+                .define("DC", dc.to_string())
+                .define("GC", gc.to_string())
+                .define("BK", bk.to_string())
+                .define("KS", (bk * dc).to_string())
+                .define("VS", (bk * gc).to_string());
+            (spec, FLASH_WG, groups)
+        }
+    }
+}
+
+/// The subgroup kernel's straight-line code from its choices (D, G, R, SG); built on a
+/// pipeline-cache miss only.
+fn subgroup_generated(spec: &KernelSpec) -> Vec<(&'static str, String)> {
+    let num = |k: &str| {
+        spec.get(k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+    };
+    let (d, g, r) = (num("D"), num("G"), num("R"));
+    let sg = spec.constant_of("SG").unwrap_or(8.0) as usize;
+    let [init, scores, block, store] = subgroup_code(d, g, r, sg);
+    vec![
+        ("LOADERS", loaders(d.is_multiple_of(4))),
+        ("INIT", init),
+        ("SCORES", scores),
+        ("BLOCK", block),
+        ("STORE", store),
+    ]
+}
+
+/// Every kernel variant of this family at the head sizes SD models and the test
+/// fixtures use (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    for d in [1, 3, 4, 8, 16, 40, 64, 80, 96, 160, 512] {
+        for variant in [
+            Variant::Subgroup { lanes: 8 },
+            Variant::Subgroup { lanes: 32 },
+            Variant::Rows,
+            Variant::Flash,
+        ] {
+            if variant == Variant::Flash && d > FLASH_MAX_D {
+                continue;
+            }
+            v.push(spec(variant, d).0);
+        }
+    }
+    v
 }

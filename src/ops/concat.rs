@@ -12,16 +12,17 @@ const WG: usize = 256;
 /// Up to this many outer rows, copies beat a dispatch.
 const MAX_COPY_ROWS: usize = 16;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    a_shift: u32,
-    b_shift: u32,
-    o_shift: u32,
-    ia: u32,
-    ib: u32,
-    _pad: [u32; 2],
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        a_shift: u32,
+        b_shift: u32,
+        o_shift: u32,
+        ia: u32,
+        ib: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// `torch.cat([a, b], dim=1)` for `[B, C1, H, W]` and `[B, C2, H, W]`.
@@ -85,7 +86,7 @@ pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<
         }
         return Ok(out);
     }
-    let kernel = gpu.kernel(&KernelSpec::new("concat", SRC, "concat_rows"))?;
+    let kernel = gpu.kernel(&KernelSpec::new("concat", SRC, "concat_rows").params::<Params>())?;
     for_each_band(rows, per_band, |r0, nr| {
         // Zero-width inputs still need a (dummy) binding: windows are at least 1 element.
         let aw = a.window(gpu, r0 * ia, nr * ia)?;
@@ -98,7 +99,7 @@ pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<
             o_shift: ow.shift,
             ia: u32_of(op, ia)?,
             ib: u32_of(op, ib)?,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let groups = rec.grid(u32_of(op, (nr * row_len).div_ceil(WG))?);
         rec.dispatch(&kernel, &p, &[aw, bw, ow], groups)
@@ -121,4 +122,9 @@ pub mod cpu {
         }
         out
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    vec![KernelSpec::new("concat", SRC, "concat_rows").params::<Params>()]
 }

@@ -127,49 +127,58 @@ impl Conv2dVariant {
         }
     }
 
-    fn spec(self, gpu: &Gpu, wt: DType, tm: usize, pass: Pass) -> KernelSpec {
+    fn spec(self, sg: u32, wt: DType, tm: usize, pass: Pass) -> KernelSpec {
         let flags = |s: KernelSpec| {
             s.define("WT", wt.wgsl())
+                .f16(wt == DType::F16)
                 .constant("HAS_BIAS", f64::from(u8::from(pass.bias)))
                 .constant("HAS_RES", f64::from(u8::from(pass.res)))
                 .constant("ACCUM", f64::from(u8::from(pass.accum)))
         };
         match self {
             Conv2dVariant::Subgroup => {
-                let sg = gpu.caps.subgroup_size;
-                // Every row is written out (see the shader): `#` becomes the row index.
-                let rows = |line: &str| -> String {
-                    (0..tm)
-                        .map(|m| format!("            {}\n", line.replace('#', &m.to_string())))
-                        .collect()
-                };
-                // subgroupBroadcast wants a constant lane, so the walk over one block of
-                // SG input channels is written out once per lane.
-                let mut steps = String::new();
-                for c in 0..sg {
-                    steps += &format!("            xv = xload(cin0 + {c}u, off, ok);\n");
-                    steps += &rows(&format!("acc[#] += subgroupBroadcast(wl[#], {c}u) * xv;"));
-                }
-                flags(KernelSpec::new("conv2d_subgroup", SUBGROUP_SRC, "main"))
+                flags(KernelSpec::new("conv2d_subgroup", SUBGROUP_SRC, "main").params::<Params>())
                     .define("TM", tm.to_string())
-                    .define(
-                        "W_LOAD",
-                        rows("wl[#] = select(0.0, f32(wt[wt0 + min(co0 + #u, p.cout - 1u) * p.w_row]), c_ok);"),
-                    )
-                    .define("STEPS", steps)
-                    .define("STORE", rows("store(co0 + #u, acc[#], live, obase, howo);"))
                     .constant("SG", f64::from(sg))
+                    .generator(subgroup_code)
             }
-            Conv2dVariant::Tiled => flags(KernelSpec::new("conv2d", TILED_SRC, "main")),
+            Conv2dVariant::Tiled => {
+                flags(KernelSpec::new("conv2d", TILED_SRC, "main").params::<Params>())
+            }
             Conv2dVariant::Tiled128 => {
-                let [decl, fma, store] = super::matmul::reg_tile_code("store4(");
-                flags(KernelSpec::new("conv2d_tiled128", TILED128_SRC, "main"))
-                    .define("DECL", decl)
-                    .define("FMA", fma)
-                    .define("STORE", store)
+                flags(KernelSpec::new("conv2d_tiled128", TILED128_SRC, "main").params::<Params>())
+                    .generator(|_| super::matmul::reg_tile_code("store4("))
             }
         }
     }
+}
+
+/// The straight-line parts of the subgroup kernel for its `TM` rows and `SG` lanes
+/// (built on a pipeline-cache miss only).
+fn subgroup_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
+    let sg = spec.constant_of("SG").unwrap_or(8.0) as u32;
+    let tm: usize = spec.get("TM").and_then(|t| t.parse().ok()).unwrap_or(16);
+    // Every row is written out (see the shader): `#` becomes the row index.
+    let rows = |line: &str| -> String {
+        (0..tm)
+            .map(|m| format!("            {}\n", line.replace('#', &m.to_string())))
+            .collect()
+    };
+    // subgroupBroadcast wants a constant lane, so the walk over one block of SG input
+    // channels is written out once per lane.
+    let mut steps = String::new();
+    for c in 0..sg {
+        steps += &format!("            xv = xload(cin0 + {c}u, off, ok);\n");
+        steps += &rows(&format!("acc[#] += subgroupBroadcast(wl[#], {c}u) * xv;"));
+    }
+    vec![
+        (
+            "W_LOAD",
+            rows("wl[#] = select(0.0, f32(wt[wt0 + min(co0 + #u, p.cout - 1u) * p.w_row]), c_ok);"),
+        ),
+        ("STEPS", steps),
+        ("STORE", rows("store(co0 + #u, acc[#], live, obase, howo);")),
+    ]
 }
 
 /// Which epilogue one dispatch runs.
@@ -180,33 +189,33 @@ struct Pass {
     accum: bool,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    cin: u32,
-    h: u32,
-    w: u32,
-    x_shift: u32,
-    x_bstride: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    o_shift: u32,
-    o_bstride: u32,
-    r_shift: u32,
-    b_shift: u32,
-    w_shift: u32,
-    w_row: u32,
-    w_k0: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    nb: u32,
-    m_tiles: u32,
-    tiles: u32,
-    _pad0: u32,
-    _pad1: u32,
+crate::shader_params! {
+    struct Params {
+        cin: u32,
+        h: u32,
+        w: u32,
+        x_shift: u32,
+        x_bstride: u32,
+        cout: u32,
+        ho: u32,
+        wo: u32,
+        o_shift: u32,
+        o_bstride: u32,
+        r_shift: u32,
+        b_shift: u32,
+        w_shift: u32,
+        w_row: u32,
+        w_k0: u32,
+        kh: u32,
+        kw: u32,
+        stride: u32,
+        pad: u32,
+        nb: u32,
+        m_tiles: u32,
+        tiles: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// `conv2d(x, w) + bias (+ residual)` with the adapter's preferred variant.
@@ -362,7 +371,8 @@ pub fn conv2d_with(
                     res: ci0 == 0 && residual.is_some(),
                     accum: ci0 > 0,
                 };
-                let pipeline = gpu.kernel(&variant.spec(gpu, w.dtype(), tm, pass))?;
+                let pipeline =
+                    gpu.kernel(&variant.spec(gpu.caps.subgroup_size, w.dtype(), tm, pass))?;
                 // Unused bias/residual bindings get a read-only dummy (x's window).
                 let bwin = match (&bw, pass.bias) {
                     (Some(b), true) => b.clone(),
@@ -411,6 +421,35 @@ pub fn conv2d_with(
         b0 += nb;
     }
     Ok(out)
+}
+
+/// Every kernel variant (subgroup sizes 8 and 32, the subgroup kernel's channel tiles;
+/// weights f32/f16; every epilogue), validated offline by the tests.
+pub fn variants() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    for variant in [
+        Conv2dVariant::Subgroup,
+        Conv2dVariant::Tiled,
+        Conv2dVariant::Tiled128,
+    ] {
+        let subgroup = variant == Conv2dVariant::Subgroup;
+        for (sg, tm) in [(8, 4), (8, 8), (8, 16), (32, 16)] {
+            if !subgroup && (sg, tm) != (8, 16) {
+                continue;
+            }
+            for wt in [DType::F32, DType::F16] {
+                for flags in 0..8u8 {
+                    let pass = Pass {
+                        bias: flags & 1 != 0,
+                        res: flags & 2 != 0,
+                        accum: flags & 4 != 0,
+                    };
+                    v.push(variant.spec(sg, wt, tm, pass));
+                }
+            }
+        }
+    }
+    v
 }
 
 /// CPU reference.

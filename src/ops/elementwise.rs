@@ -8,17 +8,17 @@ use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    base: u32,
-    a_shift: u32,
-    b_shift: u32,
-    out_shift: u32,
-    b_inner: u32,
-    b_period: u32,
-    scale: f32,
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        base: u32,
+        a_shift: u32,
+        b_shift: u32,
+        out_shift: u32,
+        b_inner: u32,
+        b_period: u32,
+        scale: f32,
+    }
 }
 
 /// How `b` repeats over `a`: `b[(i / inner) % period]`.
@@ -70,7 +70,7 @@ fn binary(
     let bc = broadcast(op, a.shape(), b.shape())?;
     let gpu = rec.gpu();
     let out = Tensor::empty(gpu, a.shape(), DType::F32)?;
-    let pipeline = gpu.kernel(&KernelSpec::new("elementwise", SRC, entry))?;
+    let pipeline = gpu.kernel(&KernelSpec::new("elementwise", SRC, entry).params::<Params>())?;
     let same_shape = bc.inner == 1 && bc.period == a.numel();
     let b_whole = if same_shape {
         None
@@ -135,4 +135,12 @@ pub mod cpu {
             .map(|(i, &x)| x * b[(i / bc.inner) % bc.period] * scale)
             .collect()
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    ["add", "mul"]
+        .into_iter()
+        .map(|e| KernelSpec::new("elementwise", SRC, e).params::<Params>())
+        .collect()
 }

@@ -8,21 +8,21 @@ use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/embedding.wgsl");
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    d: u32,
-    half: u32,
-    flip: u32,
-    t: u32,
-    v0: u32,
-    v1: u32,
-    last: u32,
-    ids_shift: u32,
-    tok_shift: u32,
-    pos_shift: u32,
-    o_shift: u32,
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        d: u32,
+        half: u32,
+        flip: u32,
+        t: u32,
+        v0: u32,
+        v1: u32,
+        last: u32,
+        ids_shift: u32,
+        tok_shift: u32,
+        pos_shift: u32,
+        o_shift: u32,
+    }
 }
 
 /// The frequencies `exp(-ln(10000) * k / (half - shift))`, `k < dim / 2`, rounded step by
@@ -73,14 +73,7 @@ pub fn timestep_embedding(
     }
     let freqs = timestep_freqs(dim, downscale_freq_shift);
     let freq = Tensor::from_f32(gpu, &[half], &freqs, DType::F32)?;
-    let kernel = gpu.kernel(
-        &KernelSpec::new("embedding", SRC, "timestep")
-            .define("V", "f32")
-            .define("TT", "f32")
-            .define("TP", "f32")
-            .define("VT", "f32")
-            .define("VP", "f32"),
-    )?;
+    let kernel = gpu.kernel(&timestep_spec())?;
     let n = b * dim;
     let p = Params {
         n: u32_of(op, n)?,
@@ -158,19 +151,7 @@ pub fn token_position_embedding(
     }
     let vec4 = d.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
-    let vt = |dt: DType| {
-        if vec4 {
-            format!("vec4<{}>", dt.wgsl())
-        } else {
-            dt.wgsl().to_string()
-        }
-    };
-    let spec = KernelSpec::new("embedding", SRC, "token_pos")
-        .define("V", vt(DType::F32))
-        .define("TT", token_table.dtype().wgsl())
-        .define("TP", pos_table.dtype().wgsl())
-        .define("VT", vt(token_table.dtype()))
-        .define("VP", vt(pos_table.dtype()));
+    let spec = token_pos_spec(vec4, token_table.dtype(), pos_table.dtype());
     let kernel = gpu.kernel(&spec)?;
     let (idw, pw, ow) = (
         ids.whole(gpu)?,
@@ -270,4 +251,47 @@ pub mod cpu {
             })
             .collect()
     }
+}
+
+fn timestep_spec() -> KernelSpec {
+    KernelSpec::new("embedding", SRC, "timestep")
+        .params::<Params>()
+        .define("V", "f32")
+        .define("TT", "f32")
+        .define("TP", "f32")
+        .define("VT", "f32")
+        .define("VP", "f32")
+}
+
+/// The token + position kernel for tables stored as `tt` / `tp`, loading vec4s when the
+/// width allows.
+fn token_pos_spec(vec4: bool, tt: DType, tp: DType) -> KernelSpec {
+    let vt = |dt: DType| {
+        if vec4 {
+            format!("vec4<{}>", dt.wgsl())
+        } else {
+            dt.wgsl().to_string()
+        }
+    };
+    KernelSpec::new("embedding", SRC, "token_pos")
+        .params::<Params>()
+        .f16(tt == DType::F16 || tp == DType::F16)
+        .define("V", vt(DType::F32))
+        .define("TT", tt.wgsl())
+        .define("TP", tp.wgsl())
+        .define("VT", vt(tt))
+        .define("VP", vt(tp))
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    let mut v = vec![timestep_spec()];
+    for vec4 in [false, true] {
+        for tt in [DType::F32, DType::F16] {
+            for tp in [DType::F32, DType::F16] {
+                v.push(token_pos_spec(vec4, tt, tp));
+            }
+        }
+    }
+    v
 }

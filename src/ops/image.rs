@@ -9,15 +9,17 @@ use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/image.wgsl");
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    words: u32,
-    bytes: u32,
-    hw: u32,
-    x_shift: u32,
-    o_shift: u32,
-    _pad: [u32; 3],
+crate::shader_params! {
+    struct Params {
+        words: u32,
+        bytes: u32,
+        hw: u32,
+        x_shift: u32,
+        o_shift: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 /// u8 images `[B, H, W, 3]` recorded on the GPU; read them with [`U8Images::read`].
@@ -40,7 +42,7 @@ pub fn to_u8(rec: &mut Recorder, x: &Tensor) -> Result<U8Images> {
         ));
     };
     let gpu = rec.gpu();
-    let kernel = gpu.kernel(&KernelSpec::new("image", SRC, "to_u8"))?;
+    let kernel = gpu.kernel(&KernelSpec::new("image", SRC, "to_u8").params::<Params>())?;
     let per = 3 * h * w;
     let mut packed = Vec::with_capacity(b);
     for i in 0..b {
@@ -54,7 +56,7 @@ pub fn to_u8(rec: &mut Recorder, x: &Tensor) -> Result<U8Images> {
             hw: u32_of(op, h * w)?,
             x_shift: xw.shift,
             o_shift: ow.shift,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let groups = rec.grid(u32_of(op, words.div_ceil(WG))?);
         rec.dispatch(&kernel, &p, &[xw, ow], groups)?;
@@ -101,4 +103,9 @@ pub mod cpu {
             })
             .collect()
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    vec![KernelSpec::new("image", SRC, "to_u8").params::<Params>()]
 }

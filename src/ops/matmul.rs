@@ -82,49 +82,55 @@ impl MatmulVariant {
         }
     }
 
-    fn spec(self, gpu: &Gpu, wt: DType, b_t: bool, bias: bool, res: bool) -> KernelSpec {
+    fn spec(self, sg: u32, wt: DType, b_t: bool, bias: bool, res: bool) -> KernelSpec {
         let flags = |s: KernelSpec| {
             s.define("WT", wt.wgsl())
+                .f16(wt == DType::F16)
                 .constant("B_T", f64::from(u8::from(b_t)))
                 .constant("HAS_BIAS", f64::from(u8::from(bias)))
                 .constant("HAS_RES", f64::from(u8::from(res)))
         };
         match self {
             MatmulVariant::Subgroup => {
-                let sg = gpu.caps.subgroup_size;
-                // subgroupBroadcast wants a constant lane, so the walk over one chunk of
-                // SG k's is written out once per lane.
-                let rows = |line: &str| -> String {
-                    (0..SG_ROWS)
-                        .map(|r| format!("        {}\n", line.replace('#', &r.to_string())))
-                        .collect()
-                };
-                // subgroupBroadcast wants a constant lane, so the walk over one chunk of
-                // SG k's is written out once per lane.
-                let mut steps = String::new();
-                for j in 0..sg {
-                    steps += &format!("        wv = wvec(wbase, k0 + {j}u, c);\n");
-                    steps += &rows(&format!("acc[#] += subgroupBroadcast(a[#], {j}u) * wv;"));
-                }
-                flags(KernelSpec::new("matmul", SRC, "main"))
+                flags(KernelSpec::new("matmul", SRC, "main").params::<Params>())
                     .define("ROWS", SG_ROWS.to_string())
-                    .define("LOAD_A", rows("a[#] = x[xrow(xbase, m0, #u) + k0 + lane];"))
-                    .define("STEPS", steps)
-                    .define("TAIL", rows("acc[#] += x[xrow(xbase, m0, #u) + k] * wv;"))
-                    .define("BIAS", rows("acc[#] += add;"))
-                    .define("STORE", rows("store_row(obase, m0, #u, n0, acc[#]);"))
                     .constant("SG", f64::from(sg))
+                    .generator(subgroup_code)
             }
-            MatmulVariant::Tiled => flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main")),
+            MatmulVariant::Tiled => {
+                flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main").params::<Params>())
+            }
             MatmulVariant::Tiled128 => {
-                let [decl, fma, store] = reg_tile_code("store4(obase, ");
-                flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main"))
-                    .define("DECL", decl)
-                    .define("FMA", fma)
-                    .define("STORE", store)
+                flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main").params::<Params>())
+                    .generator(|_| reg_tile_code("store4(obase, "))
             }
         }
     }
+}
+
+/// The straight-line parts of the subgroup kernel for its `SG` lanes (built on a
+/// pipeline-cache miss only).
+fn subgroup_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
+    let sg = spec.constant_of("SG").unwrap_or(8.0) as u32;
+    let rows = |line: &str| -> String {
+        (0..SG_ROWS)
+            .map(|r| format!("        {}\n", line.replace('#', &r.to_string())))
+            .collect()
+    };
+    // subgroupBroadcast wants a constant lane, so the walk over one chunk of SG k's is
+    // written out once per lane.
+    let mut steps = String::new();
+    for j in 0..sg {
+        steps += &format!("        wv = wvec(wbase, k0 + {j}u, c);\n");
+        steps += &rows(&format!("acc[#] += subgroupBroadcast(a[#], {j}u) * wv;"));
+    }
+    vec![
+        ("LOAD_A", rows("a[#] = x[xrow(xbase, m0, #u) + k0 + lane];")),
+        ("STEPS", steps),
+        ("TAIL", rows("acc[#] += x[xrow(xbase, m0, #u) + k] * wv;")),
+        ("BIAS", rows("acc[#] += add;")),
+        ("STORE", rows("store_row(obase, m0, #u, n0, acc[#]);")),
+    ]
 }
 
 /// The straight-line parts (DECL, FMA, STORE) of an 8x8-per-invocation register tile
@@ -133,7 +139,7 @@ impl MatmulVariant {
 /// compile everywhere). FMA expects vec4s a0, a1 (rows 0-3, 4-7) and b0, b1 (column
 /// halves); STORE calls `<store_call>row, col, value)` with rows `mr + {0..3, 64..67}`
 /// and columns `nc + {0, 64}`.
-pub(crate) fn reg_tile_code(store_call: &str) -> [String; 3] {
+pub(crate) fn reg_tile_code(store_call: &str) -> Vec<(&'static str, String)> {
     let mut decl = String::new();
     let mut fma = String::new();
     let mut store = String::new();
@@ -149,32 +155,32 @@ pub(crate) fn reg_tile_code(store_call: &str) -> [String; 3] {
             );
         }
     }
-    [decl, fma, store]
+    vec![("DECL", decl), ("FMA", fma), ("STORE", store)]
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    ldx: u32,
-    ldw: u32,
-    ldo: u32,
-    n_tiles: u32,
-    m_tiles: u32,
-    tiles: u32,
-    x_shift: u32,
-    w_shift: u32,
-    out_shift: u32,
-    bias_shift: u32,
-    res_shift: u32,
-    sx: u32,
-    sw: u32,
-    so: u32,
-    _pad0: u32,
-    _pad1: u32,
+crate::shader_params! {
+    struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        ldx: u32,
+        ldw: u32,
+        ldo: u32,
+        n_tiles: u32,
+        m_tiles: u32,
+        tiles: u32,
+        x_shift: u32,
+        w_shift: u32,
+        out_shift: u32,
+        bias_shift: u32,
+        res_shift: u32,
+        sx: u32,
+        sw: u32,
+        so: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// One product to compute: out[b] = x[b] @ W[b] (+ bias) (+ res), W addressed per `b_t`.
@@ -246,8 +252,13 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
     if n_per == 0 || m_per == 0 {
         return Err(too_big("one row"));
     }
-    let pipeline =
-        gpu.kernel(&variant.spec(gpu, g.w.dtype(), g.b_t, g.bias.is_some(), g.res.is_some()))?;
+    let pipeline = gpu.kernel(&variant.spec(
+        gpu.caps.subgroup_size,
+        g.w.dtype(),
+        g.b_t,
+        g.bias.is_some(),
+        g.res.is_some(),
+    ))?;
     let u = |v: usize| u32_of(op, v);
     for b0 in (0..batch).step_by(b_per) {
         let bn = b_per.min(batch - b0);
@@ -442,6 +453,30 @@ pub fn matmul_with(
     };
     run(rec, variant, &gemm)?;
     Ok(out)
+}
+
+/// Every kernel variant (subgroup sizes 8 and 32; weights f32/f16; every epilogue),
+/// validated offline by the tests.
+pub fn variants() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    for variant in [
+        MatmulVariant::Subgroup,
+        MatmulVariant::Tiled,
+        MatmulVariant::Tiled128,
+    ] {
+        for sg in [8, 32] {
+            if sg != 8 && variant != MatmulVariant::Subgroup {
+                continue;
+            }
+            for wt in [DType::F32, DType::F16] {
+                for flags in 0..8u8 {
+                    let (b_t, bias, res) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
+                    v.push(variant.spec(sg, wt, b_t, bias, res));
+                }
+            }
+        }
+    }
+    v
 }
 
 /// CPU references (f64 accumulation).

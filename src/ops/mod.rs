@@ -15,6 +15,27 @@ pub mod scheduler_step;
 pub mod transpose;
 pub mod upsample;
 
+/// Every kernel variant of every family, whether or not this machine can run it: the
+/// tests expand each one and validate its WGSL (and its `Params` layout) with naga.
+pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
+    [
+        activation::variants(),
+        attention::variants(),
+        concat::variants(),
+        conv2d::variants(),
+        elementwise::variants(),
+        embedding::variants(),
+        image::variants(),
+        matmul::variants(),
+        norm::variants(),
+        scheduler_step::variants(),
+        transpose::variants(),
+        upsample::variants(),
+        crate::bench::probe::variants(),
+    ]
+    .concat()
+}
+
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
 

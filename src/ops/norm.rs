@@ -15,28 +15,30 @@ const SRC: &str = include_str!("../../shaders/norm.wgsl");
 const CHUNK: usize = 16384;
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    x_shift: u32,
-    o_shift: u32,
-    gs: u32,
-    chunks: u32,
-    band_chunks: u32,
-    g0: u32,
-    c0: u32,
-    s: u32,
-    c: u32,
-    cpg: u32,
-    silu: u32,
-    eps: f32,
-    _pad: [u32; 3],
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        x_shift: u32,
+        o_shift: u32,
+        gs: u32,
+        chunks: u32,
+        band_chunks: u32,
+        g0: u32,
+        c0: u32,
+        s: u32,
+        c: u32,
+        cpg: u32,
+        silu: u32,
+        eps: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 /// The kernel, loading one f32 (`vec4 == false`) or one vec4 at a time.
 fn spec(entry: &'static str, vec4: bool) -> KernelSpec {
-    let s = KernelSpec::new("norm", SRC, entry);
+    let s = KernelSpec::new("norm", SRC, entry).params::<Params>();
     if vec4 {
         s.define("V", "vec4<f32>")
             .define("W", "4")
@@ -293,4 +295,15 @@ pub mod cpu {
             })
             .collect()
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    let mut v = vec![spec("gn_finalize", false)];
+    for entry in ["gn_partial", "gn_apply", "layer_norm"] {
+        for vec4 in [false, true] {
+            v.push(spec(entry, vec4));
+        }
+    }
+    v
 }

@@ -185,26 +185,28 @@ impl StepPlan {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    flags: u32,
-    guidance: f32,
-    lo: f32,
-    hi: f32,
-    s_u: u32,
-    s_c: u32,
-    s_x: u32,
-    s_h: [u32; 4],
-    s_n: u32,
-    _pad: [u32; 3],
-    d_coef: [f32; 4],
-    out_coef: [f32; 4],
-    out_h: [f32; 4],
-    w_x: [f32; 4],
-    w_e: [f32; 4],
-    w_d: [f32; 4],
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        flags: u32,
+        guidance: f32,
+        lo: f32,
+        hi: f32,
+        s_u: u32,
+        s_c: u32,
+        s_x: u32,
+        s_h: [u32; 4],
+        s_n: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+        d_coef: [f32; 4],
+        out_coef: [f32; 4],
+        out_h: [f32; 4],
+        w_x: [f32; 4],
+        w_e: [f32; 4],
+        w_d: [f32; 4],
+    }
 }
 
 fn check_len(what: &str, t: &Tensor, n: usize) -> Result<()> {
@@ -304,7 +306,7 @@ pub fn scheduler_step(
     }
 
     let gpu = rec.gpu();
-    let pipeline = gpu.kernel(&KernelSpec::new(OP, SRC, OP))?;
+    let pipeline = gpu.kernel(&KernelSpec::new(OP, SRC, OP).params::<Params>())?;
     // Unused bindings get tiny distinct dummies (never accessed).
     let dummies: Vec<Tensor> = (0..SLOTS + 1)
         .map(|_| Tensor::empty(gpu, &[4], DType::F32))
@@ -330,13 +332,13 @@ pub fn scheduler_step(
         s_x: 0,
         s_h: [0; 4],
         s_n: 0,
-        _pad: [0; 3],
         d_coef: [f(dv.x), f(dv.e), 0.0, 0.0],
         out_coef: [f(plan.out.x), f(plan.out.e), f(plan.out.d), f(plan.out.n)],
         out_h: plan.out.h.map(f),
         w_x: w(|l| l.x),
         w_e: w(|l| l.e),
         w_d: w(|l| l.d),
+        ..Default::default()
     };
     let per_band = gpu.max_binding_elems(DType::F32) / WG * WG;
     for_each_band(n, per_band, |start, len| {
@@ -456,4 +458,9 @@ pub mod cpu {
         }
         Ok(())
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    vec![KernelSpec::new(OP, SRC, OP).params::<Params>()]
 }

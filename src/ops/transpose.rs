@@ -9,17 +9,17 @@ use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/transpose.wgsl");
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    m: u32,
-    cols: u32,
-    x_shift: u32,
-    r_shift: u32,
-    o_shift: u32,
-    _pad0: u32,
-    _pad1: u32,
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        m: u32,
+        cols: u32,
+        x_shift: u32,
+        r_shift: u32,
+        o_shift: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// `x` `[.., M, N]` -> `[.., N, M]` (+ `residual`, shaped like the output).
@@ -63,7 +63,7 @@ pub fn transpose(rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> R
     } else {
         "transpose"
     };
-    let kernel = gpu.kernel(&KernelSpec::new("transpose", SRC, entry))?;
+    let kernel = gpu.kernel(&KernelSpec::new("transpose", SRC, entry).params::<Params>())?;
     // Bands of whole matrices, each window under the binding limit.
     let per_band = (gpu.max_binding_elems(DType::F32) / per).max(1);
     for_each_band(batch, per_band, |b0, nb| {
@@ -110,4 +110,12 @@ pub mod cpu {
         }
         out
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    ["transpose", "transpose_add"]
+        .into_iter()
+        .map(|e| KernelSpec::new("transpose", SRC, e).params::<Params>())
+        .collect()
 }

@@ -8,19 +8,21 @@ use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 const SRC: &str = include_str!("../../shaders/upsample.wgsl");
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    x_shift: u32,
-    o_shift: u32,
-    w: u32,
-    h: u32,
-    oh: u32,
-    ow: u32,
-    sh: f32,
-    sw: f32,
-    _pad: [u32; 3],
+crate::shader_params! {
+    struct Params {
+        n: u32,
+        x_shift: u32,
+        o_shift: u32,
+        w: u32,
+        h: u32,
+        oh: u32,
+        ow: u32,
+        sh: f32,
+        sw: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 /// `x` `[B, C, H, W]` -> `[B, C, 2H, 2W]`, nearest neighbour.
@@ -40,11 +42,10 @@ pub fn upsample_nearest2x(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     }
     let vec4 = (2 * w).is_multiple_of(4);
     let unit = if vec4 { 4 } else { 1 };
-    let kernel = gpu.kernel(&KernelSpec::new(
-        "upsample",
-        SRC,
-        if vec4 { "up2x_vec4" } else { "up2x" },
-    ))?;
+    let kernel = gpu.kernel(
+        &KernelSpec::new("upsample", SRC, if vec4 { "up2x_vec4" } else { "up2x" })
+            .params::<Params>(),
+    )?;
     // Bands of input rows; the output window (4x) is the one that must fit.
     let per_band = (gpu.max_binding_elems(DType::F32) / (4 * w)).max(1);
     for_each_band(b * c * h, per_band, |r0, nr| {
@@ -91,7 +92,7 @@ pub fn upsample_nearest(
     if h == 0 || w == 0 {
         return Err(Error::shape(op, "cannot upsample an empty image"));
     }
-    let kernel = gpu.kernel(&KernelSpec::new("upsample", SRC, "nearest"))?;
+    let kernel = gpu.kernel(&KernelSpec::new("upsample", SRC, "nearest").params::<Params>())?;
     let (plane_in, plane_out) = (h * w, out_h * out_w);
     let per_band = gpu.max_binding_elems(DType::F32) / plane_in.max(plane_out);
     if per_band == 0 {
@@ -113,7 +114,7 @@ pub fn upsample_nearest(
             ow: u32_of(op, out_w)?,
             sh: h as f32 / out_h as f32,
             sw: w as f32 / out_w as f32,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let groups = rec.grid(u32_of(op, units.div_ceil(WG))?);
         rec.dispatch(&kernel, &p, &[xw, ow], groups)
@@ -153,4 +154,12 @@ pub mod cpu {
         }
         out
     }
+}
+
+/// Every kernel variant of this family (validated offline by the tests).
+pub fn variants() -> Vec<KernelSpec> {
+    ["up2x", "up2x_vec4", "nearest"]
+        .into_iter()
+        .map(|e| KernelSpec::new("upsample", SRC, e).params::<Params>())
+        .collect()
 }

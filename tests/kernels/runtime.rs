@@ -50,12 +50,20 @@ fn arena_reuses_freed_buffers() {
     );
 }
 
+wgsd::shader_params! {
+    struct P {
+        n: u32,
+    }
+}
+
 /// A kernel compiles once per (source, entry, defines, constants).
 #[test]
 fn pipeline_cache_compiles_once() {
     let gpu = gpu();
-    let src = "struct P { n: u32 }\n@group(0) @binding(0) var<uniform> p: P;\n@group(0) @binding(1) var<storage, read_write> o: array<f32>;\noverride K: f32 = 1.0;\n@compute @workgroup_size(1) fn main() { o[0] = f32(p.n) * K * ${SCALE}; }";
-    let spec = KernelSpec::new("cache-test", src, "main").define("SCALE", "2.0");
+    let src = "@group(0) @binding(0) var<uniform> p: Params;\n@group(0) @binding(1) var<storage, read_write> o: array<f32>;\noverride K: f32 = 1.0;\n@compute @workgroup_size(1) fn main() { o[0] = f32(p.n) * K * ${SCALE}; }";
+    let spec = KernelSpec::new("cache-test", src, "main")
+        .params::<P>()
+        .define("SCALE", "2.0");
     let p1 = gpu.kernel(&spec).unwrap();
     let p2 = gpu.kernel(&spec).unwrap();
     assert!(std::sync::Arc::ptr_eq(&p1, &p2));
@@ -64,11 +72,6 @@ fn pipeline_cache_compiles_once() {
     // And it runs: 7 * 3 * 2.
     let out = Tensor::empty(gpu, &[4], DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
-    #[repr(C)]
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct P {
-        n: u32,
-    }
     rec.dispatch(&p3, &P { n: 7 }, &[out.whole(gpu).unwrap()], [1, 1, 1])
         .unwrap();
     assert_eq!(rec.read_f32(&out).unwrap()[0], 42.0);
