@@ -180,3 +180,17 @@ fn params_struct_is_declared_once() {
     let e = validate(&spec).unwrap_err();
     assert!(e.contains("Params fields differ"), "{e}");
 }
+
+#[test]
+fn activation_prelude_declares_at() {
+    use wgsd::gpu::DType;
+    let src = "@group(0) @binding(0) var<storage, read_write> o: array<AT>;\n@compute @workgroup_size(1) fn main() { o[0] = at(f32(o[1]) * 2.0); }\n";
+    for dt in [DType::F32, DType::F16] {
+        let spec = KernelSpec::new("toy", src, "main").activation(dt);
+        validate(&spec).unwrap();
+        assert_eq!(spec.f16, dt == DType::F16);
+    }
+    let a = KernelSpec::new("toy", src, "main").activation(DType::F32);
+    let b = KernelSpec::new("toy", src, "main").activation(DType::F16);
+    assert_ne!(a.key(), b.key());
+}

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::context::Gpu;
+use super::tensor::DType;
 use crate::error::{Error, Result};
 
 /// A `#[repr(C)]` uniform block whose WGSL declaration is generated from the Rust struct
@@ -105,6 +106,8 @@ pub struct KernelSpec {
     pub constants: Vec<(&'static str, f64)>,
     /// Prepend `enable f16;` (the kernel uses f16 storage or arithmetic).
     pub f16: bool,
+    /// Storage type of activations (`AT` in the shader; see [`KernelSpec::activation`]).
+    pub activation: Option<DType>,
     /// The `Params` declaration (built on a cache miss) and the Rust struct's size.
     pub params: Option<ParamsDecl>,
     /// Code fragments derived from the choices (see [`Generator`]).
@@ -120,6 +123,7 @@ impl KernelSpec {
             defines: Vec::new(),
             constants: Vec::new(),
             f16: false,
+            activation: None,
             params: None,
             generate: None,
         }
@@ -140,6 +144,17 @@ impl KernelSpec {
     /// Enables f16 in the shader (`enable f16;`), needed by any f16 storage or math.
     pub fn f16(mut self, on: bool) -> Self {
         self.f16 |= on;
+        self
+    }
+
+    /// Chooses how activations are stored: declares `alias AT` (`f32` or `f16`), `AT4`
+    /// (`vec4<AT>`) and `at(v: f32) -> AT` / `at4(v: vec4<f32>) -> AT4`, which convert
+    /// a result for storing. Kernels load `f32(x[i])`, compute in f32 and store with
+    /// `at(...)`. In f16, `at` saturates to +-65504 so that an overflow becomes the
+    /// largest finite half instead of infinity (and NaN never follows from it).
+    pub fn activation(mut self, dtype: DType) -> Self {
+        self.activation = Some(dtype);
+        self.f16 |= dtype == DType::F16;
         self
     }
 
@@ -181,6 +196,9 @@ impl KernelSpec {
         if self.f16 {
             k.push_str("|f16");
         }
+        if let Some(at) = self.activation {
+            k.push_str(&format!("|AT={}", at.wgsl()));
+        }
         for (d, v) in &self.defines {
             k.push_str(&format!("|{d}={v}"));
         }
@@ -214,6 +232,12 @@ impl KernelSpec {
         if self.f16 {
             head.push_str("enable f16;\n");
         }
+        match self.activation {
+            Some(DType::F16) => head.push_str(AT_F16),
+            Some(DType::F32) => head.push_str(AT_F32),
+            Some(DType::U32) => return Err(bad("activations cannot be u32".into())),
+            None => {}
+        }
         if let Some(decl) = &self.params {
             head.push_str(&(decl.wgsl)());
         }
@@ -221,6 +245,21 @@ impl KernelSpec {
         Ok(src)
     }
 }
+
+/// The activation prelude for f32 storage.
+const AT_F32: &str = "alias AT = f32;
+alias AT4 = vec4<f32>;
+fn at(v: f32) -> AT { return v; }
+fn at4(v: vec4<f32>) -> AT4 { return v; }
+";
+
+/// The activation prelude for f16 storage: stores saturate at the largest finite half.
+const AT_F16: &str = "alias AT = f16;
+alias AT4 = vec4<f16>;
+const AT_MAX: f32 = 65504.0;
+fn at(v: f32) -> AT { return AT(clamp(v, -AT_MAX, AT_MAX)); }
+fn at4(v: vec4<f32>) -> AT4 { return AT4(clamp(v, vec4<f32>(-AT_MAX), vec4<f32>(AT_MAX))); }
+";
 
 /// Compiled pipelines by key.
 #[derive(Default)]

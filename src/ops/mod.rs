@@ -56,7 +56,36 @@ pub fn for_each_band(
     Ok(())
 }
 
-/// Errors unless `t` holds f32 (activations are always f32).
+/// The activation dtype of `t` (F32 or F16), or an error naming the op.
+pub fn expect_act(op: &'static str, t: &Tensor) -> Result<DType> {
+    match t.dtype() {
+        d @ (DType::F32 | DType::F16) => Ok(d),
+        other => Err(Error::shape(
+            op,
+            format!("expected an f32 or f16 activation, got {other:?}"),
+        )),
+    }
+}
+
+/// Errors unless every tensor has activation dtype `dt` (one op's activations share one
+/// storage type).
+pub fn expect_same_act(op: &'static str, dt: DType, ts: &[&Tensor]) -> Result<()> {
+    for t in ts {
+        if t.dtype() != dt {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "activations must share one dtype: {:?} is {:?}, expected {dt:?}",
+                    t.shape(),
+                    t.dtype()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless `t` holds f32.
 pub fn expect_f32(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
         return Err(Error::shape(
