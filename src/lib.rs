@@ -8,9 +8,11 @@ pub mod loader;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod precision;
 pub mod rng;
 pub mod schedulers;
 pub mod serve;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use precision::Precision;

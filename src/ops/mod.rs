@@ -14,6 +14,7 @@ pub mod norm;
 pub mod scheduler_step;
 pub mod transpose;
 pub mod upsample;
+pub mod variant;
 
 /// Every kernel variant of every family, whether or not this machine can run it: the
 /// tests expand each one and validate its WGSL (and its `Params` layout) with naga.

@@ -1,0 +1,22 @@
+//! One way to choose a kernel variant, shared by every family that has several
+//! (GEMM/matmul, conv2d, attention): the adapter decides the default, tests run every
+//! variant the adapter supports, and `WGSD_NO_*`-style overrides go through here.
+
+use crate::gpu::Gpu;
+
+/// A family's kernel variants.
+pub trait KernelVariant: Copy + std::fmt::Debug + PartialEq + Sized + 'static {
+    /// Every variant of the family, supported here or not.
+    fn all() -> Vec<Self>;
+    /// Whether this adapter can run the variant.
+    fn supported(self, gpu: &Gpu) -> bool;
+    /// The variant this adapter runs fastest.
+    fn auto(gpu: &Gpu) -> Self;
+    /// Every variant this adapter can run (tests run them all).
+    fn all_supported(gpu: &Gpu) -> Vec<Self> {
+        Self::all()
+            .into_iter()
+            .filter(|v| v.supported(gpu))
+            .collect()
+    }
+}
