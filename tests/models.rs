@@ -119,7 +119,9 @@ fn text_encoder_sd1_fp16_weights() {
     text_encoder("sd1-tiny-fp16");
 }
 
-fn unet(name: &str) {
+/// `cross_layers`: the fixture's number of cross-attention layers (sd2-tiny: 2 down +
+/// 1 mid + 2x2 up; sd1-tiny-fp16: 2 down + 1 mid + 3 up).
+fn unet(name: &str, cross_layers: usize) {
     let fx = fixture(name);
     let config: UNetConfig = read_component_config(&fx.model.root, "unet").unwrap();
     let model = UNet2DConditionModel::load(&fx.vb("unet"), config).unwrap();
@@ -131,20 +133,39 @@ fn unet(name: &str) {
         let mut rec = Recorder::new(gpu());
         let out = model.forward(&mut rec, &sample, timestep, &ctx).unwrap();
         let got = rec.read_f32(&out).unwrap();
+        let first_call = rec.dispatch_count();
         let (shape, want) = fx.tensor(&format!("unet.{c}.out"));
         assert_eq!(out.shape(), shape.as_slice());
         assert_rel(&format!("{name} unet {c}"), &got, &want, 1e-4);
+
+        // A second call with the same text context reuses every cross-attention K/V
+        // (two linears fewer per cross-attention layer) and gives the same output.
+        let mut rec = Recorder::new(gpu());
+        let again = model.forward(&mut rec, &sample, timestep, &ctx).unwrap();
+        assert_eq!(rec.read_f32(&again).unwrap(), got, "{name} {c}: cached K/V");
+        assert_eq!(
+            first_call - rec.dispatch_count(),
+            2 * cross_layers as u64,
+            "{name} {c}: dispatches saved by the K/V cache"
+        );
+        // A new context (another tensor, same values) is computed afresh, not served
+        // from the cache of the old one.
+        let ctx2 = fx.upload(&format!("unet.{c}.encoder_hidden_states"));
+        let mut rec = Recorder::new(gpu());
+        let fresh = model.forward(&mut rec, &sample, timestep, &ctx2).unwrap();
+        assert_eq!(rec.read_f32(&fresh).unwrap(), got);
+        assert_eq!(rec.dispatch_count(), first_call);
     }
 }
 
 #[test]
 fn unet_sd2() {
-    unet("sd2-tiny");
+    unet("sd2-tiny", 7);
 }
 
 #[test]
 fn unet_sd1_fp16_weights() {
-    unet("sd1-tiny-fp16");
+    unet("sd1-tiny-fp16", 6);
 }
 
 fn vae(name: &str) {

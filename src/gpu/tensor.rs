@@ -39,8 +39,15 @@ impl DType {
 /// finds more matches.
 const SIZE_QUANTUM: u64 = 256;
 
+fn next_storage_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub(crate) struct Storage {
     pub(crate) buf: wgpu::Buffer,
+    /// Unique for the life of the process (never reused, unlike buffers).
+    id: u64,
     pool: Arc<BufferPool>,
     pooled: bool,
 }
@@ -98,6 +105,7 @@ impl Tensor {
         let buf = gpu.pool.take(&gpu.device, size)?;
         Ok(Tensor {
             storage: Arc::new(Storage {
+                id: next_storage_id(),
                 buf,
                 pool: gpu.pool.clone(),
                 pooled: true,
@@ -186,6 +194,7 @@ impl Tensor {
         .inspect_err(|_| gpu.pool.give_uncached(size))?;
         Ok(Tensor {
             storage: Arc::new(Storage {
+                id: next_storage_id(),
                 buf,
                 pool: gpu.pool.clone(),
                 pooled: false,
@@ -231,6 +240,13 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype: self.dtype,
         })
+    }
+
+    /// An identity of this tensor's storage, unique for the life of the process (a
+    /// recycled buffer gets a new one): caches keyed by it never see stale data, provided
+    /// the tensor is not written in place after being cached.
+    pub fn storage_id(&self) -> u64 {
+        self.storage.id
     }
 
     /// True if both tensors use the same buffer.

@@ -2,7 +2,14 @@
 //! q from the hidden states, k and v from the context (cross-attention) or the hidden
 //! states (self-attention), one fused flash-attention kernel, and `to_out.0` with the
 //! residual add fused. `upcast_attention` needs nothing extra: wgsd always computes
-//! attention in f32.
+//! QK^T and the softmax in f32, whatever the storage precision.
+//!
+//! Cross-attention K and V depend only on the text embeddings, which stay the same for a
+//! whole generation: they are computed at the first denoising step and reused after,
+//! keyed by the context tensor's storage identity and shape (never reused for another
+//! tensor, see [`Tensor::storage_id`]).
+
+use std::sync::Mutex;
 
 use super::nn::Linear;
 use crate::error::Result;
@@ -17,6 +24,15 @@ pub struct Attention {
     to_out: Linear,
     heads: usize,
     scale: f32,
+    /// K and V of the last cross-attention context: (storage id, shape, k, v).
+    kv_cache: Mutex<Option<CachedKv>>,
+}
+
+struct CachedKv {
+    id: u64,
+    shape: Vec<usize>,
+    k: Tensor,
+    v: Tensor,
 }
 
 impl Attention {
@@ -37,6 +53,7 @@ impl Attention {
             to_out: Linear::load(&vb.pp("to_out").pp(0), inner, query_dim, true)?,
             heads,
             scale: (dim_head as f32).powf(-0.5),
+            kv_cache: Mutex::new(None),
         })
     }
 
@@ -49,11 +66,38 @@ impl Attention {
         context: Option<&Tensor>,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let ctx = context.unwrap_or(x);
         let q = self.to_q.forward(rec, x)?;
-        let k = self.to_k.forward(rec, ctx)?;
-        let v = self.to_v.forward(rec, ctx)?;
+        let (k, v) = match context {
+            Some(ctx) => self.cross_kv(rec, ctx)?,
+            None => (self.to_k.forward(rec, x)?, self.to_v.forward(rec, x)?),
+        };
         let o = ops::attention::attention(rec, &q, &k, &v, self.heads, self.scale, false)?;
         self.to_out.forward_add(rec, &o, residual)
+    }
+
+    /// K and V of a cross-attention context, from the cache when the same context was
+    /// seen before.
+    fn cross_kv(&self, rec: &mut Recorder, ctx: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut cache = self.kv_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref()
+            && c.id == ctx.storage_id()
+            && c.shape == ctx.shape()
+        {
+            return Ok((c.k.clone(), c.v.clone()));
+        }
+        let k = self.to_k.forward(rec, ctx)?;
+        let v = self.to_v.forward(rec, ctx)?;
+        *cache = Some(CachedKv {
+            id: ctx.storage_id(),
+            shape: ctx.shape().to_vec(),
+            k: k.clone(),
+            v: v.clone(),
+        });
+        Ok((k, v))
+    }
+
+    /// Drops the cached cross-attention K/V (frees their memory between generations).
+    pub fn clear_cache(&self) {
+        *self.kv_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
