@@ -35,6 +35,7 @@ use crate::models::config::{UNetConfig, VaeConfig};
 use crate::models::unet::UNet2DConditionModel;
 use crate::models::vae::VaeDecoder;
 use crate::ops;
+use crate::precision::Precision;
 use crate::rng::TorchGenerator;
 use crate::schedulers::{self, SchedulerClass, SchedulerConfig};
 use crate::tokenizer::Tokenizer;
@@ -47,9 +48,9 @@ pub const DEFAULT_GUIDANCE: f32 = 7.5;
 /// How to load a pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// Weight storage on the GPU: F32 (default; matches diffusers in float32) or F16
-    /// (needs `caps.f16`). Activations are f32 either way.
-    pub weight_dtype: DType,
+    /// How weights and activations are stored (`auto`: f16 on GPUs with SHADER_F16, f32
+    /// on CPU drivers; see [`Precision`]).
+    pub precision: Precision,
     /// Where archives are extracted.
     pub archive: ArchiveOptions,
 }
@@ -57,7 +58,7 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
-            weight_dtype: DType::F32,
+            precision: Precision::Auto,
             archive: ArchiveOptions::default(),
         }
     }
@@ -209,20 +210,8 @@ fn component_vb<'g>(
 impl<'g> Pipeline<'g> {
     /// Loads a model archive (`.zip`, `.mar`) or a diffusers folder.
     pub fn load(gpu: &'g Gpu, path: &Path, options: &PipelineOptions) -> Result<Pipeline<'g>> {
-        let dtype = options.weight_dtype;
-        match dtype {
-            DType::F32 => {}
-            DType::F16 if gpu.caps.f16 => {}
-            DType::F16 => {
-                return Err(Error::InvalidInput(format!(
-                    "f16 weights need SHADER_F16, which {} does not offer; use f32",
-                    gpu.info.name
-                )));
-            }
-            DType::U32 => {
-                return Err(Error::InvalidInput("weights cannot be u32".into()));
-            }
-        }
+        options.precision.check(gpu)?;
+        let dtype = options.precision.resolve(gpu);
         let model = open_model_with(path, &options.archive)?;
         let root = model.root.clone();
         let tokenizer = Tokenizer::from_dir(&root.join("tokenizer"))?;
@@ -284,7 +273,13 @@ impl<'g> Pipeline<'g> {
         self.default_scheduler
     }
 
+    /// How weights (and activations) are stored: the resolved precision.
     pub fn weight_dtype(&self) -> DType {
+        self.weight_dtype
+    }
+
+    /// The precision this pipeline runs in (`F32` or `F16`).
+    pub fn precision(&self) -> DType {
         self.weight_dtype
     }
 

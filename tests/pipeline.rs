@@ -71,7 +71,7 @@ impl Fixture {
     fn pipeline(&self) -> Pipeline<'static> {
         let archive = root().join(self.json["archive"].as_str().unwrap());
         let opts = PipelineOptions {
-            weight_dtype: DType::F32,
+            precision: wgsd::Precision::F32,
             archive: ArchiveOptions {
                 cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-cache")),
                 ..ArchiveOptions::default()

@@ -70,6 +70,7 @@ fn torchserve_config_properties_applies() {
             response_timeout_s: 600,
             min_workers: 1,
             max_workers: 1,
+            precision: None,
         }
     );
     assert_eq!(
@@ -80,6 +81,7 @@ fn torchserve_config_properties_applies() {
             response_timeout_s: 300,
             min_workers: 2,
             max_workers: 2,
+            precision: None,
         }
     );
     assert_eq!(
@@ -183,4 +185,29 @@ fn relative_model_store_is_taken_from_the_config_folder() {
     assert_eq!(ts.model_store, Some(dir.path().join("model-store")));
     let missing = TsConfig::read(&dir.path().join("absent.properties"));
     assert!(matches!(missing, Err(TsConfigError::Read { .. })));
+}
+
+#[test]
+fn precision_is_a_server_key_and_a_per_model_setting() {
+    use wgsd::Precision;
+    let ts = TsConfig::parse(
+        br#"precision=f32
+models={"fast": {"1.0": {"precision": "f16", "batchSize": 2}}, "exact": {"1.0": {"batchSize": 1}}}
+"#,
+    )
+    .expect("parses");
+    let mut config = ServeConfig::default();
+    assert_eq!(config.pipeline.precision, Precision::Auto);
+    ts.apply(&mut config);
+    assert_eq!(config.pipeline.precision, Precision::F32);
+    assert_eq!(config.settings_for("fast").precision, Some(Precision::F16));
+    // A model that does not say runs at the server's precision.
+    assert_eq!(config.settings_for("exact").precision, None);
+
+    let (line, key, msg) = value_error("a=1\nprecision=f8\n");
+    assert_eq!((line, key.as_str()), (2, "precision"));
+    assert!(msg.contains("auto, f32 or f16"), "{msg}");
+    let err = TsConfig::parse(br#"models={"m": {"1.0": {"precision": "double"}}}"#)
+        .expect_err("bad per-model precision");
+    assert!(err.to_string().contains("double"), "{err}");
 }

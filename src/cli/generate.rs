@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
-use wgsd::gpu::{AdapterChoice, DType, Gpu};
+use wgsd::Precision;
+use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
     PipelineOptions, Progress,
@@ -66,8 +67,13 @@ pub struct GenerateArgs {
     /// Also write each image's u8 H x W x 3 array as .npy next to it.
     #[arg(long)]
     npy: bool,
-    /// Store the weights as f16 on the GPU (needs SHADER_F16); default f32.
-    #[arg(long)]
+    /// Precision of weights and activations on the GPU: auto (f16 on GPUs with
+    /// SHADER_F16, f32 on CPU drivers), f32 (matches diffusers float32), f16 (f32
+    /// accumulation, f32 softmax and norm statistics).
+    #[arg(long, value_name = "auto|f32|f16")]
+    precision: Option<Precision>,
+    /// Alias of `--precision f16`.
+    #[arg(long, conflicts_with = "precision")]
     f16: bool,
     /// Print a JSON summary (outputs, seed, adapter, per-phase timings) on stdout.
     #[arg(long)]
@@ -132,6 +138,9 @@ struct Summary {
     num_images: usize,
     scheduler: &'static str,
     weight_dtype: &'static str,
+    /// The precision asked for (`auto`, `f32`, `f16`) and what it resolved to here.
+    precision_requested: Precision,
+    precision: &'static str,
     model: PathBuf,
     adapter: AdapterSummary,
     timings_ms: TimingsMs,
@@ -312,7 +321,11 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
 
     let gpu = Gpu::new(choice)?;
     let options = PipelineOptions {
-        weight_dtype: if args.f16 { DType::F16 } else { DType::F32 },
+        precision: if args.f16 {
+            Precision::F16
+        } else {
+            args.precision.unwrap_or_default()
+        },
         ..PipelineOptions::default()
     };
     let pipe = Pipeline::load(&gpu, model, &options)
@@ -389,11 +402,9 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             height: args.height,
             num_images: n,
             scheduler: out.scheduler.diffusers_name(),
-            weight_dtype: if pipe.weight_dtype() == DType::F16 {
-                "f16"
-            } else {
-                "f32"
-            },
+            weight_dtype: pipe.weight_dtype().wgsl(),
+            precision_requested: options.precision,
+            precision: pipe.precision().wgsl(),
             model: model.clone(),
             adapter: AdapterSummary {
                 name: info.name.clone(),

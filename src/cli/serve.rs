@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use wgsd::gpu::{AdapterChoice, DType};
-use wgsd::pipeline::PipelineOptions;
+use wgsd::Precision;
+use wgsd::gpu::AdapterChoice;
 use wgsd::serve::ts_config::{TsConfig, parse_address};
 use wgsd::serve::{ServeConfig, ShutdownHandle};
 
@@ -81,8 +81,14 @@ pub struct ServeArgs {
     /// Image height when a request does not say [default: 768].
     #[arg(long)]
     default_height: Option<usize>,
-    /// Store the weights as f16 on the GPU (needs SHADER_F16).
-    #[arg(long)]
+    /// Precision of weights and activations on the GPU for every model without a per-model `precision`
+    /// (config.properties `precision`, or per model in `models`/`model_snapshot`): auto (f16 on GPUs with
+    /// SHADER_F16, f32 on CPU drivers), f32 (matches diffusers float32), f16 (f32
+    /// accumulation, f32 softmax and norm statistics).
+    #[arg(long, value_name = "auto|f32|f16")]
+    precision: Option<Precision>,
+    /// Alias of `--precision f16`.
+    #[arg(long, conflicts_with = "precision")]
     f16: bool,
 }
 
@@ -170,10 +176,11 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         }
     }
     config.adapter = choice.clone();
-    config.pipeline = PipelineOptions {
-        weight_dtype: if args.f16 { DType::F16 } else { DType::F32 },
-        ..PipelineOptions::default()
-    };
+    if args.f16 {
+        config.pipeline.precision = Precision::F16;
+    } else if let Some(p) = args.precision {
+        config.pipeline.precision = p;
+    }
     Ok(config)
 }
 

@@ -22,6 +22,9 @@ pub struct ModelSettings {
     /// reported (and `min_workers = 0` unloads nothing) but do not add threads.
     pub min_workers: usize,
     pub max_workers: usize,
+    /// wgsd's per-model `precision` (config `models` / `model_snapshot`); `None`: the
+    /// server's (`--precision`, config key `precision`).
+    pub precision: Option<crate::Precision>,
 }
 
 /// TorchServe's `default_response_timeout` (seconds).
@@ -35,6 +38,7 @@ impl Default for ModelSettings {
             response_timeout_s: DEFAULT_RESPONSE_TIMEOUT_S,
             min_workers: 1,
             max_workers: 1,
+            precision: None,
         }
     }
 }

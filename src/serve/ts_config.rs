@@ -85,6 +85,8 @@ pub struct SnapshotModel {
     pub response_timeout: Option<u64>,
     pub min_workers: Option<usize>,
     pub max_workers: Option<usize>,
+    /// wgsd's own: `"auto"`, `"f32"` or `"f16"` for this model.
+    pub precision: Option<crate::Precision>,
 }
 
 /// A snapshot model entry: the settings plus the archive it was registered from.
@@ -123,6 +125,8 @@ pub struct TsConfig {
     pub default_workers_per_model: Option<usize>,
     /// wgsd's own key `auth_token`: clients send `Authorization: Bearer TOKEN`.
     pub auth_token: Option<String>,
+    /// wgsd's own key `precision` (`auto`, `f32`, `f16`): every model's default.
+    pub precision: Option<crate::Precision>,
     /// Per-model settings from `model_snapshot` and `models`.
     pub model_settings: BTreeMap<String, SnapshotModel>,
     /// `(name, marName)` of the models `model_snapshot` lists.
@@ -208,6 +212,9 @@ impl TsConfig {
                     })?;
                 }
                 self.allowed_urls = Some(items);
+            }
+            "precision" => {
+                self.precision = Some(value.parse().map_err(bad)?);
             }
             "auth_token" => {
                 if value.is_empty() {
@@ -323,6 +330,9 @@ impl TsConfig {
         if let Some(t) = &self.auth_token {
             config.auth_token = Some(t.clone());
         }
+        if let Some(p) = self.precision {
+            config.pipeline.precision = p;
+        }
         let base = config.default_settings;
         for (name, m) in &self.model_settings {
             config.model_settings.insert(name.clone(), m.over(base));
@@ -343,6 +353,7 @@ impl SnapshotModel {
                 .max_workers
                 .unwrap_or(base.max_workers)
                 .max(min_workers),
+            precision: self.precision.or(base.precision),
         }
     }
 }

@@ -329,7 +329,11 @@ fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
     };
     // Set before loading: the weights count against the budget too.
     gpu.set_memory_limit(config.memory_limit);
-    let pipeline = match Pipeline::load(&gpu, &config.archive, &config.pipeline) {
+    let mut options = config.pipeline.clone();
+    if let Some(p) = config.settings.precision {
+        options.precision = p;
+    }
+    let pipeline = match Pipeline::load(&gpu, &config.archive, &options) {
         Ok(p) => p,
         Err(e) => {
             let _ = ready.send(Err(e));
