@@ -21,7 +21,6 @@ use std::sync::atomic::AtomicBool;
 use common::gpu;
 use serde_json::Value;
 use wgsd::Error;
-use wgsd::gpu::DType;
 use wgsd::loader::ArchiveOptions;
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
 use wgsd::schedulers::{SchedulerClass, quote_nonfinite_tokens};
