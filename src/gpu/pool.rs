@@ -13,6 +13,14 @@
 //! recordings are submitted in order (the rule: one open `Recorder` per thread), so reuse
 //! there is safe.
 //!
+//! Planned by lifetime: a tensor's buffer returns to the arena when the tensor is dropped
+//! (during recording, in program order), so what is in use at any moment is the live set.
+//! Two rules keep the cache from adding to that: sizes are rounded up to size classes
+//! (eight per octave, at most 12.5% over) so buffers match across shapes, and the cache
+//! never lets the total held pass the largest live set seen so far (`peak_in_use`): a
+//! miss that would first evicts cached buffers, largest first. Peak memory is then
+//! weights + the largest live set, not the sum of every shape ever allocated.
+//!
 //! An optional budget caps what the pool holds (weights, uploads and activations): an
 //! allocation past it first drops the cached buffers, then fails with
 //! [`Error::OutOfMemory`], as does a buffer the driver itself cannot allocate (caught with
@@ -38,6 +46,8 @@ pub struct PoolStats {
     pub cached: u64,
     /// Highest `in_use + cached` seen.
     pub peak: u64,
+    /// Highest `in_use` seen (weights + the largest live set).
+    pub peak_in_use: u64,
 }
 
 #[derive(Default)]
@@ -46,6 +56,9 @@ struct Inner {
     stats: PoolStats,
     /// Most bytes the pool may hold (`in_use + cached`); `None`: no limit.
     limit: Option<u64>,
+    /// Highest `in_use` since the pool was made or trimmed (not reset by measurements):
+    /// the cache keeps the total held under it.
+    high_water: u64,
 }
 
 impl Inner {
@@ -65,10 +78,46 @@ impl Inner {
             }
         }
         self.stats.in_use += size;
+        self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
+        self.high_water = self.high_water.max(self.stats.in_use);
         let total = self.stats.in_use + self.stats.cached;
         self.stats.peak = self.stats.peak.max(total);
         Ok(())
     }
+
+    /// Evicts cached buffers, largest first, until `size` more bytes keep the total held
+    /// within the largest live set seen (or the cache is empty).
+    fn make_room(&mut self, size: u64) {
+        let bound = self.high_water.max(self.stats.in_use + size);
+        while self.stats.cached > 0 && self.stats.in_use + self.stats.cached + size > bound {
+            let Some(key) = self
+                .free
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| *k)
+                .max_by_key(|k| k.1)
+            else {
+                break;
+            };
+            if let Some(list) = self.free.get_mut(&key)
+                && list.pop().is_some()
+            {
+                self.stats.cached -= key.1;
+            }
+            if self.free.get(&key).is_some_and(Vec::is_empty) {
+                self.free.remove(&key);
+            }
+        }
+    }
+}
+
+/// The size class of `size` bytes: rounded up to one of eight steps per octave.
+pub fn size_class(size: u64) -> u64 {
+    if size <= 4096 {
+        return size.div_ceil(256).max(1) * 256;
+    }
+    let step = 1u64 << (63 - size.leading_zeros() - 3);
+    size.div_ceil(step) * step
 }
 
 /// Runs `create` inside an out-of-memory error scope: a driver allocation failure becomes
@@ -101,9 +150,10 @@ impl BufferPool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A buffer of exactly `size` bytes (already rounded by the caller), reused if one is
-    /// free; [`Error::OutOfMemory`] past the budget or when the device has no room.
+    /// A buffer of at least `size` bytes (its size class), reused if one is free;
+    /// [`Error::OutOfMemory`] past the budget or when the device has no room.
     pub fn take(&self, device: &wgpu::Device, size: u64) -> Result<wgpu::Buffer> {
+        let size = size_class(size);
         let mut inner = self.lock();
         let key = (std::thread::current().id(), size);
         if let Some(buf) = inner.free.get_mut(&key).and_then(Vec::pop) {
@@ -111,6 +161,7 @@ impl BufferPool {
             inner.stats.in_use += size;
             return Ok(buf);
         }
+        inner.make_room(size);
         inner.reserve(size)?;
         drop(inner);
         create_checked(device, "activation", size, || {
@@ -164,6 +215,7 @@ impl BufferPool {
     pub fn reset_peak(&self) {
         let mut inner = self.lock();
         inner.stats.peak = inner.stats.in_use + inner.stats.cached;
+        inner.stats.peak_in_use = inner.stats.in_use;
     }
 
     /// Drops every cached buffer.
@@ -171,5 +223,6 @@ impl BufferPool {
         let mut inner = self.lock();
         inner.free.clear();
         inner.stats.cached = 0;
+        inner.high_water = inner.stats.in_use;
     }
 }

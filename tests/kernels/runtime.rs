@@ -149,3 +149,49 @@ fn concurrent_recorders_do_not_share_freed_buffers() {
         }
     });
 }
+
+/// Size classes: never smaller, at most 12.5% larger, and monotonic.
+#[test]
+fn size_classes_bound_the_waste() {
+    use wgsd::gpu::pool::size_class;
+    let mut last = 0;
+    for size in (256..(1u64 << 24)).step_by(4093) {
+        let c = size_class(size);
+        assert!(c >= size && c <= size + size / 8 + 256, "{size} -> {c}");
+        assert!(c >= last);
+        last = c;
+    }
+}
+
+/// The arena plans by lifetime: running "denoising steps" whose tensors have many shapes
+/// (as a UNet's do), the memory held (live + cached) never passes the largest live set.
+#[test]
+fn arena_peak_is_the_largest_live_set() {
+    // A device of its own, so that no other test's tensors are counted.
+    let gpu = wgsd::gpu::Gpu::from_env().expect("a second device on the adapter");
+    let step = |phase: usize| {
+        // Each tensor lives while the next two are made: 3 alive at most.
+        let mut alive = std::collections::VecDeque::new();
+        for i in 0..24usize {
+            let n = 1000 + 37_000 * ((i * 7 + phase) % 11);
+            alive.push_back(Tensor::empty(&gpu, &[n], DType::F32).unwrap());
+            if alive.len() > 3 {
+                alive.pop_front();
+            }
+        }
+    };
+    for phase in [0, 0, 1, 2, 0, 3, 5, 8] {
+        step(phase);
+        let s = gpu.memory_stats();
+        assert_eq!(s.in_use, 0);
+        assert!(
+            s.peak <= s.peak_in_use,
+            "after phase {phase}: held {} bytes at peak, the live set was at most {}",
+            s.peak,
+            s.peak_in_use
+        );
+    }
+    // The largest live set here is 3 of the largest tensors (rounded to size classes).
+    let largest = wgsd::gpu::pool::size_class(4 * (1000 + 37_000 * 10));
+    assert!(gpu.memory_stats().peak_in_use <= 3 * largest);
+}
