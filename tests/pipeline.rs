@@ -68,9 +68,13 @@ impl Fixture {
     }
 
     fn pipeline(&self) -> Pipeline<'static> {
+        self.pipeline_in(wgsd::Precision::F32)
+    }
+
+    fn pipeline_in(&self, precision: wgsd::Precision) -> Pipeline<'static> {
         let archive = root().join(self.json["archive"].as_str().unwrap());
         let opts = PipelineOptions {
-            precision: wgsd::Precision::F32,
+            precision,
             archive: ArchiveOptions {
                 cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-cache")),
                 ..ArchiveOptions::default()
@@ -262,6 +266,59 @@ fn e2e_sd2_tiny_matches_diffusers() {
 #[test]
 fn e2e_sd1_tiny_fp16_matches_diffusers() {
     run_fixture("sd1-tiny-fp16");
+}
+
+/// f16 precision (weights and activations stored as f16, f32 accumulation): on every
+/// e2e case, wgsd's f16 image is at most 3 dB further from diffusers' f32 image than
+/// diffusers' own fp16 image is (tests/fixtures/<name>/fp16.*, made by
+/// make_fp16_references.py: 49-60 dB on these fixtures).
+fn run_fixture_f16(name: &str) {
+    let _g = serial();
+    let fx = Fixture::load(name);
+    let dir = root().join("tests/fixtures").join(name);
+    let fp16: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fp16.json")).unwrap()).unwrap();
+    let fp16_refs = std::fs::read(dir.join("fp16.safetensors")).unwrap();
+    let fp16_st = safetensors::SafeTensors::deserialize(&fp16_refs).unwrap();
+    let pipe = fx.pipeline_in(wgsd::Precision::F16);
+    assert_eq!(pipe.precision(), wgsd::gpu::DType::F16);
+    let cases = fx.json["e2e"].as_array().unwrap();
+    for (case, f) in cases.iter().zip(fp16["cases"].as_array().unwrap()) {
+        let c = case["case"].as_str().unwrap();
+        assert_eq!(f["case"].as_str(), Some(c));
+        let pre = case["tensor_prefix"].as_str().unwrap();
+        let mut req = request(case);
+        req.trace = false;
+        let out = pipe.generate(&req).unwrap();
+        let got: Vec<u8> = out.images.iter().flat_map(|i| i.data.clone()).collect();
+        let want = fx.u8s(&format!("{pre}.image_u8"));
+        let theirs = fp16_st
+            .tensor(&format!("{pre}.image_u8_fp16"))
+            .unwrap()
+            .data()
+            .to_vec();
+        let bar = psnr(&theirs, &want);
+        let expected = f["psnr_fp16_vs_f32"].as_f64().unwrap();
+        assert!((bar - expected).abs() < 1e-6, "{name} {c}: fixture PSNR");
+        let p = psnr(&got, &want);
+        eprintln!(
+            "{name} {c:32} wgsd f16 vs diffusers f32 {p:6.2} dB   diffusers fp16 vs f32 {bar:6.2} dB"
+        );
+        assert!(
+            p >= bar - 3.0,
+            "{name} {c}: f16 image at {p:.2} dB from diffusers f32; diffusers' own fp16 is at {bar:.2} dB"
+        );
+    }
+}
+
+#[test]
+fn e2e_sd2_tiny_f16_within_3_db_of_diffusers_fp16() {
+    run_fixture_f16("sd2-tiny");
+}
+
+#[test]
+fn e2e_sd1_tiny_f16_within_3_db_of_diffusers_fp16() {
+    run_fixture_f16("sd1-tiny-fp16");
 }
 
 #[test]

@@ -243,6 +243,8 @@ pub struct VarBuilder<'g> {
     loaded: Arc<std::sync::atomic::AtomicU64>,
     prefix: String,
     weight_dtype: DType,
+    /// How the model built from this builder stores its activations (F32 unless set).
+    activation_dtype: DType,
 }
 
 impl std::fmt::Debug for VarBuilder<'_> {
@@ -284,7 +286,19 @@ impl<'g> VarBuilder<'g> {
             loaded: Arc::default(),
             prefix: String::new(),
             weight_dtype,
+            activation_dtype: DType::F32,
         }
+    }
+
+    /// The same builder, for a model that stores activations as `dtype` (F32 or F16).
+    pub fn with_activation_dtype(mut self, dtype: DType) -> VarBuilder<'g> {
+        self.activation_dtype = dtype;
+        self
+    }
+
+    /// How the model being built stores its activations.
+    pub fn activation_dtype(&self) -> DType {
+        self.activation_dtype
     }
 
     /// Pseudo-random weights of whatever shape the model asks for (uniform, scaled by
@@ -297,6 +311,7 @@ impl<'g> VarBuilder<'g> {
             loaded: Arc::default(),
             prefix: String::new(),
             weight_dtype,
+            activation_dtype: DType::F32,
         }
     }
 
