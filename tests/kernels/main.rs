@@ -15,5 +15,6 @@ mod matmul;
 mod norm;
 mod runtime;
 mod scheduler_step;
+mod split;
 mod transpose;
 mod upsample;
