@@ -12,6 +12,7 @@ pub mod image;
 pub mod matmul;
 pub mod norm;
 pub mod scheduler_step;
+pub mod tile_blend;
 pub mod transpose;
 pub mod upsample;
 pub mod variant;
@@ -30,6 +31,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         matmul::variants(),
         norm::variants(),
         scheduler_step::variants(),
+        tile_blend::variants(),
         transpose::variants(),
         upsample::variants(),
         crate::bench::probe::variants(),
