@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use wgsd::serve::ts_config::{TsConfig, TsConfigError, parse_address};
+use wgsd::pipeline::VaeTiling;
 use wgsd::serve::{ModelSettings, ServeConfig};
 
 /// A config.properties as a TorchServe Stable Diffusion deployment writes it (the
@@ -70,6 +71,7 @@ fn torchserve_config_properties_applies() {
             response_timeout_s: 600,
             min_workers: 1,
             max_workers: 1,
+            vae_tiling: VaeTiling::Auto,
         }
     );
     assert_eq!(
@@ -80,6 +82,7 @@ fn torchserve_config_properties_applies() {
             response_timeout_s: 300,
             min_workers: 2,
             max_workers: 2,
+            vae_tiling: VaeTiling::Auto,
         }
     );
     assert_eq!(

@@ -16,7 +16,7 @@ use serde::Serialize;
 use wgsd::gpu::{AdapterChoice, DType, Gpu};
 use wgsd::pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
-    PipelineOptions, Progress,
+    PipelineOptions, Progress, VaeTiling,
 };
 use wgsd::schedulers::SchedulerClass;
 
@@ -66,6 +66,12 @@ pub struct GenerateArgs {
     /// Also write each image's u8 H x W x 3 array as .npy next to it.
     #[arg(long)]
     npy: bool,
+    /// Decode the image in tiles as diffusers' vae.enable_tiling() (less GPU memory, soft
+    /// seams): --vae-tiling (on), --vae-tiling=off, --vae-tiling=auto (the default: tiles
+    /// only when the untiled decode would not fit the GPU's memory or buffer limits).
+    #[arg(long, value_name = "auto|on|off", num_args = 0..=1, require_equals = true,
+          default_value = "auto", default_missing_value = "on")]
+    vae_tiling: String,
     /// Store the weights as f16 on the GPU (needs SHADER_F16); default f32.
     #[arg(long)]
     f16: bool,
@@ -300,6 +306,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(SchedulerClass::parse)
         .transpose()?;
+    let vae_tiling = VaeTiling::parse(&args.vae_tiling)?;
     let format = Format::of(&args.output)?;
     let out_dir = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -333,6 +340,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         num_images_per_prompt: args.num_images,
         scheduler,
         trace: false,
+        vae_tiling,
     };
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),

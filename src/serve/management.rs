@@ -281,6 +281,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         response_timeout_s: response_timeout.unwrap_or(base.response_timeout_s),
         min_workers,
         max_workers: base.max_workers.max(min_workers),
+        vae_tiling: base.vae_tiling,
     };
     // The archive as the store names it (`modelUrl`), absolute when outside it.
     let relative = archive

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use super::worker::Worker;
+use crate::pipeline::VaeTiling;
 
 /// TorchServe's per-model settings (`model_snapshot` / registration parameters).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +23,8 @@ pub struct ModelSettings {
     /// reported (and `min_workers = 0` unloads nothing) but do not add threads.
     pub min_workers: usize,
     pub max_workers: usize,
+    /// wgsd's `vae_tiling`: how requests that do not say (`"vae_tiling"` absent) decode.
+    pub vae_tiling: VaeTiling,
 }
 
 /// TorchServe's `default_response_timeout` (seconds).
@@ -35,6 +38,7 @@ impl Default for ModelSettings {
             response_timeout_s: DEFAULT_RESPONSE_TIMEOUT_S,
             min_workers: 1,
             max_workers: 1,
+            vae_tiling: VaeTiling::Auto,
         }
     }
 }
