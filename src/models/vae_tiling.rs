@@ -191,10 +191,16 @@ pub fn tiled_decode(
             let &[_, c, th, tw] = tile.shape() else {
                 return Err(Error::shape("vae tiled decode", "decoder output is not 4-D"));
             };
-            // The image size follows from the first tile's scale (8 for SD).
+            // The image: the crops' sizes summed (8x the latents when
+            // `overlap_size * scale == row_limit`, as for every SD config).
             if out.is_none() {
                 let f = th / tile_z.shape()[2].max(1);
-                out = Some(Tensor::empty(rec.gpu(), &[b, c, f * h, f * w], tile.dtype())?);
+                let size = |n: usize, starts: &[usize]| -> usize {
+                    let px = |s: usize| (plan.tile_latent.min(n - s) * f).min(plan.row_limit);
+                    starts.iter().map(|&s| px(s)).sum()
+                };
+                let shape = [b, c, size(h, &ys), size(w, &xs)];
+                out = Some(Tensor::empty(rec.gpu(), &shape, tile.dtype())?);
             }
             let Some(out) = out.as_ref() else {
                 continue;

@@ -15,5 +15,6 @@ mod matmul;
 mod norm;
 mod runtime;
 mod scheduler_step;
+mod tile_blend;
 mod transpose;
 mod upsample;
