@@ -578,7 +578,9 @@ impl<'g> Pipeline<'g> {
         if let Some(tr) = trace.as_mut() {
             tr.final_latents = rec.read_f32(&latents)?;
         }
-        let decoded = self.vae.forward_tiling(&mut rec, &latents, req.vae_tiling)?;
+        let decoded = self
+            .vae
+            .forward_tiling(&mut rec, &latents, req.vae_tiling)?;
         let u8s = ops::image::to_u8(&mut rec, &decoded)?;
         let mut images = u8s.read(&mut rec)?.into_iter().map(|data| Image {
             width: u8s.width,

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use wgsd::serve::ts_config::{TsConfig, TsConfigError, parse_address};
 use wgsd::pipeline::VaeTiling;
+use wgsd::serve::ts_config::{TsConfig, TsConfigError, parse_address};
 use wgsd::serve::{ModelSettings, ServeConfig};
 
 /// A config.properties as a TorchServe Stable Diffusion deployment writes it (the

@@ -11,8 +11,8 @@
 
 use super::nn::{Conv2d, GroupNorm, Linear};
 use super::unet::resnet::ResnetBlock2D;
-use crate::error::{Error, Result};
 use super::vae_tiling::{self, TilePlan, VaeTiling};
+use crate::error::{Error, Result};
 use crate::gpu::{DType, Recorder, Tensor};
 use crate::loader::weights::VarBuilder;
 use crate::models::config::VaeConfig;
@@ -170,9 +170,7 @@ impl VaeDecoder {
                 ));
             }
         }
-        let inv = (1.0 / self.config.scaling_factor) as f32;
-        let zero = Tensor::from_f32(rec.gpu(), &[1], &[0.0], DType::F32)?;
-        let z = ops::elementwise::add_scaled(rec, latents, &zero, inv)?;
+        // Decided before anything is allocated for the decode.
         let tiled = match tiling {
             VaeTiling::Off => false,
             VaeTiling::On => true,
@@ -180,6 +178,9 @@ impl VaeDecoder {
                 vae_tiling::auto_tiles(rec.gpu(), &self.config, latents.shape(), DType::F32)
             }
         };
+        let inv = (1.0 / self.config.scaling_factor) as f32;
+        let zero = Tensor::from_f32(rec.gpu(), &[1], &[0.0], DType::F32)?;
+        let z = ops::elementwise::add_scaled(rec, latents, &zero, inv)?;
         let [.., h, w] = *latents.shape() else {
             return Err(Error::shape("vae", "latents must be 4-D"));
         };

@@ -99,9 +99,11 @@ impl TilePlan {
 
 /// The largest live set (bytes) of an untiled decode of `[b, latent_channels, h, w]`
 /// with `act_bytes`-byte activations, and its largest single tensor, following the
-/// decoder's order of operations: a resnet holds its input, two temporaries and its
-/// output (plus a shortcut when the channels change), the mid attention its input and
-/// five `[HW, C]` tensors, an upsampler its input, the 2x copy and the conv output.
+/// decoder's code: a `ResnetBlock2D` holds its input, norm1's output (input-sized),
+/// conv1's and norm2's, the shortcut (when the channels change) and its output; the mid
+/// attention its input and eight more tensors of that size (norm, rows, q, k, v, the
+/// attention, to_out, the result); an upsampler its input, the 2x copy and the conv
+/// output. Small buffers (norm statistics) get 1/16 on top.
 pub fn untiled_peak_bytes(
     config: &VaeConfig,
     b: usize,
@@ -117,11 +119,11 @@ pub fn untiled_peak_bytes(
     let mut largest = t(top, h, w);
     let resnet = |cin: usize, cout: usize, hh: usize, ww: usize| {
         let short = if cin != cout { t(cout, hh, ww) } else { 0 };
-        t(cin, hh, ww) + 3 * t(cout, hh, ww) + short
+        2 * t(cin, hh, ww) + 3 * t(cout, hh, ww) + short
     };
     peak = peak.max(resnet(top, top, h, w));
     if config.mid_block_add_attention {
-        peak = peak.max(6 * t(top, h, w));
+        peak = peak.max(9 * t(top, h, w));
     }
     let mut cin = top;
     for (i, &cout) in ch.iter().rev().enumerate() {
@@ -139,7 +141,7 @@ pub fn untiled_peak_bytes(
     }
     // conv_norm_out (+ SiLU) and conv_out.
     peak = peak.max(2 * t(ch[0], hh, ww) + t(config.out_channels, hh, ww));
-    (peak, largest)
+    (peak + peak / 16, largest)
 }
 
 /// Whether [`VaeTiling::Auto`] tiles: the latents span more than one tile and the untiled
@@ -189,7 +191,10 @@ pub fn tiled_decode(
             let tile_z = tile_blend::crop(rec, z, y, x, plan.tile_latent, plan.tile_latent)?;
             let tile = decode(rec, &tile_z)?;
             let &[_, c, th, tw] = tile.shape() else {
-                return Err(Error::shape("vae tiled decode", "decoder output is not 4-D"));
+                return Err(Error::shape(
+                    "vae tiled decode",
+                    "decoder output is not 4-D",
+                ));
             };
             // The image: the crops' sizes summed (8x the latents when
             // `overlap_size * scale == row_limit`, as for every SD config).

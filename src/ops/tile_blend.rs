@@ -131,7 +131,11 @@ pub fn blend_tile(
         if (ba, ca, w) != (b, c, wb) {
             return Err(Error::shape(
                 op,
-                format!("above {:?} does not match tile {:?}", a.shape(), tile.shape()),
+                format!(
+                    "above {:?} does not match tile {:?}",
+                    a.shape(),
+                    tile.shape()
+                ),
             ));
         }
         ha = h;
@@ -142,13 +146,25 @@ pub fn blend_tile(
         if (bl, cl, h) != (b, c, hb) {
             return Err(Error::shape(
                 op,
-                format!("left {:?} does not match tile {:?}", l.shape(), tile.shape()),
+                format!(
+                    "left {:?} does not match tile {:?}",
+                    l.shape(),
+                    tile.shape()
+                ),
             ));
         }
         wl = w;
     }
-    let ev = if above.is_some() { ha.min(hb).min(blend_extent) } else { 0 };
-    let eh = if left.is_some() { wl.min(wb).min(blend_extent) } else { 0 };
+    let ev = if above.is_some() {
+        ha.min(hb).min(blend_extent)
+    } else {
+        0
+    };
+    let eh = if left.is_some() {
+        wl.min(wb).min(blend_extent)
+    } else {
+        0
+    };
     if tile.numel() == 0 {
         return Ok(());
     }
