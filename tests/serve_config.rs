@@ -187,3 +187,19 @@ fn relative_model_store_is_taken_from_the_config_folder() {
     let missing = TsConfig::read(&dir.path().join("absent.properties"));
     assert!(matches!(missing, Err(TsConfigError::Read { .. })));
 }
+
+/// wgsd's `vae_tiling`: a global default in config.properties, and per model in
+/// `models` (`vaeTiling`, or `vae_tiling`) over it.
+#[test]
+fn vae_tiling_key_global_and_per_model() {
+    let text = "vae_tiling=on\nmodels={\"a\": {\"1.0\": {\"vaeTiling\": false}}, \"b\": {\"1.0\": {\"vae_tiling\": true}}, \"c\": {\"1.0\": {\"batchSize\": 2}}}\n";
+    let ts = TsConfig::parse(text.as_bytes()).expect("parses");
+    let mut config = ServeConfig::default();
+    ts.apply(&mut config);
+    assert_eq!(config.default_settings.vae_tiling, VaeTiling::On);
+    assert_eq!(config.model_settings["a"].vae_tiling, VaeTiling::Off);
+    assert_eq!(config.model_settings["b"].vae_tiling, VaeTiling::On);
+    assert_eq!(config.model_settings["c"].vae_tiling, VaeTiling::On);
+    assert_eq!(ServeConfig::default().default_settings.vae_tiling, VaeTiling::Auto);
+    assert!(TsConfig::parse(b"vae_tiling=sometimes\n").is_err());
+}
