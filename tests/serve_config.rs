@@ -200,6 +200,9 @@ fn vae_tiling_key_global_and_per_model() {
     assert_eq!(config.model_settings["a"].vae_tiling, VaeTiling::Off);
     assert_eq!(config.model_settings["b"].vae_tiling, VaeTiling::On);
     assert_eq!(config.model_settings["c"].vae_tiling, VaeTiling::On);
-    assert_eq!(ServeConfig::default().default_settings.vae_tiling, VaeTiling::Auto);
+    assert_eq!(
+        ServeConfig::default().default_settings.vae_tiling,
+        VaeTiling::Auto
+    );
     assert!(TsConfig::parse(b"vae_tiling=sometimes\n").is_err());
 }
