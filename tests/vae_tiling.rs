@@ -246,6 +246,20 @@ fn cli_vae_tiling_flag() {
         );
         image::open(&out_path).unwrap().to_rgb8().into_raw()
     };
+    // A bad value fails before the model loads, naming the choices.
+    let bad = Command::new(env!("CARGO_BIN_EXE_wgsd"))
+        .args(["generate", "a red fox", "--model"])
+        .arg(&model)
+        .arg("--vae-tiling=sometimes")
+        .arg("--output")
+        .arg(dir.join("bad.png"))
+        .output()
+        .expect("running wgsd");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("auto, on or off"), "{err}");
+    assert!(!dir.join("bad.png").exists());
+
     let tiled = run("--vae-tiling", "tiled.png");
     let untiled = run("--vae-tiling=off", "untiled.png");
 
