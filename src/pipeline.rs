@@ -34,6 +34,7 @@ use crate::models::clip::ClipTextModel;
 use crate::models::config::{UNetConfig, VaeConfig};
 use crate::models::unet::UNet2DConditionModel;
 use crate::models::vae::VaeDecoder;
+pub use crate::models::vae_tiling::VaeTiling;
 use crate::ops;
 use crate::precision::Precision;
 use crate::rng::TorchGenerator;
@@ -83,6 +84,9 @@ pub struct GenerateRequest {
     pub scheduler: Option<SchedulerClass>,
     /// Read back the intermediate tensors into [`Generated::trace`] (slower; for tests).
     pub trace: bool,
+    /// Decode in tiles as diffusers' `vae.enable_tiling()`; `Auto` tiles when the untiled
+    /// decode would not fit the memory budget (see `models::vae_tiling`).
+    pub vae_tiling: VaeTiling,
 }
 
 impl Default for GenerateRequest {
@@ -98,6 +102,7 @@ impl Default for GenerateRequest {
             num_images_per_prompt: 1,
             scheduler: None,
             trace: false,
+            vae_tiling: VaeTiling::Auto,
         }
     }
 }
@@ -360,6 +365,7 @@ impl<'g> Pipeline<'g> {
             steps: req.steps,
             guidance_bits: req.guidance.to_bits(),
             scheduler: req.scheduler.unwrap_or(self.default_scheduler),
+            vae_tiling: req.vae_tiling,
         })
     }
 
@@ -567,7 +573,9 @@ impl<'g> Pipeline<'g> {
         if let Some(tr) = trace.as_mut() {
             tr.final_latents = rec.read_f32(&latents)?;
         }
-        let decoded = self.vae.forward(&mut rec, &latents)?;
+        let decoded = self
+            .vae
+            .forward_tiling(&mut rec, &latents, req.vae_tiling)?;
         let u8s = ops::image::to_u8(&mut rec, &decoded)?;
         let mut images = u8s.read(&mut rec)?.into_iter().map(|data| Image {
             width: u8s.width,
@@ -609,4 +617,6 @@ pub struct BatchKey {
     pub guidance_bits: u32,
     /// The resolved scheduler class.
     pub scheduler: SchedulerClass,
+    /// Tiled and untiled decodes differ at the seams.
+    pub vae_tiling: VaeTiling,
 }

@@ -22,7 +22,7 @@ use common::gpu;
 use serde_json::Value;
 use wgsd::Error;
 use wgsd::loader::ArchiveOptions;
-use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
+use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions, VaeTiling};
 use wgsd::schedulers::{SchedulerClass, quote_nonfinite_tokens};
 
 const EMBED_TOL: f64 = 1e-5;
@@ -106,6 +106,7 @@ fn request(case: &Value) -> GenerateRequest {
         num_images_per_prompt: n("num_images_per_prompt"),
         scheduler: Some(SchedulerClass::parse(case["scheduler"].as_str().unwrap()).unwrap()),
         trace: true,
+        vae_tiling: VaeTiling::Off,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use wgsd::pipeline::VaeTiling;
 use wgsd::serve::ts_config::{TsConfig, TsConfigError, parse_address};
 use wgsd::serve::{ModelSettings, ServeConfig};
 
@@ -71,6 +72,7 @@ fn torchserve_config_properties_applies() {
             min_workers: 1,
             max_workers: 1,
             precision: None,
+            vae_tiling: VaeTiling::Auto,
         }
     );
     assert_eq!(
@@ -82,6 +84,7 @@ fn torchserve_config_properties_applies() {
             min_workers: 2,
             max_workers: 2,
             precision: None,
+            vae_tiling: VaeTiling::Auto,
         }
     );
     assert_eq!(
@@ -210,4 +213,23 @@ models={"fast": {"1.0": {"precision": "f16", "batchSize": 2}}, "exact": {"1.0": 
     let err = TsConfig::parse(br#"models={"m": {"1.0": {"precision": "double"}}}"#)
         .expect_err("bad per-model precision");
     assert!(err.to_string().contains("double"), "{err}");
+}
+
+/// wgsd's `vae_tiling`: a global default in config.properties, and per model in
+/// `models` (`vaeTiling`, or `vae_tiling`) over it.
+#[test]
+fn vae_tiling_key_global_and_per_model() {
+    let text = "vae_tiling=on\nmodels={\"a\": {\"1.0\": {\"vaeTiling\": false}}, \"b\": {\"1.0\": {\"vae_tiling\": true}}, \"c\": {\"1.0\": {\"batchSize\": 2}}}\n";
+    let ts = TsConfig::parse(text.as_bytes()).expect("parses");
+    let mut config = ServeConfig::default();
+    ts.apply(&mut config);
+    assert_eq!(config.default_settings.vae_tiling, VaeTiling::On);
+    assert_eq!(config.model_settings["a"].vae_tiling, VaeTiling::Off);
+    assert_eq!(config.model_settings["b"].vae_tiling, VaeTiling::On);
+    assert_eq!(config.model_settings["c"].vae_tiling, VaeTiling::On);
+    assert_eq!(
+        ServeConfig::default().default_settings.vae_tiling,
+        VaeTiling::Auto
+    );
+    assert!(TsConfig::parse(b"vae_tiling=sometimes\n").is_err());
 }

@@ -17,7 +17,7 @@ use wgsd::Precision;
 use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
-    PipelineOptions, Progress,
+    PipelineOptions, Progress, VaeTiling,
 };
 use wgsd::schedulers::SchedulerClass;
 
@@ -72,6 +72,12 @@ pub struct GenerateArgs {
     /// accumulation, f32 softmax and norm statistics).
     #[arg(long, value_name = "auto|f32|f16")]
     precision: Option<Precision>,
+    /// Decode the image in tiles as diffusers' vae.enable_tiling() (less GPU memory, soft
+    /// seams): --vae-tiling (on), --vae-tiling=off, --vae-tiling=auto (the default: tiles
+    /// only when the untiled decode would not fit the GPU's memory or buffer limits).
+    #[arg(long, value_name = "auto|on|off", num_args = 0..=1, require_equals = true,
+          default_value = "auto", default_missing_value = "on")]
+    vae_tiling: String,
     /// Alias of `--precision f16`.
     #[arg(long, conflicts_with = "precision")]
     f16: bool,
@@ -309,6 +315,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(SchedulerClass::parse)
         .transpose()?;
+    let vae_tiling = VaeTiling::parse(&args.vae_tiling)?;
     let format = Format::of(&args.output)?;
     let out_dir = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -346,6 +353,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         num_images_per_prompt: args.num_images,
         scheduler,
         trace: false,
+        vae_tiling,
     };
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),

@@ -339,6 +339,33 @@ pub struct VaeConfig {
     pub use_post_quant_conv: bool,
     #[serde(default)]
     pub force_upcast: Option<bool>,
+    /// The training image size; diffusers' tiled decode uses it as its tile size.
+    #[serde(default)]
+    pub sample_size: Option<SampleSize>,
+}
+
+/// `sample_size`: one number, or `[h, w]` of which diffusers' tiling takes the first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SampleSize {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl VaeConfig {
+    /// `AutoencoderKL.tile_sample_min_size` (`sample_size`, default 32).
+    pub fn tile_sample_size(&self) -> usize {
+        match &self.sample_size {
+            None => 32,
+            Some(SampleSize::One(n)) => *n,
+            Some(SampleSize::Many(v)) => v.first().copied().unwrap_or(32),
+        }
+    }
+
+    /// `tile_latent_min_size`: `int(sample_size / 2 ** (len(block_out_channels) - 1))`.
+    pub fn tile_latent_size(&self) -> usize {
+        self.tile_sample_size() >> self.block_out_channels.len().saturating_sub(1)
+    }
 }
 
 fn d_one_usize() -> usize {

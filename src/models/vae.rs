@@ -4,13 +4,16 @@
 //! `UpDecoderBlock2D`s with nearest-2x + conv upsampling, GroupNorm + SiLU + conv_out.
 //! Then diffusers' image post-processing to u8 (see `ops::image`).
 //!
+//! Tiled decoding (diffusers' `enable_tiling()`) is in `vae_tiling`.
+//!
 //! At 768x768 its largest activations ([1, 256, 768, 768] f32, 604 MB) exceed one storage
 //! binding; every kernel it calls bands its bindings, so the result stays exact.
 
 use super::nn::{Conv2d, GroupNorm, Linear};
 use super::unet::resnet::ResnetBlock2D;
+use super::vae_tiling::{self, TilePlan, VaeTiling};
 use crate::error::{Error, Result};
-use crate::gpu::{Recorder, Tensor};
+use crate::gpu::{DType, Recorder, Tensor};
 use crate::loader::weights::VarBuilder;
 use crate::models::config::VaeConfig;
 use crate::ops;
@@ -142,8 +145,19 @@ impl VaeDecoder {
     }
 
     /// Latents `[B, latent_channels, h, w]` as the scheduler leaves them (not yet divided
-    /// by `scaling_factor`) -> decoded image `[B, 3, 8h, 8w]` in about [-1, 1].
+    /// by `scaling_factor`) -> decoded image `[B, 3, 8h, 8w]` in about [-1, 1], untiled.
     pub fn forward(&self, rec: &mut Recorder, latents: &Tensor) -> Result<Tensor> {
+        self.forward_tiling(rec, latents, VaeTiling::Off)
+    }
+
+    /// [`forward`](VaeDecoder::forward), tiled as diffusers' `enable_tiling()` when
+    /// `tiling` says so (see `models::vae_tiling`).
+    pub fn forward_tiling(
+        &self,
+        rec: &mut Recorder,
+        latents: &Tensor,
+        tiling: VaeTiling,
+    ) -> Result<Tensor> {
         match latents.shape() {
             &[_, c, _, _] if c == self.config.latent_channels => {}
             s => {
@@ -156,12 +170,35 @@ impl VaeDecoder {
                 ));
             }
         }
+        // Decided before anything is allocated for the decode.
+        let tiled = match tiling {
+            VaeTiling::Off => false,
+            VaeTiling::On => true,
+            VaeTiling::Auto => {
+                vae_tiling::auto_tiles(rec.gpu(), &self.config, latents.shape(), DType::F32)
+            }
+        };
         let inv = (1.0 / self.config.scaling_factor) as f32;
-        let zero = Tensor::from_f32(rec.gpu(), &[1], &[0.0], crate::gpu::DType::F32)?;
+        let zero = Tensor::from_f32(rec.gpu(), &[1], &[0.0], DType::F32)?;
         let z = ops::elementwise::add_scaled(rec, latents, &zero, inv)?;
+        let [.., h, w] = *latents.shape() else {
+            return Err(Error::shape("vae", "latents must be 4-D"));
+        };
+        if tiled {
+            let plan = TilePlan::new(&self.config)?;
+            if plan.applies(h, w) {
+                return vae_tiling::tiled_decode(rec, &plan, &z, &|rec, t| self.decode_z(rec, t));
+            }
+        }
+        self.decode_z(rec, &z)
+    }
+
+    /// `post_quant_conv` + the decoder on latents already divided by `scaling_factor`
+    /// (diffusers `AutoencoderKL._decode` without tiling; what each tile goes through).
+    pub fn decode_z(&self, rec: &mut Recorder, z: &Tensor) -> Result<Tensor> {
         let z = match &self.post_quant_conv {
-            Some(c) => c.forward(rec, &z)?,
-            None => z,
+            Some(c) => c.forward(rec, z)?,
+            None => z.clone(),
         };
         let mut h = self.conv_in.forward(rec, &z)?;
         h = self.mid_resnet0.forward(rec, &h, None)?;

@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod norm;
 pub mod scheduler_step;
 pub mod split;
+pub mod tile_blend;
 pub mod transpose;
 pub mod upsample;
 pub mod variant;
@@ -32,6 +33,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         norm::variants(),
         scheduler_step::variants(),
         split::variants(),
+        tile_blend::variants(),
         transpose::variants(),
         upsample::variants(),
         crate::bench::probe::variants(),

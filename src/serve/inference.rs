@@ -16,7 +16,7 @@ use super::AppState;
 use super::registry::ModelEntry;
 use super::worker::{Job, SubmitError};
 use crate::error::Error;
-use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Generated};
+use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Generated, VaeTiling};
 use crate::schedulers::SchedulerClass;
 
 /// Largest accepted `num_inference_steps`.
@@ -235,9 +235,12 @@ async fn predict_model(
 pub(crate) async fn run_job(
     state: &AppState,
     entry: &ModelEntry,
-    request: GenerateRequest,
+    mut request: GenerateRequest,
 ) -> Result<Generated, ApiError> {
     let model = &entry.name;
+    if request.vae_tiling == VaeTiling::Auto {
+        request.vae_tiling = entry.settings.vae_tiling;
+    }
     if state.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -394,6 +397,8 @@ pub(crate) struct Params {
     width: Option<usize>,
     height: Option<usize>,
     scheduler: Option<String>,
+    /// wgsd's own: decode in tiles (true) or not (false); absent: the model's setting.
+    vae_tiling: Option<bool>,
     num_images: Option<usize>,
     num_images_per_prompt: Option<usize>,
 }
@@ -498,6 +503,7 @@ impl Params {
             num_images_per_prompt: n,
             scheduler,
             trace: false,
+            vae_tiling: VaeTiling::from_bool(self.vae_tiling),
         })
     }
 }

@@ -282,6 +282,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         min_workers,
         max_workers: base.max_workers.max(min_workers),
         precision: base.precision,
+        vae_tiling: base.vae_tiling,
     };
     // The archive as the store names it (`modelUrl`), absolute when outside it.
     let relative = archive

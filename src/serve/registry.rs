@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use super::worker::Worker;
+use crate::pipeline::VaeTiling;
 
 /// TorchServe's per-model settings (`model_snapshot` / registration parameters).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +26,8 @@ pub struct ModelSettings {
     /// wgsd's per-model `precision` (config `models` / `model_snapshot`); `None`: the
     /// server's (`--precision`, config key `precision`).
     pub precision: Option<crate::Precision>,
+    /// wgsd's `vae_tiling`: how requests that do not say (`"vae_tiling"` absent) decode.
+    pub vae_tiling: VaeTiling,
 }
 
 /// TorchServe's `default_response_timeout` (seconds).
@@ -39,6 +42,7 @@ impl Default for ModelSettings {
             min_workers: 1,
             max_workers: 1,
             precision: None,
+            vae_tiling: VaeTiling::Auto,
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct SnapshotModel {
     pub max_workers: Option<usize>,
     /// wgsd's own: `"auto"`, `"f32"` or `"f16"` for this model.
     pub precision: Option<crate::Precision>,
+    /// wgsd's own: decode this model's images in tiles (true), never (false), or as the
+    /// memory budget needs (absent). `vaeTiling` or `vae_tiling`.
+    #[serde(alias = "vae_tiling")]
+    pub vae_tiling: Option<bool>,
 }
 
 /// A snapshot model entry: the settings plus the archive it was registered from.
@@ -123,6 +127,8 @@ pub struct TsConfig {
     pub default_response_timeout: Option<u64>,
     pub allowed_urls: Option<Vec<String>>,
     pub default_workers_per_model: Option<usize>,
+    /// wgsd's own key `vae_tiling` (auto, true/on, false/off): every model's default.
+    pub vae_tiling: Option<crate::pipeline::VaeTiling>,
     /// wgsd's own key `auth_token`: clients send `Authorization: Bearer TOKEN`.
     pub auth_token: Option<String>,
     /// wgsd's own key `precision` (`auto`, `f32`, `f16`): every model's default.
@@ -196,6 +202,10 @@ impl TsConfig {
             }
             "gpu_memory_limit" => {
                 self.gpu_memory_limit_mib = Some(parse_positive(value).map_err(bad)?)
+            }
+            "vae_tiling" => {
+                let t = crate::pipeline::VaeTiling::parse(value).map_err(|e| bad(e.to_string()))?;
+                self.vae_tiling = Some(t);
             }
             "job_queue_size" => self.job_queue_size = Some(parse_positive(value).map_err(bad)?),
             "default_response_timeout" => {
@@ -320,6 +330,9 @@ impl TsConfig {
         if let Some(t) = self.default_response_timeout {
             config.default_settings.response_timeout_s = t;
         }
+        if let Some(t) = self.vae_tiling {
+            config.default_settings.vae_tiling = t;
+        }
         if let Some(n) = self.default_workers_per_model {
             config.default_settings.min_workers = n;
             config.default_settings.max_workers = n;
@@ -354,6 +367,10 @@ impl SnapshotModel {
                 .unwrap_or(base.max_workers)
                 .max(min_workers),
             precision: self.precision.or(base.precision),
+            vae_tiling: match self.vae_tiling {
+                None => base.vae_tiling,
+                b => crate::pipeline::VaeTiling::from_bool(b),
+            },
         }
     }
 }

@@ -16,5 +16,6 @@ mod norm;
 mod runtime;
 mod scheduler_step;
 mod split;
+mod tile_blend;
 mod transpose;
 mod upsample;
