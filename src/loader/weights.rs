@@ -403,6 +403,41 @@ impl<'g> VarBuilder<'g> {
         Tensor::from_bytes(self.gpu, shape, dtype, &bytes)
     }
 
+    /// Tensors `names` (each `shape`, under this prefix) concatenated along dimension 0
+    /// and uploaded as one `[n * shape[0], ..]` tensor stored as `dtype`: how fused
+    /// projections (Q/K/V as one matmul) get their weights.
+    pub fn get_cat0(&self, names: &[&str], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let Some((&rows, rest)) = shape.split_first() else {
+            return Err(crate::Error::InvalidInput(
+                "get_cat0 needs at least one dimension".into(),
+            ));
+        };
+        let mut out_shape = vec![rows * names.len()];
+        out_shape.extend_from_slice(rest);
+        match &self.source {
+            Source::Random => {
+                let mut all = Vec::new();
+                for name in names {
+                    all.extend(random_data(shape, &self.key(name)));
+                }
+                self.loaded
+                    .fetch_add(all.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Tensor::from_f32(self.gpu, &out_shape, &all, dtype)
+            }
+            Source::File(file) => {
+                let mut bytes = Vec::new();
+                for name in names {
+                    bytes.extend(file.read_as(&self.key(name), Some(shape), dtype)?);
+                }
+                self.loaded.fetch_add(
+                    out_shape.iter().product::<usize>() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Tensor::from_bytes(self.gpu, &out_shape, dtype, &bytes)
+            }
+        }
+    }
+
     /// Parameters uploaded so far through this builder and all builders derived from it.
     pub fn loaded_parameters(&self) -> u64 {
         self.loaded.load(std::sync::atomic::Ordering::Relaxed)
@@ -434,6 +469,11 @@ impl<'g> VarBuilder<'g> {
 /// Deterministic uniform values in +-1/sqrt(fan_in), seeded by the tensor's name;
 /// norm scales (`weight` of 1-D tensors) are near 1.
 fn random_tensor(gpu: &Gpu, shape: &[usize], dtype: DType, key: &str) -> Result<Tensor> {
+    Tensor::from_f32(gpu, shape, &random_data(shape, key), dtype)
+}
+
+/// The values of [`random_tensor`].
+fn random_data(shape: &[usize], key: &str) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
     let bound = 1.0 / (fan_in as f32).sqrt();
@@ -441,7 +481,7 @@ fn random_tensor(gpu: &Gpu, shape: &[usize], dtype: DType, key: &str) -> Result<
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     let norm_scale = shape.len() == 1 && key.ends_with(".weight");
-    let data: Vec<f32> = (0..n)
+    (0..n)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -449,6 +489,5 @@ fn random_tensor(gpu: &Gpu, shape: &[usize], dtype: DType, key: &str) -> Result<
             let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
             if norm_scale { 1.0 + 0.1 * u } else { u * bound }
         })
-        .collect();
-    Tensor::from_f32(gpu, shape, &data, dtype)
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! diffusers' `Attention` (`models/attention_processor.py`) with the default processor:
 //! q from the hidden states, k and v from the context (cross-attention) or the hidden
-//! states (self-attention), one fused flash-attention kernel, and `to_out.0` with the
+//! states (self-attention: Q/K/V as one fused matmul, split in one pass), one fused flash-attention kernel, and `to_out.0` with the
 //! residual add fused. `upcast_attention` needs nothing extra: wgsd always computes
 //! QK^T and the softmax in f32, whatever the storage precision.
 //!
@@ -17,10 +17,20 @@ use crate::gpu::{Recorder, Tensor};
 use crate::loader::weights::VarBuilder;
 use crate::ops;
 
+/// The input projections: Q/K/V fused into one matmul for self-attention, separate for
+/// cross-attention (K/V of the context are cached, Q is per step).
+enum Projections {
+    /// `[to_q; to_k; to_v]` as one `[3 * inner, dim]` linear.
+    SelfFused(Linear),
+    Cross {
+        to_q: Linear,
+        to_k: Linear,
+        to_v: Linear,
+    },
+}
+
 pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    proj: Projections,
     to_out: Linear,
     heads: usize,
     scale: f32,
@@ -47,10 +57,37 @@ impl Attention {
     ) -> Result<Attention> {
         let inner = heads * dim_head;
         Ok(Attention {
-            to_q: Linear::load(&vb.pp("to_q"), query_dim, inner, qkv_bias)?,
-            to_k: Linear::load(&vb.pp("to_k"), context_dim, inner, qkv_bias)?,
-            to_v: Linear::load(&vb.pp("to_v"), context_dim, inner, qkv_bias)?,
+            proj: Projections::Cross {
+                to_q: Linear::load(&vb.pp("to_q"), query_dim, inner, qkv_bias)?,
+                to_k: Linear::load(&vb.pp("to_k"), context_dim, inner, qkv_bias)?,
+                to_v: Linear::load(&vb.pp("to_v"), context_dim, inner, qkv_bias)?,
+            },
             to_out: Linear::load(&vb.pp("to_out").pp(0), inner, query_dim, true)?,
+            heads,
+            scale: (dim_head as f32).powf(-0.5),
+            kv_cache: Mutex::new(None),
+        })
+    }
+
+    /// A self-attention block (`attn1`): Q, K and V of `dim` channels computed by one
+    /// fused matmul (weights concatenated here, at load).
+    pub fn load_self(
+        vb: &VarBuilder,
+        dim: usize,
+        heads: usize,
+        dim_head: usize,
+        qkv_bias: bool,
+    ) -> Result<Attention> {
+        let inner = heads * dim_head;
+        Ok(Attention {
+            proj: Projections::SelfFused(Linear::load_fused(
+                vb,
+                &["to_q", "to_k", "to_v"],
+                dim,
+                inner,
+                qkv_bias,
+            )?),
+            to_out: Linear::load(&vb.pp("to_out").pp(0), inner, dim, true)?,
             heads,
             scale: (dim_head as f32).powf(-0.5),
             kv_cache: Mutex::new(None),
@@ -66,10 +103,26 @@ impl Attention {
         context: Option<&Tensor>,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let q = self.to_q.forward(rec, x)?;
-        let (k, v) = match context {
-            Some(ctx) => self.cross_kv(rec, ctx)?,
-            None => (self.to_k.forward(rec, x)?, self.to_v.forward(rec, x)?),
+        let (q, k, v) = match (&self.proj, context) {
+            (Projections::SelfFused(qkv), None) => {
+                let fused = qkv.forward(rec, x)?;
+                let [q, k, v] = ops::split::split_last3(rec, &fused)?;
+                (q, k, v)
+            }
+            (Projections::SelfFused(_), Some(_)) => {
+                return Err(crate::Error::shape(
+                    "attention",
+                    "a self-attention block was given a cross-attention context",
+                ));
+            }
+            (Projections::Cross { to_q, to_k, to_v }, ctx) => {
+                let q = to_q.forward(rec, x)?;
+                let (k, v) = match ctx {
+                    Some(ctx) => self.cross_kv(rec, to_k, to_v, ctx)?,
+                    None => (to_k.forward(rec, x)?, to_v.forward(rec, x)?),
+                };
+                (q, k, v)
+            }
         };
         let o = ops::attention::attention(rec, &q, &k, &v, self.heads, self.scale, false)?;
         self.to_out.forward_add(rec, &o, residual)
@@ -77,7 +130,13 @@ impl Attention {
 
     /// K and V of a cross-attention context, from the cache when the same context was
     /// seen before.
-    fn cross_kv(&self, rec: &mut Recorder, ctx: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn cross_kv(
+        &self,
+        rec: &mut Recorder,
+        to_k: &Linear,
+        to_v: &Linear,
+        ctx: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let mut cache = self.kv_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.as_ref()
             && c.id == ctx.storage_id()
@@ -85,8 +144,8 @@ impl Attention {
         {
             return Ok((c.k.clone(), c.v.clone()));
         }
-        let k = self.to_k.forward(rec, ctx)?;
-        let v = self.to_v.forward(rec, ctx)?;
+        let k = to_k.forward(rec, ctx)?;
+        let v = to_v.forward(rec, ctx)?;
         *cache = Some(CachedKv {
             id: ctx.storage_id(),
             shape: ctx.shape().to_vec(),

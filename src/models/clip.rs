@@ -13,9 +13,8 @@ use crate::ops;
 
 /// `CLIPAttention`: q/k/v/out projections with bias.
 struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` fused into one matmul (concatenated at load).
+    qkv_proj: Linear,
     out_proj: Linear,
     heads: usize,
     scale: f32,
@@ -71,9 +70,13 @@ impl ClipTextModel {
                 Ok(EncoderLayer {
                     layer_norm1: LayerNorm::load(&l.pp("layer_norm1"), d, eps)?,
                     self_attn: SelfAttention {
-                        q_proj: Linear::load(&a.pp("q_proj"), d, d, true)?,
-                        k_proj: Linear::load(&a.pp("k_proj"), d, d, true)?,
-                        v_proj: Linear::load(&a.pp("v_proj"), d, d, true)?,
+                        qkv_proj: Linear::load_fused(
+                            &a,
+                            &["q_proj", "k_proj", "v_proj"],
+                            d,
+                            d,
+                            true,
+                        )?,
                         out_proj: Linear::load(&a.pp("out_proj"), d, d, true)?,
                         heads,
                         scale: (head_dim as f32).powf(-0.5),
@@ -130,9 +133,8 @@ impl EncoderLayer {
         // x + attn(ln1(x))
         let h = self.layer_norm1.forward(rec, x)?;
         let a = &self.self_attn;
-        let q = a.q_proj.forward(rec, &h)?;
-        let k = a.k_proj.forward(rec, &h)?;
-        let v = a.v_proj.forward(rec, &h)?;
+        let fused = a.qkv_proj.forward(rec, &h)?;
+        let [q, k, v] = ops::split::split_last3(rec, &fused)?;
         let o = ops::attention::attention(rec, &q, &k, &v, a.heads, a.scale, true)?;
         let x = a.out_proj.forward_add(rec, &o, x)?;
         // x + fc2(act(fc1(ln2(x))))

@@ -25,6 +25,29 @@ impl Linear {
         })
     }
 
+    /// Several `nn.Linear`s of one input fused into one (`names` under `vb`, each
+    /// `[out_each, in]`): weights (and biases) concatenated along the output dimension at
+    /// load, so one matmul computes them all (`[.., names.len() * out_each]`).
+    pub fn load_fused(
+        vb: &VarBuilder,
+        names: &[&str],
+        in_dim: usize,
+        out_each: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let weights: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
+        let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+        let weight = vb.get_cat0(&weights, &[out_each, in_dim], vb.weight_dtype())?;
+        let bias = if bias {
+            let biases: Vec<String> = names.iter().map(|n| format!("{n}.bias")).collect();
+            let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+            Some(vb.get_cat0(&biases, &[out_each], crate::gpu::DType::F32)?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
     /// `x @ W^T + b`; x `[.., in]` -> `[.., out]`.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         ops::matmul::linear(rec, x, &self.weight, self.bias.as_ref(), None)

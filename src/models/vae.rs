@@ -24,9 +24,8 @@ const EPS: f64 = 1e-6;
 /// `residual_connection`, biases on q/k/v).
 struct MidAttention {
     group_norm: GroupNorm,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    /// `to_q`, `to_k`, `to_v` fused into one matmul (concatenated at load).
+    to_qkv: Linear,
     to_out: Linear,
     scale: f32,
 }
@@ -35,9 +34,7 @@ impl MidAttention {
     fn load(vb: &VarBuilder, ch: usize, groups: usize) -> Result<Self> {
         Ok(MidAttention {
             group_norm: GroupNorm::load(&vb.pp("group_norm"), groups, ch, EPS)?,
-            to_q: Linear::load(&vb.pp("to_q"), ch, ch, true)?,
-            to_k: Linear::load(&vb.pp("to_k"), ch, ch, true)?,
-            to_v: Linear::load(&vb.pp("to_v"), ch, ch, true)?,
+            to_qkv: Linear::load_fused(vb, &["to_q", "to_k", "to_v"], ch, ch, true)?,
             to_out: Linear::load(&vb.pp("to_out").pp(0), ch, ch, true)?,
             scale: (ch as f32).powf(-0.5),
         })
@@ -53,9 +50,8 @@ impl MidAttention {
         let n = h * w;
         let normed = self.group_norm.forward(rec, x, false)?;
         let rows = ops::transpose::transpose(rec, &normed.reshape(&[b, c, n])?, None)?; // [B, HW, C]
-        let q = self.to_q.forward(rec, &rows)?;
-        let k = self.to_k.forward(rec, &rows)?;
-        let v = self.to_v.forward(rec, &rows)?;
+        let fused = self.to_qkv.forward(rec, &rows)?;
+        let [q, k, v] = ops::split::split_last3(rec, &fused)?;
         let o = ops::attention::attention(rec, &q, &k, &v, 1, self.scale, false)?;
         let o = self.to_out.forward(rec, &o)?;
         let out = ops::transpose::transpose(rec, &o, Some(&x.reshape(&[b, c, n])?))?;

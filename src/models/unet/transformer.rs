@@ -33,7 +33,7 @@ impl BasicTransformerBlock {
         let ff_inner = 4 * dim;
         Ok(BasicTransformerBlock {
             norm1: LayerNorm::load(&vb.pp("norm1"), dim, 1e-5)?,
-            attn1: Attention::load(&vb.pp("attn1"), dim, dim, heads, dim_head, false)?,
+            attn1: Attention::load_self(&vb.pp("attn1"), dim, heads, dim_head, false)?,
             norm2: LayerNorm::load(&vb.pp("norm2"), dim, 1e-5)?,
             attn2: Attention::load(&vb.pp("attn2"), dim, context_dim, heads, dim_head, false)?,
             norm3: LayerNorm::load(&vb.pp("norm3"), dim, 1e-5)?,
