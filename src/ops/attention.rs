@@ -295,8 +295,9 @@ fn subgroup_code(d: usize, g: usize, r: usize, sg: usize) -> [String; 4] {
                 (format!("{c}u"), String::new(), "")
             };
             if vec4 {
-                store +=
-                    &format!("        {open}out[(oo >> 2u) + {cx}] = at4(a{ri}_{c} * inv);{close}\n");
+                store += &format!(
+                    "        {open}out[(oo >> 2u) + {cx}] = at4(a{ri}_{c} * inv);{close}\n"
+                );
             } else {
                 for e in 0..4 {
                     store += &format!(

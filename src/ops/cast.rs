@@ -82,8 +82,5 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    vec![
-        spec(DType::F32, DType::F16),
-        spec(DType::F16, DType::F32),
-    ]
+    vec![spec(DType::F32, DType::F16), spec(DType::F16, DType::F32)]
 }

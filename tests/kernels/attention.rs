@@ -243,7 +243,9 @@ fn attention_f16() {
 fn attention_f16_saturate() {
     let gpu = gpu();
     let (nq, nk, d) = (3, 4, 4);
-    let q: Vec<f32> = (0..nq * d).map(|i| if i % 2 == 0 { 250.0 } else { -250.0 }).collect();
+    let q: Vec<f32> = (0..nq * d)
+        .map(|i| if i % 2 == 0 { 250.0 } else { -250.0 })
+        .collect();
     let k: Vec<f32> = (0..nk * d)
         .map(|i| if (i / d) % 2 == 0 { 250.0 } else { 240.0 } * if i % 2 == 0 { 1.0 } else { -1.0 })
         .collect();

@@ -19,12 +19,18 @@ fn round_trip(x: &[f32]) {
     let want = cpu::cast(x, DType::F16);
     let got = rec.read_f32(&h).unwrap();
     if let Some(i) = (0..n).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-        panic!("cast to f16: element {i} ({}) got {} expected {}", x[i], got[i], want[i]);
+        panic!(
+            "cast to f16: element {i} ({}) got {} expected {}",
+            x[i], got[i], want[i]
+        );
     }
     assert_saturated("cast to f16", &got);
     let got = rec.read_f32(&back).unwrap();
     if let Some(i) = (0..n).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-        panic!("cast back to f32: element {i} got {} expected {}", got[i], want[i]);
+        panic!(
+            "cast back to f32: element {i} got {} expected {}",
+            got[i], want[i]
+        );
     }
 }
 
@@ -33,8 +39,21 @@ fn cast_rounding_and_saturation() {
     let mut rng = Rng::new(1);
     let mut x: Vec<f32> = rng.vec(10_001).iter().map(|v| v * 300.0).collect();
     x.extend([
-        0.0, -0.0, 1.0, 1e-8, -3e-6, 65504.0, -65504.0, 65519.0, 65520.0, -65520.0, 7e4, -1e9,
-        3.0e38, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0,
+        0.0,
+        -0.0,
+        1.0,
+        1e-8,
+        -3e-6,
+        65504.0,
+        -65504.0,
+        65519.0,
+        65520.0,
+        -65520.0,
+        7e4,
+        -1e9,
+        3.0e38,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
     ]);
     round_trip(&x);
     let want = cpu::cast(&[7e4, -1e9, 65520.0], DType::F16);

@@ -158,8 +158,8 @@ fn timestep_f16() {
     let tt = Tensor::from_f32(gpu, &[t.len()], &t, DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
     for (dim, flip, shift) in [(320, true, 0.0), (7, false, 1.0)] {
-        let y = embedding::timestep_embedding_as(&mut rec, &tt, dim, flip, shift, DType::F16)
-            .unwrap();
+        let y =
+            embedding::timestep_embedding_as(&mut rec, &tt, dim, flip, shift, DType::F16).unwrap();
         assert_eq!((y.shape(), y.dtype()), (&[t.len(), dim][..], DType::F16));
         let (atol, rtol) = tol(DType::F16, 3e-7, 0.0);
         assert_close(

@@ -56,7 +56,10 @@ fn random_images_f16() {
     let mut rng = Rng::new(12);
     for &(b, h, w) in &[(1, 8, 8), (2, 5, 7)] {
         let data = stored(
-            &rng.vec(b * 3 * h * w).iter().map(|v| v * 1.3).collect::<Vec<_>>(),
+            &rng.vec(b * 3 * h * w)
+                .iter()
+                .map(|v| v * 1.3)
+                .collect::<Vec<_>>(),
             DType::F16,
         );
         let x = Tensor::from_f32(gpu, &[b, 3, h, w], &data, DType::F16).unwrap();

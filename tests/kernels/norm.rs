@@ -150,7 +150,13 @@ fn norm_f16_saturate() {
     let y = norm::group_norm(&mut rec, &tx, 1, &one, &zero, 1e-6, false).unwrap();
     let want: Vec<f32> = x.iter().map(|v| v.signum()).collect();
     let (atol, rtol) = tol(DType::F16, 1e-5, 1e-5);
-    assert_close("gn f16 +-6e4", &rec.read_f32(&y).unwrap(), &want, atol, rtol);
+    assert_close(
+        "gn f16 +-6e4",
+        &rec.read_f32(&y).unwrap(),
+        &want,
+        atol,
+        rtol,
+    );
     let y = norm::group_norm(&mut rec, &tx, 1, &big, &zero, 1e-6, false).unwrap();
     let got = rec.read_f32(&y).unwrap();
     assert_saturated("gn f16 gamma 1e5", &got);
