@@ -10,18 +10,24 @@
 // about 1.2e-7, so GELU keeps its relative accuracy in the negative tail too (where it
 // is 0.5 x erfc(|x| / sqrt 2), a small number) instead of losing it to 1 - erf.
 //
-// Bindings: 0 params, 1 x (read), 2 out (read_write), both windows. `${V}` is f32 or
-// vec4<f32>; indices count V units. Unary entries: one lane per V unit of the band, grid
+// Bindings: 0 params, 1 x (read), 2 out (read_write), both windows of activations
+// stored as S (AT or AT4); loads convert to V (f32 or vec4<f32>), the math is f32 and
+// stores go through `st` (saturating in f16). Indices count V units. Unary entries: one lane per V unit of the band, grid
 // folded in 2-D past 65535 workgroups. geglu: one lane per V unit of out; `f` = F in V
 // units.
 
 alias V = ${V};
+alias S = ${S};
+
+fn st(v: V) -> S {
+    return ${ST}(v);
+}
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<V>;
-@group(0) @binding(2) var<storage, read_write> out: array<V>;
+@group(0) @binding(1) var<storage, read> x: array<S>;
+@group(0) @binding(2) var<storage, read_write> out: array<S>;
 
 const WG: u32 = 256u;
 
@@ -61,7 +67,7 @@ fn silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    out[p.o_shift + i] = sigmoid_mul(x[p.x_shift + i], 1.0);
+    out[p.o_shift + i] = st(sigmoid_mul(V(x[p.x_shift + i]), 1.0));
 }
 
 @compute @workgroup_size(256)
@@ -69,7 +75,7 @@ fn quick_gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    out[p.o_shift + i] = sigmoid_mul(x[p.x_shift + i], 1.702);
+    out[p.o_shift + i] = st(sigmoid_mul(V(x[p.x_shift + i]), 1.702));
 }
 
 @compute @workgroup_size(256)
@@ -77,7 +83,7 @@ fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    out[p.o_shift + i] = gelu_v(x[p.x_shift + i]);
+    out[p.o_shift + i] = st(gelu_v(V(x[p.x_shift + i])));
 }
 
 @compute @workgroup_size(256)
@@ -88,5 +94,5 @@ fn geglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let r = i / p.f;
     let j = i - r * p.f;
     let src = p.x_shift + 2u * r * p.f + j;
-    out[p.o_shift + i] = x[src] * gelu_v(x[src + p.f]);
+    out[p.o_shift + i] = st(V(x[src]) * gelu_v(V(x[src + p.f])));
 }

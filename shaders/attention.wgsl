@@ -13,8 +13,9 @@
 // window: `*_shift` is where the window's first row starts inside it. The q/out windows
 // start at row (b0*Nq + q0) and cover `nb` batch items of `nrows` rows each (nb > 1 only
 // when q0 = 0 and nrows = Nq); the k/v windows start at row b0*Nk. The element type T is
-// vec4<f32> when D % 4 == 0 (offsets are then multiples of 4 and loads are divided by 4),
-// else f32.
+// AT4 (vec4 of the activation type, f32 or f16) when D % 4 == 0 (offsets are then
+// multiples of 4 and loads are divided by 4), else AT. Loads convert to f32: scores, the
+// softmax and the accumulators are f32 whatever the storage; stores use at()/at4().
 //
 // Grid: work item id = wid.x + wid.y * nwg.x (folded grid) -> (query block, column group,
 // head, batch), block fastest so neighbouring workgroups read the same head's keys. A

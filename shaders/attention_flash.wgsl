@@ -17,16 +17,19 @@
 // by scale * log2(e), so the softmax uses exp2. Causal: key j is masked for query row
 // q0 + i when j > q0 + i, and the key loop stops after the block's last row.
 //
+// q, k, v, out are stored as AT (f32 or f16); staging, scores, softmax and accumulators
+// are f32, stores go through at().
+//
 // Every invocation, including those past the last query row, takes part in the staging and
 // the barriers (the loop bounds are uniform per workgroup); only the stores check the row.
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<AT>;
+@group(0) @binding(2) var<storage, read> k: array<AT>;
+@group(0) @binding(3) var<storage, read> v: array<AT>;
+@group(0) @binding(4) var<storage, read_write> out: array<AT>;
 
 const WG: u32 = 64u;
 const D: u32 = ${D}u;
@@ -44,14 +47,14 @@ var<workgroup> vs: array<vec4<f32>, ${VS}>;   // [BK][GC]
 fn ld4k(base: u32, c: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>();
     for (var e = 0u; e < 4u; e++) {
-        if (c + e < lim) { r[e] = k[base + c + e]; }
+        if (c + e < lim) { r[e] = f32(k[base + c + e]); }
     }
     return r;
 }
 fn ld4v(base: u32, c: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>();
     for (var e = 0u; e < 4u; e++) {
-        if (c + e < lim) { r[e] = v[base + c + e]; }
+        if (c + e < lim) { r[e] = f32(v[base + c + e]); }
     }
     return r;
 }
@@ -76,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var c = 0u; c < DC; c++) {
         var t = vec4<f32>();
         for (var e = 0u; e < 4u; e++) {
-            if (4u * c + e < D) { t[e] = q[qb + 4u * c + e]; }
+            if (4u * c + e < D) { t[e] = f32(q[qb + 4u * c + e]); }
         }
         qr[c] = t * qs;
     }
@@ -140,7 +143,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var c = 0u; c < GC; c++) {
             let o = acc[c] * inv;
             for (var e = 0u; e < 4u; e++) {
-                if (4u * c + e < gn) { out[ob + 4u * c + e] = o[e]; }
+                if (4u * c + e < gn) { out[ob + 4u * c + e] = at(o[e]); }
             }
         }
     }

@@ -12,15 +12,16 @@
 // is acc[G] (small arrays keep the shader quick to compile, also on lavapipe). Wide heads
 // recompute the scores once per group.
 // Keys are walked in chunks of KC with an online softmax (running max m, sum l, output
-// accumulator, all f32); causal masking stops at the query's own index.
+// accumulator, all f32, whatever the storage type AT of q, k, v, out); causal masking
+// stops at the query's own index.
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<AT>;
+@group(0) @binding(2) var<storage, read> k: array<AT>;
+@group(0) @binding(3) var<storage, read> v: array<AT>;
+@group(0) @binding(4) var<storage, read_write> out: array<AT>;
 
 const WG: u32 = 64u;
 const D: u32 = ${D}u;
@@ -52,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var t = 0u; t < n; t++) {
             let kb = p.k_shift + (bl * p.nk + j0 + t) * p.hd + h * D;
             var dot = 0.0;
-            for (var d = 0u; d < D; d++) { dot += q[qb + d] * k[kb + d]; }
+            for (var d = 0u; d < D; d++) { dot += f32(q[qb + d]) * f32(k[kb + d]); }
             s[t] = dot * p.scale;
             mx = max(mx, s[t]);
         }
@@ -64,11 +65,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let e = exp(s[t] - mx);
             l += e;
             let vb = p.v_shift + (bl * p.nk + j0 + t) * p.hd + h * D + c0;
-            for (var d = 0u; d < gn; d++) { acc[d] += e * v[vb + d]; }
+            for (var d = 0u; d < gn; d++) { acc[d] += e * f32(v[vb + d]); }
         }
     }
 
     let inv = 1.0 / l;
     let ob = p.o_shift + (bl * p.nq + i) * p.hd + h * D + c0;
-    for (var d = 0u; d < gn; d++) { out[ob + d] = acc[d] * inv; }
+    for (var d = 0u; d < gn; d++) { out[ob + d] = at(acc[d] * inv); }
 }

@@ -3,17 +3,19 @@
 // dim 1 with a small batch) as plain buffer copies instead.
 //
 // Seen as rows: a [R, IA], b [R, IB] -> out [R, IA + IB], out[r] = a[r] ++ b[r].
-// Data moves as u32 bits, so any 4-byte dtype works.
+// Data moves as T: u32 bits for any 4-byte dtype, f16 for f16 activations.
 //
 // Bindings: 0 params, 1 a (read, window), 2 b (read, window), 3 out (read_write, window).
 // One lane per output element of the band (bands of whole rows); grid folded in 2-D.
 
+alias T = ${T};
+
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<u32>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
 
 const WG: u32 = 256u;
 
@@ -25,7 +27,7 @@ fn concat_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let row_len = p.ia + p.ib;
     let r = i / row_len;
     let c = i - r * row_len;
-    var v: u32;
+    var v: T;
     if (c < p.ia) {
         v = a[p.a_shift + r * p.ia + c];
     } else {

@@ -6,8 +6,9 @@
 // n), per-channel bias over NCHW (inner H*W, period C), a [B, C] vector over [B, C, H, W]
 // (inner H*W, period B*C), a row vector over rows (inner 1, period C).
 //
-// Bindings: 0 params (uniform), 1 a (read), 2 b (read; unary entries bind a dummy),
-// 3 out (read_write). Each binding is a window: `*_shift` is where element 0 of this
+// Bindings: 0 params (uniform), 1 a (read, AT), 2 b (read, AT, or f32 for a bias),
+// 3 out (read_write, AT). Computed in f32, stored with `at` (saturating in f16).
+// Each binding is a window: `*_shift` is where element 0 of this
 // band sits inside it. `base` is this band's first element in the full tensor, so the
 // broadcast index is computed on global positions. One invocation handles one element;
 // the grid may be folded into 2-D (id = wid.x + wid.y * nwg.x) for > 65535 workgroups.
@@ -15,9 +16,9 @@
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<AT>;
+@group(0) @binding(2) var<storage, read> b: array<${BT}>;
+@group(0) @binding(3) var<storage, read_write> out: array<AT>;
 
 const WG: u32 = 256u;
 
@@ -27,7 +28,7 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 
 fn b_at(i: u32) -> f32 {
     let g = p.base + i;
-    return b[p.b_shift + (g / p.b_inner) % p.b_period];
+    return f32(b[p.b_shift + (g / p.b_inner) % p.b_period]);
 }
 
 @compute @workgroup_size(256)
@@ -35,7 +36,7 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
        @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    out[p.out_shift + i] = (a[p.a_shift + i] + b_at(i)) * p.scale;
+    out[p.out_shift + i] = at((f32(a[p.a_shift + i]) + b_at(i)) * p.scale);
 }
 
 @compute @workgroup_size(256)
@@ -43,5 +44,5 @@ fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
        @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    out[p.out_shift + i] = a[p.a_shift + i] * b_at(i) * p.scale;
+    out[p.out_shift + i] = at(f32(a[p.a_shift + i]) * b_at(i) * p.scale);
 }

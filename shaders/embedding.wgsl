@@ -21,6 +21,11 @@
 //   (read_write). One lane per V unit of out; grid folded in 2-D past 65535 workgroups.
 
 alias V = ${V};
+// Output storage: activations (AT / AT4, f32 or f16), stored through `sto` (saturating).
+alias VO = ${VO};
+fn sto(v: V) -> VO {
+    return ${STO}(v);
+}
 // Table element types; `${TT}` / `${TP}` as plain names turn on `enable f16;`.
 alias TT = ${TT};
 alias TP = ${TP};
@@ -34,7 +39,7 @@ const WG: u32 = 256u;
 // ---- timestep ----
 @group(0) @binding(1) var<storage, read> ts: array<f32>;
 @group(0) @binding(2) var<storage, read> freq: array<f32>;
-@group(0) @binding(3) var<storage, read_write> temb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> temb: array<AT>;
 
 // sin(x) and cos(x) for |x| < ~1e5.
 fn sincos(x: f32) -> vec2<f32> {
@@ -70,14 +75,14 @@ fn timestep(@builtin(global_invocation_id) gid: vec3<u32>) {
         let first = (j < p.half) != (p.flip != 0u);
         v = select(sc.y, sc.x, first);
     }
-    temb[i] = v;
+    temb[i] = at(v);
 }
 
 // ---- token_pos ----
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> tok: array<${VT}>;
 @group(0) @binding(3) var<storage, read> pos: array<${VP}>;
-@group(0) @binding(4) var<storage, read_write> out: array<V>;
+@group(0) @binding(4) var<storage, read_write> out: array<VO>;
 
 @compute @workgroup_size(256)
 fn token_pos(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -94,5 +99,5 @@ fn token_pos(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (here) {
         y += V(tok[p.tok_shift + (id - p.v0) * p.d + c]);
     }
-    out[p.o_shift + i] = y;
+    out[p.o_shift + i] = sto(y);
 }

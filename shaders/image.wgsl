@@ -2,14 +2,14 @@
 //   v = clamp(x / 2 + 0.5, 0, 1); u8 = round_half_even(v * 255)
 // (WGSL's round() rounds halves to even, like numpy's round).
 //
-// Bindings: 0 params, 1 x [B, 3, H, W] f32 (read), 2 out: the u8 array [B, H, W, 3] packed
+// Bindings: 0 params, 1 x [B, 3, H, W] AT (f32 or f16, read), 2 out: the u8 array [B, H, W, 3] packed
 // four bytes per u32, little-endian (read_write). One invocation per output word; the
 // grid is folded into 2-D (id = wid.x + wid.y * nwg.x).
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
 const WG: u32 = 256u;
@@ -20,7 +20,7 @@ fn byte_at(i: u32) -> u32 {
     let r = i % per_image;
     let pix = r / 3u;
     let ch = r % 3u;
-    let v = clamp(x[p.x_shift + b * per_image + ch * p.hw + pix] / 2.0 + 0.5, 0.0, 1.0);
+    let v = clamp(f32(x[p.x_shift + b * per_image + ch * p.hw + pix]) / 2.0 + 0.5, 0.0, 1.0);
     return u32(round(v * 255.0));
 }
 

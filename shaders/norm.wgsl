@@ -19,11 +19,18 @@
 // shifted sums as above, one barrier, lane 0 makes mean / rstd, a second barrier, then
 // every lane normalises its strided elements.
 //
-// Bindings per entry are listed above each. `${V}` is the load width (f32 or vec4<f32>);
-// with vec4 every index below counts vec4s and all sizes are multiples of 4.
+// Bindings per entry are listed above each. Activations x / out are stored as S (AT or
+// AT4: f32 or f16) and converted to V (f32 or vec4<f32>) on load: statistics and the
+// affine are f32, stores go through `store` (saturating in f16); gamma / beta are f32.
+// With vec4 every index below counts vec4s and all sizes are multiples of 4.
 // Version 1: shifted sums + Chan merge (Welford per element was 2x slower on lavapipe).
 
 alias V = ${V};
+alias S = ${S};
+
+fn store(v: V) -> S {
+    return ${ST}(v);
+}
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
@@ -44,7 +51,7 @@ fn first(v: V) -> f32 {
 }
 
 // ---- gn_partial: 1 x (read, V units), 2 part (read_write, vec4 per chunk) ----
-@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(1) var<storage, read> x: array<S>;
 @group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
 
 var<workgroup> red: array<vec2<f32>, 256>;
@@ -61,11 +68,11 @@ fn gn_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let chunk_v = CHUNK / W;
     let start = p.x_shift + gq * p.gs + (ci - p.c0) * chunk_v;
     let count = min(chunk_v, p.gs - ci * chunk_v);
-    let k = first(x[start]);
+    let k = first(V(x[start]));
     var s1 = V(0.0);
     var s2 = V(0.0);
     for (var i = lid; i < count; i += WG) {
-        let d = x[start + i] - V(k);
+        let d = V(x[start + i]) - V(k);
         s1 += d;
         s2 += d * d;
     }
@@ -107,11 +114,11 @@ fn gn_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // ---- gn_apply: 1 x (read), 2 stats (read), 3 gamma (read), 4 beta (read), 5 out ----
-@group(0) @binding(1) var<storage, read> xa: array<V>;
+@group(0) @binding(1) var<storage, read> xa: array<S>;
 @group(0) @binding(2) var<storage, read> st: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<V>;
+@group(0) @binding(5) var<storage, read_write> out: array<S>;
 
 @compute @workgroup_size(256)
 fn gn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -123,18 +130,18 @@ fn gn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let gi = plane / p.cpg;                // b * G + g, as C = G * cpg
     let sm = st[gi];
     let a = sm.y * gamma[c];
-    var y = (xa[p.x_shift + i] - V(sm.x)) * V(a) + V(beta[c]);
+    var y = (V(xa[p.x_shift + i]) - V(sm.x)) * V(a) + V(beta[c]);
     if (p.silu != 0u) {
         y = y / (V(1.0) + exp(-y));
     }
-    out[p.o_shift + i] = y;
+    out[p.o_shift + i] = store(y);
 }
 
 // ---- layer_norm: 1 x (read), 2 gamma (read, V), 3 beta (read, V), 4 out ----
-@group(0) @binding(1) var<storage, read> xl: array<V>;
+@group(0) @binding(1) var<storage, read> xl: array<S>;
 @group(0) @binding(2) var<storage, read> lgamma: array<V>;
 @group(0) @binding(3) var<storage, read> lbeta: array<V>;
-@group(0) @binding(4) var<storage, read_write> ol: array<V>;
+@group(0) @binding(4) var<storage, read_write> ol: array<S>;
 
 var<workgroup> lred: array<vec2<f32>, 64>;
 var<workgroup> lstat: vec2<f32>;
@@ -146,11 +153,11 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let live = r < p.n;
     let rc = min(r, p.n - 1u);
     let start = p.x_shift + rc * p.gs;
-    let k = first(xl[start]);
+    let k = first(V(xl[start]));
     var s1 = V(0.0);
     var s2 = V(0.0);
     for (var i = lid; i < p.gs; i += LN_WG) {
-        let d = xl[start + i] - V(k);
+        let d = V(xl[start + i]) - V(k);
         s1 += d;
         s2 += d * d;
     }
@@ -172,6 +179,6 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let sm = lstat;
     let o = p.o_shift + rc * p.gs;
     for (var i = lid; i < p.gs; i += LN_WG) {
-        ol[o + i] = (xl[start + i] - V(sm.x)) * V(sm.y) * lgamma[i] + lbeta[i];
+        ol[o + i] = store((V(xl[start + i]) - V(sm.x)) * V(sm.y) * lgamma[i] + lbeta[i]);
     }
 }

@@ -13,7 +13,8 @@
 // All reads of an element happen before its writes, so a slot may be read (old value)
 // and rewritten (new value) in the same step; x is updated in place.
 //
-// Bindings: 0 params (uniform); 1 u (read) [n]; 2 c (read) [n] (a second window on the
+// Bindings: 0 params (uniform); 1 u (read, AT: the UNet output may be f16) [n]; 2 c (read,
+// AT) [n] (a second window on the
 // same UNet output, or u again when guidance is off); 3 x (read_write) [n];
 // 4..7 history slots h0..h3 (read_write) [n] (a tiny dummy when unused);
 // 8 noise (read) [n] (a dummy when unused). Each binding is a window of a band:
@@ -25,8 +26,8 @@
 // d_coef = (dx, de, 0, 0); out_coef = (ox, oe, od, on).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;
-@group(0) @binding(2) var<storage, read> c: array<f32>;
+@group(0) @binding(1) var<storage, read> u: array<AT>;
+@group(0) @binding(2) var<storage, read> c: array<AT>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> h0: array<f32>;
 @group(0) @binding(5) var<storage, read_write> h1: array<f32>;
@@ -46,10 +47,10 @@ fn scheduler_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= p.n) { return; }
 
-    var e = u[p.s_u + i];
+    var e = f32(u[p.s_u + i]);
     if (on(1u)) {
         // diffusers: noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-        e = e + p.guidance * (c[p.s_c + i] - e);
+        e = e + p.guidance * (f32(c[p.s_c + i]) - e);
     }
     let xv = x[p.s_x + i];
     var d = 0.0;

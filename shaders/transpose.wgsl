@@ -2,6 +2,7 @@
 //   out[b, j, i] = x[b, i, j] (+ residual[b, j, i])
 // Used to move between NCHW feature maps ([B, C, H*W]) and token rows ([B, H*W, C]) around
 // the UNet's and VAE's attention blocks; the add fuses the transformer's residual.
+// Activations are stored as AT (f32 or f16); the add is f32, stored with at().
 //
 // Bindings: 0 params, 1 x [B, M, N] (read), 2 out [B, N, M] (read_write), 3 residual
 // [B, N, M] (read; only `transpose_add` has it, so `transpose`'s layout stops at 2).
@@ -12,9 +13,9 @@
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read> residual: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
+@group(0) @binding(2) var<storage, read_write> out: array<AT>;
+@group(0) @binding(3) var<storage, read> residual: array<AT>;
 
 const WG: u32 = 256u;
 
@@ -40,5 +41,5 @@ fn transpose_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let o = (wid.x + wid.y * nwg.x) * WG + lid;
     if (o >= p.n) { return; }
-    out[p.o_shift + o] = x[p.x_shift + source(o)] + residual[p.r_shift + o];
+    out[p.o_shift + o] = at(f32(x[p.x_shift + source(o)]) + f32(residual[p.r_shift + o]));
 }

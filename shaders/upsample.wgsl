@@ -5,7 +5,7 @@
 // per band of whole input rows (so every window fits one binding); `base` is not needed
 // because the index map is the same for every row.
 //
-// Bindings: 0 params, 1 x (read, f32, window), 2 out (read_write, window).
+// Bindings: 0 params, 1 x (read, AT: f32 or f16, window), 2 out (read_write, window).
 // up2x_vec4 (2W % 4 == 0): one lane per output vec4 = (a, a, b, b) from two inputs.
 // up2x (any W): one lane per output element. Grid folded in 2-D past 65535 workgroups.
 //
@@ -17,9 +17,9 @@
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out1: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
+@group(0) @binding(2) var<storage, read_write> out4: array<AT4>;
+@group(0) @binding(2) var<storage, read_write> out1: array<AT>;
 
 const WG: u32 = 256u;
 
@@ -38,7 +38,7 @@ fn up2x_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let s = source(4u * i);
     let a = x[s];
     let b = x[s + 1u];
-    out4[p.o_shift + i] = vec4<f32>(a, a, b, b);
+    out4[p.o_shift + i] = AT4(a, a, b, b);
 }
 
 @compute @workgroup_size(256)

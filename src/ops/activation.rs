@@ -2,7 +2,7 @@
 //! the erf form), QuickGELU (CLIP's `quick_gelu`), and diffusers' `GEGLU` gating
 //! (the projection is a matmul elsewhere; this is `hidden * gelu(gate)`).
 
-use super::{expect_f32, for_each_band, u32_of};
+use super::{expect_act, for_each_band, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 
@@ -18,10 +18,14 @@ crate::shader_params! {
     }
 }
 
-fn spec(entry: &'static str, vec4: bool) -> KernelSpec {
+/// The kernel for activations stored as `dt`, one element or one vec4 per unit.
+fn spec(entry: &'static str, vec4: bool, dt: DType) -> KernelSpec {
     KernelSpec::new("activation", SRC, entry)
         .params::<Params>()
+        .activation(dt)
         .define("V", if vec4 { "vec4<f32>" } else { "f32" })
+        .define("S", if vec4 { "AT4" } else { "AT" })
+        .define("ST", if vec4 { "at4" } else { "at" })
 }
 
 /// Unary ops always load vec4: a band's length is rounded up to a whole vec4, which
@@ -29,11 +33,11 @@ fn spec(entry: &'static str, vec4: bool) -> KernelSpec {
 /// write only the padding.
 fn unary(rec: &mut Recorder, entry: &'static str, x: &Tensor) -> Result<Tensor> {
     let op = entry;
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, x.shape(), DType::F32)?;
-    let kernel = gpu.kernel(&spec(entry, true))?;
-    let per_band = gpu.max_binding_elems(DType::F32) / (WG * 4) * (WG * 4);
+    let out = Tensor::empty(gpu, x.shape(), dt)?;
+    let kernel = gpu.kernel(&spec(entry, true, dt))?;
+    let per_band = gpu.max_binding_elems(dt) / (WG * 4) * (WG * 4);
     for_each_band(x.numel(), per_band, |start, len| {
         let len4 = len.div_ceil(4) * 4;
         let xw = x.window(gpu, start, len4)?;
@@ -68,7 +72,7 @@ pub fn quick_gelu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
 /// diffusers GEGLU gating: `x` `[.., 2F]` -> `[.., F]`, `x[.., :F] * gelu(x[.., F:])`.
 pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let op = "geglu";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let shape = x.shape();
     let two_f = shape.last().copied().unwrap_or(0);
     if two_f == 0 || !two_f.is_multiple_of(2) {
@@ -83,12 +87,12 @@ pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         *last = f;
     }
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &out_shape, DType::F32)?;
+    let out = Tensor::empty(gpu, &out_shape, dt)?;
     let rows = x.numel() / two_f;
     let vec4 = f.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
-    let kernel = gpu.kernel(&spec("geglu", vec4))?;
-    let per_band = (gpu.max_binding_elems(DType::F32) / two_f).max(1);
+    let kernel = gpu.kernel(&spec("geglu", vec4, dt))?;
+    let per_band = (gpu.max_binding_elems(dt) / two_f).max(1);
     for_each_band(rows, per_band, |r0, nr| {
         let xw = x.window(gpu, r0 * two_f, nr * two_f)?;
         let ow = out.window(gpu, r0 * f, nr * f)?;
@@ -185,7 +189,9 @@ pub fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
     for entry in ["silu", "quick_gelu", "gelu", "geglu"] {
         for vec4 in [false, true] {
-            v.push(spec(entry, vec4));
+            for dt in [DType::F32, DType::F16] {
+                v.push(spec(entry, vec4, dt));
+            }
         }
     }
     v

@@ -41,7 +41,15 @@ fn span(t: &Tensor, start: usize, len: usize) -> Window {
     }
 }
 
-/// `torch.cat([a, b], dim)`: equal shapes except along `dim`; 4-byte dtypes (f32, u32).
+/// The kernel moving elements of `dt` (4-byte dtypes move as u32 bits).
+fn spec(dt: DType) -> KernelSpec {
+    KernelSpec::new("concat", SRC, "concat_rows")
+        .params::<Params>()
+        .f16(dt == DType::F16)
+        .define("T", if dt == DType::F16 { "f16" } else { "u32" })
+}
+
+/// `torch.cat([a, b], dim)`: equal shapes except along `dim`; one dtype (f32, f16, u32).
 pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<Tensor> {
     let op = "concat";
     let (sa, sb) = (a.shape(), b.shape());
@@ -53,11 +61,11 @@ pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<
             format!("cannot concatenate {sa:?} and {sb:?} along dim {dim}"),
         ));
     }
-    if a.dtype() != b.dtype() || a.dtype().size() != 4 {
+    if a.dtype() != b.dtype() {
         return Err(Error::shape(
             op,
             format!(
-                "needs two tensors of one 4-byte dtype, got {:?} and {:?}",
+                "needs two tensors of one dtype, got {:?} and {:?}",
                 a.dtype(),
                 b.dtype()
             ),
@@ -74,8 +82,11 @@ pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<
     if out.numel() == 0 {
         return Ok(out);
     }
-    let per_band = gpu.max_binding_elems(DType::F32) / row_len;
-    if rows <= MAX_COPY_ROWS || per_band == 0 {
+    let es = a.dtype().size() as usize;
+    let per_band = gpu.max_binding_elems(a.dtype()) / row_len;
+    // Buffer copies need 4-byte aligned offsets and sizes (odd f16 widths use the kernel).
+    let copyable = (ia * es).is_multiple_of(4) && (ib * es).is_multiple_of(4);
+    if copyable && (rows <= MAX_COPY_ROWS || per_band == 0) {
         for r in 0..rows {
             if ia > 0 {
                 rec.copy(span(a, r * ia, ia), span(&out, r * row_len, ia))?;
@@ -86,7 +97,12 @@ pub fn concat(rec: &mut Recorder, a: &Tensor, b: &Tensor, dim: usize) -> Result<
         }
         return Ok(out);
     }
-    let kernel = gpu.kernel(&KernelSpec::new("concat", SRC, "concat_rows").params::<Params>())?;
+    if per_band == 0 {
+        return Err(Error::OutOfMemory(format!(
+            "{op}: one row of {row_len} elements with an odd f16 width exceeds a storage binding"
+        )));
+    }
+    let kernel = gpu.kernel(&spec(a.dtype()))?;
     for_each_band(rows, per_band, |r0, nr| {
         // Zero-width inputs still need a (dummy) binding: windows are at least 1 element.
         let aw = a.window(gpu, r0 * ia, nr * ia)?;
@@ -126,5 +142,5 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    vec![KernelSpec::new("concat", SRC, "concat_rows").params::<Params>()]
+    vec![spec(DType::F32), spec(DType::F16)]
 }

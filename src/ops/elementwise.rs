@@ -1,7 +1,8 @@
 //! Elementwise add / mul with broadcast and a fused scale (`shaders/elementwise.wgsl`).
 //! Used for residual adds, bias adds over NCHW, the time-embedding add, and scaling.
+//! `a` and the output are activations (f32 or f16); `b` has `a`'s dtype or is f32 (a bias).
 
-use super::{expect_f32, for_each_band, u32_of};
+use super::{expect_act, for_each_band, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 
@@ -57,6 +58,14 @@ pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Broadcast
     })
 }
 
+/// The kernel for activations `at` and `b` stored as `bt`.
+fn spec(entry: &'static str, at: DType, bt: DType) -> KernelSpec {
+    KernelSpec::new("elementwise", SRC, entry)
+        .params::<Params>()
+        .activation(at)
+        .define("BT", bt.wgsl())
+}
+
 fn binary(
     rec: &mut Recorder,
     entry: &'static str,
@@ -65,19 +74,26 @@ fn binary(
     scale: f32,
 ) -> Result<Tensor> {
     let op = entry;
-    expect_f32(op, a)?;
-    expect_f32(op, b)?;
+    let at = expect_act(op, a)?;
+    let bt = expect_act(op, b)?;
+    if bt != at && bt != DType::F32 {
+        return Err(Error::shape(
+            op,
+            format!("b must be {at:?} or f32, got {bt:?}"),
+        ));
+    }
     let bc = broadcast(op, a.shape(), b.shape())?;
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, a.shape(), DType::F32)?;
-    let pipeline = gpu.kernel(&KernelSpec::new("elementwise", SRC, entry).params::<Params>())?;
+    let out = Tensor::empty(gpu, a.shape(), at)?;
+    let pipeline = gpu.kernel(&spec(entry, at, bt))?;
     let same_shape = bc.inner == 1 && bc.period == a.numel();
     let b_whole = if same_shape {
         None
     } else {
         Some(b.whole(gpu)?)
     };
-    let per_band = gpu.max_binding_elems(DType::F32) / WG * WG;
+    // b may be f32 over an f16 `a`: its windows bound the band.
+    let per_band = gpu.max_binding_elems(bt) / WG * WG;
     for_each_band(a.numel(), per_band, |start, len| {
         let aw = a.window(gpu, start, len)?;
         let ow = out.window(gpu, start, len)?;
@@ -139,8 +155,15 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    ["add", "mul"]
-        .into_iter()
-        .map(|e| KernelSpec::new("elementwise", SRC, e).params::<Params>())
-        .collect()
+    let mut v = Vec::new();
+    for e in ["add", "mul"] {
+        for (at, bt) in [
+            (DType::F32, DType::F32),
+            (DType::F16, DType::F16),
+            (DType::F16, DType::F32),
+        ] {
+            v.push(spec(e, at, bt));
+        }
+    }
+    v
 }

@@ -41,8 +41,8 @@ pub fn timestep_freqs(dim: usize, downscale_freq_shift: f32) -> Vec<f32> {
 
 /// diffusers `get_timestep_embedding(timesteps, dim, flip_sin_to_cos,
 /// downscale_freq_shift)` (max_period 10000, scale 1): `timesteps` `[B]` f32 ->
-/// `[B, dim]`, `[sin, cos]` halves (`[cos, sin]` when flipped), a zero column when `dim`
-/// is odd.
+/// `[B, dim]` f32, `[sin, cos]` halves (`[cos, sin]` when flipped), a zero column when
+/// `dim` is odd.
 pub fn timestep_embedding(
     rec: &mut Recorder,
     timesteps: &Tensor,
@@ -50,7 +50,27 @@ pub fn timestep_embedding(
     flip_sin_to_cos: bool,
     downscale_freq_shift: f32,
 ) -> Result<Tensor> {
+    timestep_embedding_as(
+        rec,
+        timesteps,
+        dim,
+        flip_sin_to_cos,
+        downscale_freq_shift,
+        DType::F32,
+    )
+}
+
+/// [`timestep_embedding`] stored as activation dtype `act` (F32 or F16; computed in f32).
+pub fn timestep_embedding_as(
+    rec: &mut Recorder,
+    timesteps: &Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: f32,
+    act: DType,
+) -> Result<Tensor> {
     let op = "timestep_embedding";
+    expect_act_dtype(op, act)?;
     expect_f32(op, timesteps)?;
     if timesteps.shape().len() != 1 {
         return Err(Error::shape(
@@ -67,13 +87,13 @@ pub fn timestep_embedding(
     }
     let b = timesteps.numel();
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, dim], DType::F32)?;
+    let out = Tensor::empty(gpu, &[b, dim], act)?;
     if b == 0 {
         return Ok(out);
     }
     let freqs = timestep_freqs(dim, downscale_freq_shift);
     let freq = Tensor::from_f32(gpu, &[half], &freqs, DType::F32)?;
-    let kernel = gpu.kernel(&timestep_spec())?;
+    let kernel = gpu.kernel(&timestep_spec(act))?;
     let n = b * dim;
     let p = Params {
         n: u32_of(op, n)?,
@@ -92,18 +112,39 @@ pub fn timestep_embedding(
     Ok(out)
 }
 
+/// Errors unless `act` is an activation dtype (F32 or F16).
+fn expect_act_dtype(op: &'static str, act: DType) -> Result<()> {
+    if act == DType::U32 {
+        return Err(Error::shape(op, "the output must be f32 or f16"));
+    }
+    Ok(())
+}
+
 /// CLIP text embeddings: `token_table[ids] + pos_table[0..T]`. `ids` `[B, T]` U32,
 /// `token_table` `[V, D]` and `pos_table` `[P >= T, D]` f32 or f16 -> `[B, T, D]` f32.
-/// The token table may exceed one binding (SD2: 49408 x 1024 f32 = 202 MB): it is bound
-/// in bands of rows, one dispatch each. Ids `>= V` cannot be checked on the GPU; their
-/// rows get the position embedding alone (use [`token_position_embedding_ids`] to check).
 pub fn token_position_embedding(
     rec: &mut Recorder,
     ids: &Tensor,
     token_table: &Tensor,
     pos_table: &Tensor,
 ) -> Result<Tensor> {
+    token_position_embedding_as(rec, ids, token_table, pos_table, DType::F32)
+}
+
+/// [`token_position_embedding`] stored as activation dtype `act` (F32 or F16; the sum is
+/// f32 whatever the tables' dtypes).
+/// The token table may exceed one binding (SD2: 49408 x 1024 f32 = 202 MB): it is bound
+/// in bands of rows, one dispatch each. Ids `>= V` cannot be checked on the GPU; their
+/// rows get the position embedding alone (use [`token_position_embedding_ids`] to check).
+pub fn token_position_embedding_as(
+    rec: &mut Recorder,
+    ids: &Tensor,
+    token_table: &Tensor,
+    pos_table: &Tensor,
+    act: DType,
+) -> Result<Tensor> {
     let op = "token_position_embedding";
+    expect_act_dtype(op, act)?;
     let &[b, t] = ids.shape() else {
         return Err(Error::shape(
             op,
@@ -145,13 +186,13 @@ pub fn token_position_embedding(
         }
     }
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, t, d], DType::F32)?;
+    let out = Tensor::empty(gpu, &[b, t, d], act)?;
     if b * t == 0 {
         return Ok(out);
     }
     let vec4 = d.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
-    let spec = token_pos_spec(vec4, token_table.dtype(), pos_table.dtype());
+    let spec = token_pos_spec(vec4, token_table.dtype(), pos_table.dtype(), act);
     let kernel = gpu.kernel(&spec)?;
     let (idw, pw, ow) = (
         ids.whole(gpu)?,
@@ -253,19 +294,22 @@ pub mod cpu {
     }
 }
 
-fn timestep_spec() -> KernelSpec {
+fn timestep_spec(act: DType) -> KernelSpec {
     KernelSpec::new("embedding", SRC, "timestep")
         .params::<Params>()
+        .activation(act)
         .define("V", "f32")
+        .define("VO", "AT")
+        .define("STO", "at")
         .define("TT", "f32")
         .define("TP", "f32")
         .define("VT", "f32")
         .define("VP", "f32")
 }
 
-/// The token + position kernel for tables stored as `tt` / `tp`, loading vec4s when the
-/// width allows.
-fn token_pos_spec(vec4: bool, tt: DType, tp: DType) -> KernelSpec {
+/// The token + position kernel for tables stored as `tt` / `tp` and output activations
+/// `act`, loading vec4s when the width allows.
+fn token_pos_spec(vec4: bool, tt: DType, tp: DType, act: DType) -> KernelSpec {
     let vt = |dt: DType| {
         if vec4 {
             format!("vec4<{}>", dt.wgsl())
@@ -275,8 +319,11 @@ fn token_pos_spec(vec4: bool, tt: DType, tp: DType) -> KernelSpec {
     };
     KernelSpec::new("embedding", SRC, "token_pos")
         .params::<Params>()
+        .activation(act)
         .f16(tt == DType::F16 || tp == DType::F16)
         .define("V", vt(DType::F32))
+        .define("VO", if vec4 { "AT4" } else { "AT" })
+        .define("STO", if vec4 { "at4" } else { "at" })
         .define("TT", tt.wgsl())
         .define("TP", tp.wgsl())
         .define("VT", vt(tt))
@@ -285,11 +332,13 @@ fn token_pos_spec(vec4: bool, tt: DType, tp: DType) -> KernelSpec {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    let mut v = vec![timestep_spec()];
+    let mut v = vec![timestep_spec(DType::F32), timestep_spec(DType::F16)];
     for vec4 in [false, true] {
         for tt in [DType::F32, DType::F16] {
             for tp in [DType::F32, DType::F16] {
-                v.push(token_pos_spec(vec4, tt, tp));
+                for act in [DType::F32, DType::F16] {
+                    v.push(token_pos_spec(vec4, tt, tp, act));
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! `output_type="pil"` / numpy: `(x / 2 + 0.5).clamp(0, 1)`, times 255, rounded half to
 //! even, channels last.
 
-use super::{expect_f32, u32_of};
+use super::{expect_act, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 
@@ -30,11 +30,17 @@ pub struct U8Images {
     pub width: usize,
 }
 
-/// Records the conversion of `x` `[B, 3, H, W]` (one image per band, so any batch size
+fn spec(dt: DType) -> KernelSpec {
+    KernelSpec::new("image", SRC, "to_u8")
+        .params::<Params>()
+        .activation(dt)
+}
+
+/// Records the conversion of `x` `[B, 3, H, W]` (f32 or f16) (one image per band, so any batch size
 /// stays under the binding limit).
 pub fn to_u8(rec: &mut Recorder, x: &Tensor) -> Result<U8Images> {
     let op = "to_u8";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let &[b, 3, h, w] = x.shape() else {
         return Err(Error::shape(
             op,
@@ -42,7 +48,7 @@ pub fn to_u8(rec: &mut Recorder, x: &Tensor) -> Result<U8Images> {
         ));
     };
     let gpu = rec.gpu();
-    let kernel = gpu.kernel(&KernelSpec::new("image", SRC, "to_u8").params::<Params>())?;
+    let kernel = gpu.kernel(&spec(dt))?;
     let per = 3 * h * w;
     let mut packed = Vec::with_capacity(b);
     for i in 0..b {
@@ -107,5 +113,5 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    vec![KernelSpec::new("image", SRC, "to_u8").params::<Params>()]
+    vec![spec(DType::F32), spec(DType::F16)]
 }

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod cast;
 pub mod concat;
 pub mod conv2d;
 pub mod elementwise;
@@ -24,6 +25,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
     [
         activation::variants(),
         attention::variants(),
+        cast::variants(),
         concat::variants(),
         conv2d::variants(),
         elementwise::variants(),

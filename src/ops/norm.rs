@@ -6,7 +6,7 @@
 //! group of millions of elements (the VAE: 4 channels x 768 x 768) is spread over many
 //! workgroups and its statistics stay accurate; LayerNorm runs one (a workgroup per row).
 
-use super::{expect_f32, for_each_band, u32_of};
+use super::{expect_act, expect_f32, for_each_band, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor};
 
@@ -36,9 +36,14 @@ crate::shader_params! {
     }
 }
 
-/// The kernel, loading one f32 (`vec4 == false`) or one vec4 at a time.
-fn spec(entry: &'static str, vec4: bool) -> KernelSpec {
-    let s = KernelSpec::new("norm", SRC, entry).params::<Params>();
+/// The kernel for activations stored as `dt`, loading one element (`vec4 == false`) or
+/// one vec4 at a time.
+fn spec(entry: &'static str, vec4: bool, dt: DType) -> KernelSpec {
+    let s = KernelSpec::new("norm", SRC, entry)
+        .params::<Params>()
+        .activation(dt)
+        .define("S", if vec4 { "AT4" } else { "AT" })
+        .define("ST", if vec4 { "at4" } else { "at" });
     if vec4 {
         s.define("V", "vec4<f32>")
             .define("W", "4")
@@ -63,9 +68,9 @@ fn expect_vec(op: &'static str, t: &Tensor, len: usize, what: &str) -> Result<()
     Ok(())
 }
 
-/// Elements per band: a multiple of `unit` that fits one binding.
-fn band_elems(gpu: &Gpu, unit: usize) -> usize {
-    (gpu.max_binding_elems(DType::F32) / unit * unit).max(unit)
+/// Elements of `dt` per band: a multiple of `unit` that fits one binding.
+fn band_elems(gpu: &Gpu, unit: usize, dt: DType) -> usize {
+    (gpu.max_binding_elems(dt) / unit * unit).max(unit)
 }
 
 /// `nn.GroupNorm(groups, C, eps)` on `x` `[B, C, *spatial]` with affine `gamma`, `beta`
@@ -80,7 +85,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     let op = "group_norm";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let shape = x.shape();
     if shape.len() < 2 {
         return Err(Error::shape(
@@ -99,7 +104,7 @@ pub fn group_norm(
     expect_vec(op, gamma, c, "gamma")?;
     expect_vec(op, beta, c, "beta")?;
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, shape, DType::F32)?;
+    let out = Tensor::empty(gpu, shape, dt)?;
     let numel = x.numel();
     if numel == 0 {
         return Ok(out);
@@ -116,8 +121,8 @@ pub fn group_norm(
     // group when a group alone exceeds a binding.
     let part = Tensor::empty(gpu, &[ngroups * chunks, 4], DType::F32)?;
     let part_w = part.whole(gpu)?;
-    let partial = gpu.kernel(&spec("gn_partial", vec4))?;
-    let per_band = band_elems(gpu, CHUNK);
+    let partial = gpu.kernel(&spec("gn_partial", vec4, dt))?;
+    let per_band = band_elems(gpu, CHUNK, dt);
     let mut bands: Vec<(usize, usize, usize, usize)> = Vec::new(); // (g0, ng, c0, nc)
     if gsize <= per_band {
         let per = per_band / gsize;
@@ -158,7 +163,7 @@ pub fn group_norm(
     // Pass 2: merge each group's chunks into (mean, rstd).
     let stats = Tensor::empty(gpu, &[ngroups, 2], DType::F32)?;
     let stats_w = stats.whole(gpu)?;
-    let fin = gpu.kernel(&spec("gn_finalize", false))?;
+    let fin = gpu.kernel(&spec("gn_finalize", false, DType::F32))?;
     let p = Params {
         n: u32_of(op, ngroups)?,
         chunks: u32_of(op, chunks)?,
@@ -169,9 +174,9 @@ pub fn group_norm(
     rec.dispatch(&fin, &p, &[part_w, stats_w.clone()], g)?;
 
     // Pass 3: normalise, affine, optional SiLU; flat bands of elements.
-    let apply = gpu.kernel(&spec("gn_apply", vec4))?;
+    let apply = gpu.kernel(&spec("gn_apply", vec4, dt))?;
     let (gw, bw) = (gamma.whole(gpu)?, beta.whole(gpu)?);
-    for_each_band(numel, band_elems(gpu, WG * w), |start, len| {
+    for_each_band(numel, band_elems(gpu, WG * w, dt), |start, len| {
         let xw = x.window(gpu, start, len)?;
         let ow = out.window(gpu, start, len)?;
         let units = len / w;
@@ -207,23 +212,23 @@ pub fn layer_norm(
     eps: f32,
 ) -> Result<Tensor> {
     let op = "layer_norm";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let Some(&c) = x.shape().last() else {
         return Err(Error::shape(op, "x must have at least one dimension"));
     };
     expect_vec(op, gamma, c, "gamma")?;
     expect_vec(op, beta, c, "beta")?;
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let out = Tensor::empty(gpu, x.shape(), dt)?;
     if x.numel() == 0 {
         return Ok(out);
     }
     let rows = x.numel() / c;
     let vec4 = c.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
-    let kernel = gpu.kernel(&spec("layer_norm", vec4))?;
+    let kernel = gpu.kernel(&spec("layer_norm", vec4, dt))?;
     let (gw, bw) = (gamma.whole(gpu)?, beta.whole(gpu)?);
-    let per_band = (gpu.max_binding_elems(DType::F32) / c).max(1);
+    let per_band = (gpu.max_binding_elems(dt) / c).max(1);
     for_each_band(rows, per_band, |r0, nr| {
         let xw = x.window(gpu, r0 * c, nr * c)?;
         let ow = out.window(gpu, r0 * c, nr * c)?;
@@ -299,10 +304,12 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    let mut v = vec![spec("gn_finalize", false)];
+    let mut v = vec![spec("gn_finalize", false, DType::F32)];
     for entry in ["gn_partial", "gn_apply", "layer_norm"] {
         for vec4 in [false, true] {
-            v.push(spec(entry, vec4));
+            for dt in [DType::F32, DType::F16] {
+                v.push(spec(entry, vec4, dt));
+            }
         }
     }
     v

@@ -11,7 +11,7 @@
 
 use std::ops::{Add, Mul, Sub};
 
-use super::{expect_f32, for_each_band, u32_of};
+use super::{expect_act, expect_f32, for_each_band, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor, Window};
 
@@ -211,6 +211,10 @@ crate::shader_params! {
 
 fn check_len(what: &str, t: &Tensor, n: usize) -> Result<()> {
     expect_f32(OP, t)?;
+    check_numel(what, t, n)
+}
+
+fn check_numel(what: &str, t: &Tensor, n: usize) -> Result<()> {
     if t.numel() != n {
         return Err(Error::shape(
             OP,
@@ -224,8 +228,14 @@ fn check_len(what: &str, t: &Tensor, n: usize) -> Result<()> {
     Ok(())
 }
 
+fn spec(model_out: DType) -> KernelSpec {
+    KernelSpec::new(OP, SRC, OP)
+        .params::<Params>()
+        .activation(model_out)
+}
+
 /// Applies `plan` on the GPU: `x` (the latents, `[B, C, H, W]`) is updated in place.
-/// `model_out` is the UNet output: `[2B, C, H, W]` = [uncond; cond] when `guidance` is
+/// `model_out` is the UNet output (f32 or f16): `[2B, C, H, W]` = [uncond; cond] when `guidance` is
 /// `Some(g)`, `[B, C, H, W]` otherwise. `history` holds the scheduler's slot tensors (at
 /// least as many as the plan touches, each of `x`'s size); `noise` is needed when the plan
 /// uses noise.
@@ -241,7 +251,9 @@ pub fn scheduler_step(
     plan.validate()?;
     expect_f32(OP, x)?;
     let n = x.numel();
-    check_len(
+    // The UNet output may be f16 (an f16 UNet); the latents and the state stay f32.
+    let mt = expect_act(OP, model_out)?;
+    check_numel(
         "the model output",
         model_out,
         if guidance.is_some() { 2 * n } else { n },
@@ -306,7 +318,7 @@ pub fn scheduler_step(
     }
 
     let gpu = rec.gpu();
-    let pipeline = gpu.kernel(&KernelSpec::new(OP, SRC, OP).params::<Params>())?;
+    let pipeline = gpu.kernel(&spec(mt))?;
     // Unused bindings get tiny distinct dummies (never accessed).
     let dummies: Vec<Tensor> = (0..SLOTS + 1)
         .map(|_| Tensor::empty(gpu, &[4], DType::F32))
@@ -462,5 +474,5 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    vec![KernelSpec::new(OP, SRC, OP).params::<Params>()]
+    vec![spec(DType::F32), spec(DType::F16)]
 }

@@ -2,7 +2,7 @@
 //! adding a residual in the same pass. Moves feature maps between NCHW (`[B, C, H*W]`)
 //! and token rows (`[B, H*W, C]`) around attention blocks.
 
-use super::{expect_f32, for_each_band, u32_of};
+use super::{expect_act, expect_same_act, for_each_band, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 
@@ -22,10 +22,16 @@ crate::shader_params! {
     }
 }
 
+fn spec(entry: &'static str, dt: DType) -> KernelSpec {
+    KernelSpec::new("transpose", SRC, entry)
+        .params::<Params>()
+        .activation(dt)
+}
+
 /// `x` `[.., M, N]` -> `[.., N, M]` (+ `residual`, shaped like the output).
 pub fn transpose(rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
     let op = "transpose";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let shape = x.shape();
     if shape.len() < 2 {
         return Err(Error::shape(
@@ -39,7 +45,7 @@ pub fn transpose(rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> R
     let last = out_shape.len() - 1;
     out_shape.swap(last - 1, last);
     if let Some(r) = residual {
-        expect_f32(op, r)?;
+        expect_same_act(op, dt, &[r])?;
         if r.shape() != out_shape.as_slice() {
             return Err(Error::shape(
                 op,
@@ -48,12 +54,12 @@ pub fn transpose(rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> R
         }
     }
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &out_shape, DType::F32)?;
+    let out = Tensor::empty(gpu, &out_shape, dt)?;
     let per = m * n;
     if per == 0 || batch == 0 {
         return Ok(out);
     }
-    if per > gpu.max_binding_elems(DType::F32) {
+    if per > gpu.max_binding_elems(dt) {
         return Err(Error::OutOfMemory(format!(
             "transpose of one {m}x{n} matrix exceeds one storage binding"
         )));
@@ -63,9 +69,9 @@ pub fn transpose(rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> R
     } else {
         "transpose"
     };
-    let kernel = gpu.kernel(&KernelSpec::new("transpose", SRC, entry).params::<Params>())?;
+    let kernel = gpu.kernel(&spec(entry, dt))?;
     // Bands of whole matrices, each window under the binding limit.
-    let per_band = (gpu.max_binding_elems(DType::F32) / per).max(1);
+    let per_band = (gpu.max_binding_elems(dt) / per).max(1);
     for_each_band(batch, per_band, |b0, nb| {
         let (start, len) = (b0 * per, nb * per);
         let xw = x.window(gpu, start, len)?;
@@ -114,8 +120,11 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    ["transpose", "transpose_add"]
-        .into_iter()
-        .map(|e| KernelSpec::new("transpose", SRC, e).params::<Params>())
-        .collect()
+    let mut v = Vec::new();
+    for e in ["transpose", "transpose_add"] {
+        for dt in [DType::F32, DType::F16] {
+            v.push(spec(e, dt));
+        }
+    }
+    v
 }

@@ -1,7 +1,7 @@
 //! Nearest 2x upsampling (`shaders/upsample.wgsl`), diffusers' `Upsample2D` before its
 //! conv: `F.interpolate(x, scale_factor=2.0, mode="nearest")`.
 
-use super::{expect_f32, for_each_band, u32_of};
+use super::{expect_act, for_each_band, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 
@@ -25,10 +25,16 @@ crate::shader_params! {
     }
 }
 
+fn spec(entry: &'static str, dt: DType) -> KernelSpec {
+    KernelSpec::new("upsample", SRC, entry)
+        .params::<Params>()
+        .activation(dt)
+}
+
 /// `x` `[B, C, H, W]` -> `[B, C, 2H, 2W]`, nearest neighbour.
 pub fn upsample_nearest2x(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let op = "upsample_nearest2x";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let &[b, c, h, w] = x.shape() else {
         return Err(Error::shape(
             op,
@@ -36,18 +42,15 @@ pub fn upsample_nearest2x(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         ));
     };
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, c, 2 * h, 2 * w], DType::F32)?;
+    let out = Tensor::empty(gpu, &[b, c, 2 * h, 2 * w], dt)?;
     if out.numel() == 0 {
         return Ok(out);
     }
     let vec4 = (2 * w).is_multiple_of(4);
     let unit = if vec4 { 4 } else { 1 };
-    let kernel = gpu.kernel(
-        &KernelSpec::new("upsample", SRC, if vec4 { "up2x_vec4" } else { "up2x" })
-            .params::<Params>(),
-    )?;
+    let kernel = gpu.kernel(&spec(if vec4 { "up2x_vec4" } else { "up2x" }, dt))?;
     // Bands of input rows; the output window (4x) is the one that must fit.
-    let per_band = (gpu.max_binding_elems(DType::F32) / (4 * w)).max(1);
+    let per_band = (gpu.max_binding_elems(dt) / (4 * w)).max(1);
     for_each_band(b * c * h, per_band, |r0, nr| {
         let xw = x.window(gpu, r0 * w, nr * w)?;
         let ow = out.window(gpu, r0 * 4 * w, nr * 4 * w)?;
@@ -74,7 +77,7 @@ pub fn upsample_nearest(
     out_w: usize,
 ) -> Result<Tensor> {
     let op = "upsample_nearest";
-    expect_f32(op, x)?;
+    let dt = expect_act(op, x)?;
     let &[b, c, h, w] = x.shape() else {
         return Err(Error::shape(
             op,
@@ -85,16 +88,16 @@ pub fn upsample_nearest(
         return upsample_nearest2x(rec, x);
     }
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, c, out_h, out_w], DType::F32)?;
+    let out = Tensor::empty(gpu, &[b, c, out_h, out_w], dt)?;
     if out.numel() == 0 {
         return Ok(out);
     }
     if h == 0 || w == 0 {
         return Err(Error::shape(op, "cannot upsample an empty image"));
     }
-    let kernel = gpu.kernel(&KernelSpec::new("upsample", SRC, "nearest").params::<Params>())?;
+    let kernel = gpu.kernel(&spec("nearest", dt))?;
     let (plane_in, plane_out) = (h * w, out_h * out_w);
-    let per_band = gpu.max_binding_elems(DType::F32) / plane_in.max(plane_out);
+    let per_band = gpu.max_binding_elems(dt) / plane_in.max(plane_out);
     if per_band == 0 {
         return Err(Error::OutOfMemory(format!(
             "{op}: one {out_h}x{out_w} plane exceeds a storage binding"
@@ -158,8 +161,11 @@ pub mod cpu {
 
 /// Every kernel variant of this family (validated offline by the tests).
 pub fn variants() -> Vec<KernelSpec> {
-    ["up2x", "up2x_vec4", "nearest"]
-        .into_iter()
-        .map(|e| KernelSpec::new("upsample", SRC, e).params::<Params>())
-        .collect()
+    let mut v = Vec::new();
+    for e in ["up2x", "up2x_vec4", "nearest"] {
+        for dt in [DType::F32, DType::F16] {
+            v.push(spec(e, dt));
+        }
+    }
+    v
 }

@@ -2,6 +2,7 @@ use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::activation::{self, cpu};
 
 use crate::common::{Rng, assert_close, gpu};
+use crate::f16data::{F16_MAX, assert_saturated, stored, tol};
 
 // f32 exp / erfc in the shader: 1e-5 relative plus 1e-6 absolute (measured max abs
 // error on [-6, 6] is printed by the random test).
@@ -9,58 +10,72 @@ const ATOL: f32 = 1e-6;
 const RTOL: f32 = 1e-5;
 
 fn unary_all(shape: &[usize], scale: f32, seed: u64) {
+    unary_all_as(shape, scale, seed, DType::F32);
+}
+
+/// silu, gelu, quick_gelu on activations stored as `dt` (f16: inputs rounded to f16,
+/// one f16 rounding of the output on top of the f32 tolerance).
+fn unary_all_as(shape: &[usize], scale: f32, seed: u64, dt: DType) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     let n: usize = shape.iter().product();
     let x: Vec<f32> = rng.vec(n).iter().map(|v| v * scale).collect();
-    let tx = Tensor::from_f32(gpu, shape, &x, DType::F32).unwrap();
+    let x = stored(&x, dt);
+    let tx = Tensor::from_f32(gpu, shape, &x, dt).unwrap();
     let mut rec = Recorder::new(gpu);
     let s = activation::silu(&mut rec, &tx).unwrap();
     let g = activation::gelu(&mut rec, &tx).unwrap();
     let q = activation::quick_gelu(&mut rec, &tx).unwrap();
-    assert_eq!(g.shape(), shape);
-    let what = |op: &str| format!("{op} {shape:?}");
+    assert_eq!((g.shape(), g.dtype()), (shape, dt));
+    let (atol, rtol) = tol(dt, ATOL, RTOL);
+    let what = |op: &str| format!("{op} {shape:?} {dt:?}");
     assert_close(
         &what("silu"),
         &rec.read_f32(&s).unwrap(),
         &cpu::silu(&x),
-        ATOL,
-        RTOL,
+        atol,
+        rtol,
     );
     assert_close(
         &what("gelu"),
         &rec.read_f32(&g).unwrap(),
         &cpu::gelu(&x),
-        ATOL,
-        RTOL,
+        atol,
+        rtol,
     );
     assert_close(
         &what("quick_gelu"),
         &rec.read_f32(&q).unwrap(),
         &cpu::quick_gelu(&x),
-        ATOL,
-        RTOL,
+        atol,
+        rtol,
     );
 }
 
 fn check_geglu(shape: &[usize], seed: u64) {
+    check_geglu_as(shape, seed, DType::F32);
+}
+
+fn check_geglu_as(shape: &[usize], seed: u64, dt: DType) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     let n: usize = shape.iter().product();
     let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 4.0).collect();
-    let tx = Tensor::from_f32(gpu, shape, &x, DType::F32).unwrap();
+    let x = stored(&x, dt);
+    let tx = Tensor::from_f32(gpu, shape, &x, dt).unwrap();
     let mut rec = Recorder::new(gpu);
     let y = activation::geglu(&mut rec, &tx).unwrap();
     let f = shape[shape.len() - 1] / 2;
     let mut want_shape = shape.to_vec();
     *want_shape.last_mut().unwrap() = f;
-    assert_eq!(y.shape(), &want_shape[..]);
+    assert_eq!((y.shape(), y.dtype()), (&want_shape[..], dt));
+    let (atol, rtol) = tol(dt, ATOL * 4.0, RTOL);
     assert_close(
-        &format!("geglu {shape:?}"),
+        &format!("geglu {shape:?} {dt:?}"),
         &rec.read_f32(&y).unwrap(),
         &cpu::geglu(&x, f),
-        ATOL * 4.0,
-        RTOL,
+        atol,
+        rtol,
     );
 }
 
@@ -127,4 +142,44 @@ fn activation_shapes() {
 fn activation_larger_than_one_binding() {
     unary_all(&[2, 4096, 4201], 6.0, 10);
     check_geglu(&[17_000, 2002], 11);
+}
+
+#[test]
+fn activation_f16_shapes() {
+    let f16 = DType::F16;
+    unary_all_as(&[1], 6.0, 21, f16);
+    unary_all_as(&[7], 6.0, 22, f16);
+    unary_all_as(&[2, 320, 13, 11], 6.0, 23, f16);
+    unary_all_as(&[70_000, 257], 3.0, 24, f16);
+    check_geglu_as(&[3, 77, 2560], 25, f16);
+    check_geglu_as(&[5, 7, 6], 26, f16); // F = 3: scalar path
+}
+
+/// Inputs near f16's range: the activations are about the identity for large positive
+/// inputs, and GEGLU's product 6e4 * gelu(6e4) overflows: +-65504, never inf or NaN.
+#[test]
+fn activation_f16_saturate() {
+    let gpu = gpu();
+    let x = [6e4f32, -6e4, 65504.0, -65504.0];
+    let tx = Tensor::from_f32(gpu, &[4], &x, DType::F16).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let s = activation::silu(&mut rec, &tx).unwrap();
+    let g = activation::gelu(&mut rec, &tx).unwrap();
+    let s = rec.read_f32(&s).unwrap();
+    let g = rec.read_f32(&g).unwrap();
+    assert_saturated("silu", &s);
+    assert_saturated("gelu", &g);
+    assert_eq!(s[0], 6e4);
+    assert_eq!(g[2], F16_MAX);
+    // geglu rows [hidden, gate]: 6e4 * gelu(6e4) = 3.6e9 and -6e4 * gelu(6e4).
+    let t = Tensor::from_f32(gpu, &[2, 2], &[6e4, 6e4, -6e4, 6e4], DType::F16).unwrap();
+    let y = activation::geglu(&mut rec, &t).unwrap();
+    assert_eq!(rec.read_f32(&y).unwrap(), [F16_MAX, -F16_MAX]);
+}
+
+/// 70 M f16 elements (140 MB) exceed one 128 MiB binding.
+#[test]
+fn activation_f16_larger_than_one_binding() {
+    unary_all_as(&[2, 5000, 7000], 6.0, 27, DType::F16);
+    check_geglu_as(&[20_000, 3600], 28, DType::F16);
 }

@@ -3,8 +3,10 @@
 
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::attention::{self, Variant, cpu};
+use wgsd::ops::variant::KernelVariant;
 
 use crate::common::{Rng, assert_close, gpu};
+use crate::f16data::{assert_saturated, stored, tol};
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-5;
@@ -44,6 +46,28 @@ fn check(
     seed: u64,
     all_variants: bool,
 ) {
+    let list = if all_variants {
+        variants()
+    } else {
+        variants().into_iter().take(3).collect()
+    };
+    check_as(b, nq, nk, heads, d, causal, seed, DType::F32, &list);
+}
+
+/// [`check`] with q, k, v, out stored as `dt` (f16: inputs rounded to f16; scores,
+/// softmax and accumulators stay f32, one f16 rounding of the output).
+#[allow(clippy::too_many_arguments)]
+fn check_as(
+    b: usize,
+    nq: usize,
+    nk: usize,
+    heads: usize,
+    d: usize,
+    causal: bool,
+    seed: u64,
+    dt: DType,
+    list: &[Variant],
+) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     let c = heads * d;
@@ -51,28 +75,27 @@ fn check(
     let q: Vec<f32> = rng.vec(b * nq * c).iter().map(|x| x * 2.0).collect();
     let k: Vec<f32> = rng.vec(b * nk * c).iter().map(|x| x * 2.0).collect();
     let v: Vec<f32> = rng.vec(b * nk * c);
+    let (q, k, v) = (stored(&q, dt), stored(&k, dt), stored(&v, dt));
     let scale = 1.0 / (d as f32).sqrt();
     let want = cpu::attention(&q, &k, &v, b, nq, nk, heads, d, scale, causal);
-    let tq = Tensor::from_f32(gpu, &[b, nq, c], &q, DType::F32).unwrap();
-    let tk = Tensor::from_f32(gpu, &[b, nk, c], &k, DType::F32).unwrap();
-    let tv = Tensor::from_f32(gpu, &[b, nk, c], &v, DType::F32).unwrap();
-    let list = if all_variants {
-        variants()
-    } else {
-        variants().into_iter().take(3).collect()
-    };
-    for variant in list {
+    let tq = Tensor::from_f32(gpu, &[b, nq, c], &q, dt).unwrap();
+    let tk = Tensor::from_f32(gpu, &[b, nk, c], &k, dt).unwrap();
+    let tv = Tensor::from_f32(gpu, &[b, nk, c], &v, dt).unwrap();
+    let (atol, rtol) = tol(dt, ATOL, RTOL);
+    for &variant in list {
         let mut rec = Recorder::new(gpu);
         let out = attention::attention_with(&mut rec, &tq, &tk, &tv, heads, scale, causal, variant)
             .unwrap();
-        assert_eq!(out.shape(), &[b, nq, c]);
+        assert_eq!((out.shape(), out.dtype()), (&[b, nq, c][..], dt));
         let got = rec.read_f32(&out).unwrap();
         assert_close(
-            &format!("attention {variant:?} b{b} nq{nq} nk{nk} h{heads} d{d} causal {causal}"),
+            &format!(
+                "attention {variant:?} {dt:?} b{b} nq{nq} nk{nk} h{heads} d{d} causal {causal}"
+            ),
             &got,
             &want,
-            ATOL,
-            RTOL,
+            atol,
+            rtol,
         );
     }
 }
@@ -188,4 +211,66 @@ fn attention_flash_blocks() {
 #[test]
 fn attention_larger_than_one_binding() {
     check(1, (1 << 20) + 32768, 3, 5, 8, false, 30, false);
+}
+
+/// The shared variant-choice API: the automatic choice is supported and listed.
+#[test]
+fn attention_kernel_variant_trait() {
+    let gpu = gpu();
+    let auto = Variant::auto(gpu);
+    assert_eq!(auto, Variant::for_caps(&gpu.caps));
+    assert!(auto.supported(gpu));
+    let all = Variant::all_supported(gpu);
+    assert!(all.contains(&auto) && all.contains(&Variant::Rows) && all.contains(&Variant::Flash));
+}
+
+/// f16 q, k, v, out through every variant: self, cross, causal, odd and wide heads.
+#[test]
+fn attention_f16() {
+    let f16 = DType::F16;
+    let all = variants();
+    check_as(1, 64, 64, 1, 64, false, 51, f16, &all);
+    check_as(2, 37, 77, 8, 40, false, 52, f16, &all);
+    check_as(1, 9, 5, 1, 3, false, 53, f16, &all); // D not a multiple of 4
+    check_as(2, 77, 77, 2, 16, true, 54, f16, &all);
+    check_as(1, 19, 23, 1, 512, false, 55, f16, &all); // one head of 512
+    check_as(1, 70, 33, 1, 160, false, 56, f16, &all);
+}
+
+/// Inputs near f16's range: q . k (2.5e5) overflows f16 but scores are f32, so the
+/// softmax is exact and the output is finite: a weighted mean of values up to 65504.
+#[test]
+fn attention_f16_saturate() {
+    let gpu = gpu();
+    let (nq, nk, d) = (3, 4, 4);
+    let q: Vec<f32> = (0..nq * d)
+        .map(|i| if i % 2 == 0 { 250.0 } else { -250.0 })
+        .collect();
+    let k: Vec<f32> = (0..nk * d)
+        .map(|i| if (i / d) % 2 == 0 { 250.0 } else { 240.0 } * if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let v: Vec<f32> = (0..nk * d)
+        .map(|i| if i % 3 == 0 { 65504.0 } else { -6e4 })
+        .collect();
+    let want = cpu::attention(&q, &k, &v, 1, nq, nk, 1, d, 1.0, false);
+    let tq = Tensor::from_f32(gpu, &[1, nq, d], &q, DType::F16).unwrap();
+    let tk = Tensor::from_f32(gpu, &[1, nk, d], &k, DType::F16).unwrap();
+    let tv = Tensor::from_f32(gpu, &[1, nk, d], &v, DType::F16).unwrap();
+    for variant in variants() {
+        let mut rec = Recorder::new(gpu);
+        let out =
+            attention::attention_with(&mut rec, &tq, &tk, &tv, 1, 1.0, false, variant).unwrap();
+        let got = rec.read_f32(&out).unwrap();
+        assert_saturated(&format!("{variant:?}"), &got);
+        let (atol, rtol) = tol(DType::F16, 0.0, 1e-5);
+        assert_close(&format!("{variant:?}"), &got, &want, atol, rtol);
+    }
+}
+
+/// q and out are 1,750,000 x 40 halves = 140 MB, over one 128 MiB binding: the launcher
+/// bands the query rows by the f16 element size.
+#[test]
+fn attention_f16_larger_than_one_binding() {
+    let variant = Variant::auto(gpu());
+    check_as(1, 1_750_000, 3, 5, 8, false, 57, DType::F16, &[variant]);
 }

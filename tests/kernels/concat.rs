@@ -2,20 +2,25 @@ use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::concat::{concat, concat_channels, cpu};
 
 use crate::common::{Rng, assert_close, gpu};
+use crate::f16data::stored;
 
 fn check(sa: &[usize], sb: &[usize], dim: usize, seed: u64) {
+    check_as(sa, sb, dim, seed, DType::F32);
+}
+
+fn check_as(sa: &[usize], sb: &[usize], dim: usize, seed: u64, dt: DType) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
-    let a = rng.vec(sa.iter().product());
-    let b = rng.vec(sb.iter().product());
-    let ta = Tensor::from_f32(gpu, sa, &a, DType::F32).unwrap();
-    let tb = Tensor::from_f32(gpu, sb, &b, DType::F32).unwrap();
+    let a = stored(&rng.vec(sa.iter().product()), dt);
+    let b = stored(&rng.vec(sb.iter().product()), dt);
+    let ta = Tensor::from_f32(gpu, sa, &a, dt).unwrap();
+    let tb = Tensor::from_f32(gpu, sb, &b, dt).unwrap();
     let mut rec = Recorder::new(gpu);
     let y = concat(&mut rec, &ta, &tb, dim).unwrap();
     let inner: usize = sa[dim + 1..].iter().product();
     let mut want_shape = sa.to_vec();
     want_shape[dim] += sb[dim];
-    assert_eq!(y.shape(), &want_shape[..]);
+    assert_eq!((y.shape(), y.dtype()), (&want_shape[..], dt));
     // A copy: exact.
     assert_close(
         &format!("concat {sa:?} {sb:?} dim {dim}"),
@@ -85,4 +90,20 @@ fn concat_shapes() {
 fn concat_larger_than_one_binding() {
     check(&[1, 5, 2000, 2000], &[1, 4, 2000, 2000], 1, 8);
     check(&[36_000, 600], &[36_000, 400], 1, 9);
+}
+
+/// f16 activations: copies where rows stay 4-byte aligned, the kernel for odd widths.
+#[test]
+fn concat_f16() {
+    let f16 = DType::F16;
+    check_as(&[2, 3, 5, 7], &[2, 4, 5, 7], 1, 31, f16); // odd rows: kernel
+    check_as(&[1, 4, 6, 6], &[1, 2, 6, 6], 1, 32, f16); // copies
+    check_as(&[40, 3], &[40, 5], 1, 33, f16); // many rows: kernel
+    check_as(&[3, 77, 64], &[3, 77, 32], 2, 34, f16);
+    check_as(&[36_000, 1200], &[36_000, 800], 1, 35, f16); // 144 MB: bands
+    let gpu = gpu();
+    let a = Tensor::from_f32(gpu, &[1, 2], &[1.0, 2.0], DType::F16).unwrap();
+    let b = Tensor::from_f32(gpu, &[1, 2], &[1.0, 2.0], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert!(concat(&mut rec, &a, &b, 1).is_err());
 }

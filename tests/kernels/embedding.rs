@@ -2,6 +2,7 @@ use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::embedding::{self, cpu};
 
 use crate::common::{Rng, assert_close, gpu};
+use crate::f16data::{F16_MAX, assert_saturated, stored, tol};
 
 fn check_timestep(t: &[f32], dim: usize, flip: bool, shift: f32) {
     let gpu = gpu();
@@ -146,4 +147,65 @@ fn token_embedding_table_larger_than_one_binding() {
     let mut ids = random_ids(&mut rng, 2 * 77, 40_000);
     ids[..6].copy_from_slice(&[0, 33_553, 33_554, 33_555, 39_999, 33_000]);
     check_tokens(2, 77, 40_000, 77, 1000, DType::F32, ids, 10);
+}
+
+/// The sinusoid stored as f16 activations: the f32 values, rounded once.
+#[test]
+fn timestep_f16() {
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    let t: Vec<f32> = (0..300).map(|_| (rng.uniform() + 1.0) * 600.0).collect();
+    let tt = Tensor::from_f32(gpu, &[t.len()], &t, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    for (dim, flip, shift) in [(320, true, 0.0), (7, false, 1.0)] {
+        let y =
+            embedding::timestep_embedding_as(&mut rec, &tt, dim, flip, shift, DType::F16).unwrap();
+        assert_eq!((y.shape(), y.dtype()), (&[t.len(), dim][..], DType::F16));
+        let (atol, rtol) = tol(DType::F16, 3e-7, 0.0);
+        assert_close(
+            &format!("timestep f16 dim {dim}"),
+            &rec.read_f32(&y).unwrap(),
+            &cpu::timestep_embedding(&t, dim, flip, shift),
+            atol,
+            rtol,
+        );
+    }
+    assert!(embedding::timestep_embedding_as(&mut rec, &tt, 8, true, 0.0, DType::U32).is_err());
+}
+
+/// Token + position sums stored as f16, from f32 and f16 tables; sums past f16's range
+/// saturate.
+#[test]
+fn token_embedding_f16_output() {
+    let gpu = gpu();
+    let mut rng = Rng::new(32);
+    for (d, table_dt) in [(96, DType::F32), (96, DType::F16), (6, DType::F32)] {
+        let (v, t, b) = (300, 77, 2);
+        let tok = stored(&rng.vec(v * d), table_dt);
+        let pos = stored(&rng.vec(t * d), table_dt);
+        let ids = random_ids(&mut rng, b * t, v);
+        let ttok = Tensor::from_f32(gpu, &[v, d], &tok, table_dt).unwrap();
+        let tpos = Tensor::from_f32(gpu, &[t, d], &pos, table_dt).unwrap();
+        let tids = Tensor::from_u32(gpu, &[b, t], &ids).unwrap();
+        let mut rec = Recorder::new(gpu);
+        let y = embedding::token_position_embedding_as(&mut rec, &tids, &ttok, &tpos, DType::F16)
+            .unwrap();
+        assert_eq!(y.dtype(), DType::F16);
+        let (atol, rtol) = tol(DType::F16, 0.0, 1e-7);
+        assert_close(
+            &format!("token_pos f16 out d{d} tables {table_dt:?}"),
+            &rec.read_f32(&y).unwrap(),
+            &cpu::token_position_embedding(&ids, t, &tok, &pos, d),
+            atol,
+            rtol,
+        );
+    }
+    let tok = Tensor::from_f32(gpu, &[1, 4], &[6e4, -6e4, 6e4, 1.0], DType::F32).unwrap();
+    let pos = Tensor::from_f32(gpu, &[1, 4], &[6e4, -6e4, -6e4, 2.0], DType::F32).unwrap();
+    let ids = Tensor::from_u32(gpu, &[1, 1], &[0]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let y = embedding::token_position_embedding_as(&mut rec, &ids, &tok, &pos, DType::F16).unwrap();
+    let got = rec.read_f32(&y).unwrap();
+    assert_saturated("token_pos f16", &got);
+    assert_eq!(got, [F16_MAX, -F16_MAX, 0.0, 3.0]);
 }

@@ -2,6 +2,7 @@ use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::image::{cpu, to_u8};
 
 use crate::common::{Rng, gpu};
+use crate::f16data::stored;
 
 #[test]
 fn rounding_matches_numpy() {
@@ -45,5 +46,25 @@ fn random_images() {
         let mut rec = Recorder::new(gpu);
         let got = to_u8(&mut rec, &x).unwrap().read(&mut rec).unwrap();
         assert_eq!(got, cpu::to_u8(&data, b, h, w), "shape {b}x3x{h}x{w}");
+    }
+}
+
+/// f16 images: the same pixels as the f32 values they hold.
+#[test]
+fn random_images_f16() {
+    let gpu = gpu();
+    let mut rng = Rng::new(12);
+    for &(b, h, w) in &[(1, 8, 8), (2, 5, 7)] {
+        let data = stored(
+            &rng.vec(b * 3 * h * w)
+                .iter()
+                .map(|v| v * 1.3)
+                .collect::<Vec<_>>(),
+            DType::F16,
+        );
+        let x = Tensor::from_f32(gpu, &[b, 3, h, w], &data, DType::F16).unwrap();
+        let mut rec = Recorder::new(gpu);
+        let got = to_u8(&mut rec, &x).unwrap().read(&mut rec).unwrap();
+        assert_eq!(got, cpu::to_u8(&data, b, h, w), "f16 shape {b}x3x{h}x{w}");
     }
 }

@@ -6,10 +6,12 @@ mod common;
 
 mod activation;
 mod attention;
+mod cast;
 mod concat;
 mod conv2d;
 mod elementwise;
 mod embedding;
+mod f16data;
 mod image;
 mod matmul;
 mod norm;

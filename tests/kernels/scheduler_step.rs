@@ -2,6 +2,7 @@ use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::scheduler_step::{self, Derived, Lin, SLOTS, StepPlan, cpu};
 
 use crate::common::{Rng, assert_close, gpu};
+use crate::f16data::stored;
 
 /// A random plan using every feature selected by `mask`: bit 0 derived, 1 clamp, 2 noise,
 /// 4.. reads of slot k, 8.. writes of slot k.
@@ -35,16 +36,22 @@ fn plan(rng: &mut Rng, mask: u32) -> StepPlan {
 }
 
 fn check(n: usize, guidance: Option<f32>, mask: u32, seed: u64) {
+    check_as(n, guidance, mask, seed, DType::F32);
+}
+
+/// [`check`] with the model output stored as `mt` (an f16 UNet's output; latents,
+/// history and noise stay f32).
+fn check_as(n: usize, guidance: Option<f32>, mask: u32, seed: u64, mt: DType) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     let p = plan(&mut rng, mask);
     let x: Vec<f32> = rng.vec(n);
-    let mo: Vec<f32> = rng.vec(if guidance.is_some() { 2 * n } else { n });
+    let mo = stored(&rng.vec(if guidance.is_some() { 2 * n } else { n }), mt);
     let mut hist: Vec<Vec<f32>> = (0..SLOTS).map(|_| rng.vec(n)).collect();
     let noise: Vec<f32> = rng.vec(n);
 
     let tx = Tensor::from_f32(gpu, &[n], &x, DType::F32).unwrap();
-    let tm = Tensor::from_f32(gpu, &[mo.len()], &mo, DType::F32).unwrap();
+    let tm = Tensor::from_f32(gpu, &[mo.len()], &mo, mt).unwrap();
     let th: Vec<Tensor> = hist
         .iter()
         .map(|h| Tensor::from_f32(gpu, &[n], h, DType::F32).unwrap())
@@ -59,7 +66,7 @@ fn check(n: usize, guidance: Option<f32>, mask: u32, seed: u64) {
     cpu::scheduler_step(&p, &mut want_x, &mo, guidance, &mut hist, Some(&noise)).unwrap();
     // f32 on the GPU against f64 combinations: values are O(1) (at most ~10 with
     // guidance), so 1e-5 relative plus 2e-5 absolute.
-    let what = format!("x (n {n}, guidance {guidance:?}, mask {mask:#x})");
+    let what = format!("x (n {n}, guidance {guidance:?}, mask {mask:#x}, model out {mt:?})");
     assert_close(&what, &got_x, &want_x, 2e-5, 1e-5);
     for k in 0..SLOTS {
         assert_close(
@@ -152,4 +159,15 @@ fn bad_plans_are_errors() {
 #[test]
 fn step_larger_than_one_binding() {
     check(34_000_000, Some(7.5), 0x113 | 0x4, 77);
+}
+
+/// An f16 model output (the f16 UNet's), read as f32 by the step.
+#[test]
+fn f16_model_output() {
+    for (i, &mask) in [0x0u32, 0x3, 0x1f3, 0xfff].iter().enumerate() {
+        for (j, &n) in [7usize, 4 * 3 * 37 * 41].iter().enumerate() {
+            let g = [None, Some(7.5f32)][(i + j) % 2];
+            check_as(n, g, mask, (100 + i * 10 + j) as u64, DType::F16);
+        }
+    }
 }

@@ -2,16 +2,21 @@ use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::upsample::{cpu, upsample_nearest, upsample_nearest2x};
 
 use crate::common::{Rng, assert_close, gpu};
+use crate::f16data::stored;
 
 fn check(shape: [usize; 4], seed: u64) {
+    check_as(shape, seed, DType::F32);
+}
+
+fn check_as(shape: [usize; 4], seed: u64, dt: DType) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     let [b, c, h, w] = shape;
-    let x = rng.vec(b * c * h * w);
-    let tx = Tensor::from_f32(gpu, &shape, &x, DType::F32).unwrap();
+    let x = stored(&rng.vec(b * c * h * w), dt);
+    let tx = Tensor::from_f32(gpu, &shape, &x, dt).unwrap();
     let mut rec = Recorder::new(gpu);
     let y = upsample_nearest2x(&mut rec, &tx).unwrap();
-    assert_eq!(y.shape(), &[b, c, 2 * h, 2 * w]);
+    assert_eq!((y.shape(), y.dtype()), (&[b, c, 2 * h, 2 * w][..], dt));
     // A copy: exact.
     assert_close(
         &format!("upsample {shape:?}"),
@@ -54,14 +59,18 @@ fn upsample_larger_than_one_binding() {
 }
 
 fn check_any(shape: [usize; 4], oh: usize, ow: usize, seed: u64) {
+    check_any_as(shape, oh, ow, seed, DType::F32);
+}
+
+fn check_any_as(shape: [usize; 4], oh: usize, ow: usize, seed: u64, dt: DType) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     let [b, c, h, w] = shape;
-    let x = rng.vec(b * c * h * w);
-    let tx = Tensor::from_f32(gpu, &shape, &x, DType::F32).unwrap();
+    let x = stored(&rng.vec(b * c * h * w), dt);
+    let tx = Tensor::from_f32(gpu, &shape, &x, dt).unwrap();
     let mut rec = Recorder::new(gpu);
     let y = upsample_nearest(&mut rec, &tx, oh, ow).unwrap();
-    assert_eq!(y.shape(), &[b, c, oh, ow]);
+    assert_eq!((y.shape(), y.dtype()), (&[b, c, oh, ow][..], dt));
     assert_close(
         &format!("upsample_nearest {shape:?} -> {oh}x{ow}"),
         &rec.read_f32(&y).unwrap(),
@@ -96,4 +105,14 @@ fn upsample_any_size() {
 #[test]
 fn upsample_any_size_larger_than_one_binding() {
     check_any([1, 34, 500, 400], 1000, 1000, 25);
+}
+
+#[test]
+fn upsample_f16() {
+    let f16 = DType::F16;
+    check_as([2, 3, 5, 6], 41, f16); // vec4
+    check_as([1, 3, 7, 5], 42, f16); // odd W
+    check_as([1, 19, 1000, 1000], 43, f16); // 152 MB output: banded
+    check_any_as([2, 3, 5, 7], 11, 13, 44, f16);
+    check_any_as([1, 3, 10, 10], 25, 31, 45, f16);
 }
