@@ -231,11 +231,11 @@ impl<'g> Pipeline<'g> {
                 "unet config: time_cond_proj_dim (LCM guidance embedding) is not supported".into(),
             ));
         }
-        let vb = component_vb(gpu, &model, "unet", dtype)?;
+        let vb = component_vb(gpu, &model, "unet", dtype)?.with_activation_dtype(dtype);
         let unet = UNet2DConditionModel::load(&vb, unet_config)?;
         unused.extend(vb.unused_keys());
         let vae_config: VaeConfig = crate::loader::read_component_config(&root, "vae")?;
-        let vb = component_vb(gpu, &model, "vae", dtype)?;
+        let vb = component_vb(gpu, &model, "vae", dtype)?.with_activation_dtype(dtype);
         let vae = VaeDecoder::load(&vb, vae_config)?;
         // The encoder half of the VAE is not used for text to image.
         unused.extend(
@@ -462,6 +462,9 @@ impl<'g> Pipeline<'g> {
         let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
         let ids = Tensor::from_u32(gpu, &[rows.len(), seq], &flat)?;
         let context = self.text_encoder.forward(&mut rec, &ids)?;
+        // Once per generation in the UNet's storage type (the cross-attention K/V cache
+        // is keyed by this one tensor).
+        let context = ops::cast::cast(&mut rec, &context, self.unet.activation_dtype())?;
         if let Some(tr) = trace.as_mut() {
             let all = rec.read_f32(&context)?;
             if cfg {

@@ -75,6 +75,8 @@ pub struct VaeDecoder {
     up_blocks: Vec<UpDecoderBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// How activations are stored (the pipeline's precision); latents arrive as f32.
+    act: DType,
 }
 
 impl VaeDecoder {
@@ -125,6 +127,7 @@ impl VaeDecoder {
             up_blocks.push(UpDecoderBlock { resnets, upsampler });
         }
         Ok(VaeDecoder {
+            act: vb.activation_dtype(),
             post_quant_conv,
             conv_in: Conv2d::load(&dec.pp("conv_in"), lat, top, 3, 1, 1)?,
             mid_resnet0: ResnetBlock2D::load(&mid.pp("resnets").pp(0), top, top, None, g, EPS)?,
@@ -171,12 +174,17 @@ impl VaeDecoder {
             VaeTiling::Off => false,
             VaeTiling::On => true,
             VaeTiling::Auto => {
-                vae_tiling::auto_tiles(rec.gpu(), &self.config, latents.shape(), DType::F32)
+                vae_tiling::auto_tiles(rec.gpu(), &self.config, latents.shape(), self.act)
             }
         };
         let inv = (1.0 / self.config.scaling_factor) as f32;
         let zero = Tensor::from_f32(rec.gpu(), &[1], &[0.0], DType::F32)?;
         let z = ops::elementwise::add_scaled(rec, latents, &zero, inv)?;
+        let z = if z.dtype() == self.act {
+            z
+        } else {
+            ops::cast::cast(rec, &z, self.act)?
+        };
         let [.., h, w] = *latents.shape() else {
             return Err(Error::shape("vae", "latents must be 4-D"));
         };

@@ -27,6 +27,9 @@ pub struct UNet2DConditionModel {
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// How activations are stored (the pipeline's precision). The sample and context
+    /// are cast to it on the way in; the time-embedding MLP runs in f32.
+    act: DType,
 }
 
 impl UNet2DConditionModel {
@@ -97,6 +100,7 @@ impl UNet2DConditionModel {
         )?;
         let conv_out = Conv2d::load(&vb.pp("conv_out"), ch[0], config.out_channels, 3, 1, 1)?;
         Ok(UNet2DConditionModel {
+            act: vb.activation_dtype(),
             config,
             time_linear_1,
             time_linear_2,
@@ -129,6 +133,19 @@ impl UNet2DConditionModel {
         }
     }
 
+    /// How this UNet stores activations.
+    pub fn activation_dtype(&self) -> DType {
+        self.act
+    }
+
+    fn to_act(&self, rec: &mut Recorder, t: &Tensor) -> Result<Tensor> {
+        if t.dtype() == self.act {
+            Ok(t.clone())
+        } else {
+            ops::cast::cast(rec, t, self.act)
+        }
+    }
+
     /// One UNet evaluation. sample `[B, C, h, w]`, `timestep` (the same for the whole
     /// batch, as diffusers broadcasts it), encoder_hidden_states `[B, T, D]` ->
     /// `[B, out_channels, h, w]`. Everything is recorded into `rec`; nothing is waited for.
@@ -156,8 +173,13 @@ impl UNet2DConditionModel {
         let temb = self.time_linear_2.forward(rec, &temb)?;
         // Every resnet applies SiLU to temb before its projection: do it once.
         let temb = ops::activation::silu(rec, &temb)?;
+        let temb = self.to_act(rec, &temb)?;
+        let sample = self.to_act(rec, sample)?;
+        // The pipeline hands the context over in `act` already, once per generation (so
+        // the cross-attention K/V cache sees one tensor); a cast here would defeat it.
+        let context = &self.to_act(rec, context)?;
 
-        let mut h = self.conv_in.forward(rec, sample)?;
+        let mut h = self.conv_in.forward(rec, &sample)?;
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
             h = block.forward(rec, &h, &temb, context, &mut skips)?;
