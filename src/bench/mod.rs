@@ -46,8 +46,18 @@ impl BenchOptions {
 pub fn time_median(
     gpu: &Gpu,
     repeats: usize,
-    mut record: impl FnMut(&mut Recorder) -> Result<()>,
+    record: impl FnMut(&mut Recorder) -> Result<()>,
 ) -> Result<Duration> {
+    let times = time_runs(gpu, repeats, record)?;
+    Ok(times[times.len() / 2])
+}
+
+/// As [`time_median`], but every timed run, fastest first (never empty).
+pub fn time_runs(
+    gpu: &Gpu,
+    repeats: usize,
+    mut record: impl FnMut(&mut Recorder) -> Result<()>,
+) -> Result<Vec<Duration>> {
     let mut run = || -> Result<Duration> {
         let mut rec = Recorder::new(gpu);
         record(&mut rec)?;
@@ -61,7 +71,7 @@ pub fn time_median(
         .map(|_| run())
         .collect::<Result<Vec<_>>>()?;
     times.sort();
-    Ok(times[times.len() / 2])
+    Ok(times)
 }
 
 /// Runs the probes and every selected case.
