@@ -109,10 +109,8 @@ fn best(
     Ok(time_runs(gpu, repeats, record)?[0])
 }
 
-/// Measures the FMA and copy peaks.
-pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
-    let repeats = if quick { 3 } else { 5 };
-    let params = |n: u32, iters: u32| Params {
+fn params(n: u32, iters: u32) -> Params {
+    Params {
         n,
         iters,
         m: 0.9999,
@@ -120,9 +118,13 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
         // The chains converge to 1 (c / (1 - m)); they never reach this.
         never: -1234.5,
         ..Params::default()
-    };
+    }
+}
 
-    // FMA: the same chain-rounds per invocation for every layout.
+/// The FMA peak alone (GFLOP/s and the layout that reached it): every layout, the
+/// fastest of `repeats` runs each.
+pub fn fma_peak(gpu: &Gpu, repeats: usize) -> Result<(f64, String)> {
+    // The same chain-rounds per invocation for every layout.
     let threads: u32 = if gpu.caps.is_cpu { 1 << 14 } else { 1 << 20 };
     let rounds: u32 = 16384;
     let out = Tensor::empty(gpu, &[threads as usize * 4], DType::F32)?;
@@ -147,6 +149,13 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
             }
         }
     }
+    Ok((fma_gflops, fma_layout))
+}
+
+/// Measures the FMA and copy peaks.
+pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
+    let repeats = if quick { 3 } else { 5 };
+    let (fma_gflops, fma_layout) = fma_peak(gpu, repeats)?;
 
     // Copy: a large buffer (DRAM) and a cache-sized one, each layout.
     let large = if quick { 8 << 20 } else { 16 << 20 };
