@@ -167,7 +167,10 @@ fn generate_matches_diffusers_with_npy_and_json() {
         assert!(j[k].as_f64().is_some_and(|v| v > 0.0), "{k} = {}", j[k]);
     }
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("loaded in") && err.contains("warmed up in"), "{err}");
+    assert!(
+        err.contains("loaded in") && err.contains("warmed up in"),
+        "{err}"
+    );
     let outputs: Vec<&str> = j["outputs"]
         .as_array()
         .unwrap()

@@ -55,6 +55,8 @@ fn after_warm_up_a_generate_at_that_size_builds_no_pipeline() {
 #[test]
 fn warm_up_rejects_a_size_the_vae_cannot_decode() {
     let pipe = tiny();
-    let e = pipe.warm_up(33, 32, 1).expect_err("33 is not a multiple of 8");
+    let e = pipe
+        .warm_up(33, 32, 1)
+        .expect_err("33 is not a multiple of 8");
     assert!(e.to_string().contains("multiple"), "{e}");
 }

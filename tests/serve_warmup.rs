@@ -13,8 +13,14 @@ use serve_common::{agent, root, tiny_config};
 
 #[test]
 fn warmup_size_parses() {
-    assert_eq!(WarmupSize::parse("768x768").unwrap(), WarmupSize::Size(768, 768));
-    assert_eq!(WarmupSize::parse(" 64X48 ").unwrap(), WarmupSize::Size(64, 48));
+    assert_eq!(
+        WarmupSize::parse("768x768").unwrap(),
+        WarmupSize::Size(768, 768)
+    );
+    assert_eq!(
+        WarmupSize::parse(" 64X48 ").unwrap(),
+        WarmupSize::Size(64, 48)
+    );
     assert_eq!(WarmupSize::parse("off").unwrap(), WarmupSize::Off);
     assert_eq!(WarmupSize::parse("none").unwrap(), WarmupSize::Off);
     assert_eq!(WarmupSize::parse("default").unwrap(), WarmupSize::Default);
@@ -80,7 +86,10 @@ fn serve_reports_ready_only_after_warm_up() {
     let ping = agent().get(format!("{inference}/ping")).call();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(warmed.is_some(), "no warm-up line before the API: {seen:#?}");
+    assert!(
+        warmed.is_some(),
+        "no warm-up line before the API: {seen:#?}"
+    );
     let mut reply = ping.expect("ping");
     assert_eq!(reply.status(), 200);
     let body = reply.body_mut().read_to_string().expect("body");

@@ -185,7 +185,7 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
                     copy_gbps = g;
                     copy_layout = format!(
                         "{} MiB, {per} vec4 per invocation, wg {wg}",
-                        floats * 4 >> 20
+                        (floats * 4) >> 20
                     );
                 }
             }
