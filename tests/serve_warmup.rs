@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wgsd::serve::ts_config::TsConfig;
 use wgsd::serve::{ServeConfig, WarmupSize, start};
 
 mod serve_common;
@@ -28,6 +29,21 @@ fn warmup_size_parses() {
         assert!(WarmupSize::parse(bad).is_err(), "{bad:?} accepted");
     }
     assert_eq!(ServeConfig::default().warmup, WarmupSize::Default);
+}
+
+#[test]
+fn config_key_warmup_size() {
+    let mut config = ServeConfig::default();
+    TsConfig::parse(b"warmup_size=64x48\n")
+        .expect("parses")
+        .apply(&mut config);
+    assert_eq!(config.warmup, WarmupSize::Size(64, 48));
+    TsConfig::parse(b"warmup_size=off\n")
+        .expect("parses")
+        .apply(&mut config);
+    assert_eq!(config.warmup, WarmupSize::Off);
+    let e = TsConfig::parse(b"warmup_size=big\n").expect_err("a bad size");
+    assert!(e.to_string().contains("warmup_size"), "{e}");
 }
 
 #[test]
