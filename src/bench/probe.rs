@@ -12,10 +12,11 @@
 //!   only when it equals a value it never reaches, so the compiler can neither fold nor
 //!   drop a chain. Every layout does the same FLOP per dispatch, enough (about 2 GFLOP
 //!   on a CPU driver, 137 on a GPU) that the dispatch cost is noise.
-//! - Copy: vec4 copies of 1 and 4 vec4s per invocation at workgroup sizes 64 and 256,
-//!   over a buffer far larger than any cache (64 MiB each way; 32 MiB with `--quick`)
-//!   and over one that fits a CPU's last-level cache (4 MiB each way, 16 copies per
-//!   submit to amortise the launch), since small kernels run from cache.
+//! - Copy: a shader copying 1 or 4 vec4s per invocation at workgroup sizes 64 and 256,
+//!   and the device's own buffer-to-buffer copy (a `memcpy` on CPU drivers, which
+//!   concat uses), over a buffer far larger than any cache (64 MiB each way; 32 MiB
+//!   with `--quick`) and over one that fits a CPU's last-level cache (4 MiB each way,
+//!   16 copies per submit to amortise the launch), since small kernels run from cache.
 //!
 //! The FLOP per round: 8 per vec4 chain (4 lanes x multiply + add).
 
@@ -63,6 +64,9 @@ pub struct Peaks {
     pub copy_layout: String,
     /// Copy bandwidth over the large (uncached) buffer alone.
     pub copy_dram_gbps: f64,
+    /// The best shader copy (what a memory-bound kernel could reach; the buffer copy
+    /// may be faster, e.g. a CPU driver's memcpy).
+    pub shader_copy_gbps: f64,
 }
 
 fn fma_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
@@ -161,9 +165,19 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
     let large = if quick { 8 << 20 } else { 16 << 20 };
     let small = 1 << 20;
     let (mut copy_gbps, mut copy_layout, mut copy_dram_gbps) = (0.0, String::new(), 0.0);
+    let mut shader_copy_gbps: f64 = 0.0;
     for (floats, per_submit) in [(large, 1usize), (small, 16)] {
         let src = Tensor::empty(gpu, &[floats], DType::F32)?;
         let dst = Tensor::empty(gpu, &[floats], DType::F32)?;
+        let mut keep = |g: f64, layout: String| {
+            if floats == large && g > copy_dram_gbps {
+                copy_dram_gbps = g;
+            }
+            if g > copy_gbps {
+                copy_gbps = g;
+                copy_layout = layout;
+            }
+        };
         for per in PERS {
             for wg in WGS {
                 let k = gpu.kernel(&copy_spec(per, wg))?;
@@ -176,20 +190,24 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
                     }
                     Ok(())
                 })?;
-                let bytes = 2.0 * (floats * 4 * per_submit) as f64;
-                let g = bytes / t.as_secs_f64() / 1e9;
-                if floats == large && g > copy_dram_gbps {
-                    copy_dram_gbps = g;
-                }
-                if g > copy_gbps {
-                    copy_gbps = g;
-                    copy_layout = format!(
-                        "{} MiB, {per} vec4 per invocation, wg {wg}",
-                        (floats * 4) >> 20
-                    );
-                }
+                let g = 2.0 * (floats * 4 * per_submit) as f64 / t.as_secs_f64() / 1e9;
+                let layout = format!(
+                    "{} MiB, {per} vec4 per invocation, wg {wg}",
+                    (floats * 4) >> 20
+                );
+                shader_copy_gbps = shader_copy_gbps.max(g);
+                keep(g, layout);
             }
         }
+        // The device's own buffer copy (what concat and other pure copies record).
+        let t = best(gpu, repeats, |rec| {
+            for _ in 0..per_submit {
+                rec.copy(src.whole(gpu)?, dst.whole(gpu)?)?;
+            }
+            Ok(())
+        })?;
+        let g = 2.0 * (floats * 4 * per_submit) as f64 / t.as_secs_f64() / 1e9;
+        keep(g, format!("{} MiB, buffer copy", (floats * 4) >> 20));
     }
     Ok(Peaks {
         fma_gflops,
@@ -197,6 +215,7 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
         copy_gbps,
         copy_layout,
         copy_dram_gbps,
+        shader_copy_gbps,
     })
 }
 

@@ -79,7 +79,7 @@ impl BenchReport {
     /// A plain-text table.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "adapter: {} ({}, {})\npeak: {:.1} GFLOP/s FMA ({}), {:.1} GB/s copy ({}; {:.1} GB/s uncached)\nlaunch: {:.1} us per dispatch ({:.0} dispatches/s in one submit)\n\n",
+            "adapter: {} ({}, {})\npeak: {:.1} GFLOP/s FMA ({}), {:.1} GB/s copy ({}; {:.1} GB/s uncached, {:.1} GB/s best shader copy)\nlaunch: {:.1} us per dispatch ({:.0} dispatches/s in one submit)\n\n",
             self.adapter,
             self.backend,
             self.driver,
@@ -88,6 +88,7 @@ impl BenchReport {
             self.peaks.copy_gbps,
             self.peaks.copy_layout,
             self.peaks.copy_dram_gbps,
+            self.peaks.shader_copy_gbps,
             self.launch.us_per_dispatch,
             self.launch.dispatches_per_second
         );
