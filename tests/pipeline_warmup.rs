@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use common::gpu;
 use wgsd::loader::ArchiveOptions;
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
+use wgsd::schedulers::SchedulerClass;
 
 fn tiny() -> Pipeline<'static> {
     let archive = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/sd2-tiny.zip");
@@ -47,6 +48,33 @@ fn after_warm_up_a_generate_at_that_size_builds_no_pipeline() {
         "a request at the warmed-up size compiled new pipelines"
     );
 
+    // Every scheduler uses the kernels the archive's scheduler warmed up.
+    for &class in &SchedulerClass::ALL {
+        let r = GenerateRequest {
+            scheduler: Some(class),
+            ..req.clone()
+        };
+        pipe.generate(&r).expect("generate");
+        assert_eq!(
+            gpu().pipeline_count(),
+            warm,
+            "{class:?} built new pipelines"
+        );
+    }
+    // So do no guidance and two images.
+    for r in [
+        GenerateRequest {
+            guidance: 1.0,
+            ..req.clone()
+        },
+        GenerateRequest {
+            num_images_per_prompt: 2,
+            ..req.clone()
+        },
+    ] {
+        pipe.generate(&r).expect("generate");
+        assert_eq!(gpu().pipeline_count(), warm, "{r:?} built new pipelines");
+    }
     // A second warm-up at the same size has nothing left to build.
     let again = pipe.warm_up(40, 32, 1).expect("second warm-up");
     assert_eq!(again.pipelines_created, 0);
