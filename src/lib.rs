@@ -8,6 +8,7 @@ pub mod loader;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod pipeline_warmup;
 pub mod precision;
 pub mod rng;
 pub mod schedulers;
@@ -15,4 +16,5 @@ pub mod serve;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use pipeline_warmup::WarmUp;
 pub use precision::Precision;

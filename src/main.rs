@@ -76,6 +76,10 @@ enum Command {
         /// With --models: the tiny archive to measure.
         #[arg(long, default_value = "weights/sd2-tiny.zip")]
         model: std::path::PathBuf,
+        /// With --models: weight (and activation) storage: auto (f16 on GPUs with
+        /// SHADER_F16, f32 on CPU drivers), f32 or f16.
+        #[arg(long, default_value = "auto")]
+        precision: wgsd::Precision,
     },
 }
 
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             full,
             sizes,
             model,
+            precision,
         } => {
             let opts = BenchOptions {
                 quick,
@@ -114,6 +119,7 @@ fn main() -> ExitCode {
                     &choice,
                     &model,
                     full.then_some(sizes.as_slice()),
+                    precision,
                     repeats,
                     json,
                 )

@@ -162,6 +162,15 @@ fn generate_matches_diffusers_with_npy_and_json() {
         let v = j["timings_ms"][k].as_f64().unwrap_or(-1.0);
         assert!(v >= 0.0, "timings_ms.{k} = {}", j["timings_ms"][k]);
     }
+    // Loading and the warm-up pass are reported apart (seconds).
+    for k in ["load_s", "warmup_s"] {
+        assert!(j[k].as_f64().is_some_and(|v| v > 0.0), "{k} = {}", j[k]);
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("loaded in") && err.contains("warmed up in"),
+        "{err}"
+    );
     let outputs: Vec<&str> = j["outputs"]
         .as_array()
         .unwrap()

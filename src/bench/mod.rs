@@ -46,8 +46,18 @@ impl BenchOptions {
 pub fn time_median(
     gpu: &Gpu,
     repeats: usize,
-    mut record: impl FnMut(&mut Recorder) -> Result<()>,
+    record: impl FnMut(&mut Recorder) -> Result<()>,
 ) -> Result<Duration> {
+    let times = time_runs(gpu, repeats, record)?;
+    Ok(times[times.len() / 2])
+}
+
+/// As [`time_median`], but every timed run, fastest first (never empty).
+pub fn time_runs(
+    gpu: &Gpu,
+    repeats: usize,
+    mut record: impl FnMut(&mut Recorder) -> Result<()>,
+) -> Result<Vec<Duration>> {
     let mut run = || -> Result<Duration> {
         let mut rec = Recorder::new(gpu);
         record(&mut rec)?;
@@ -61,22 +71,31 @@ pub fn time_median(
         .map(|_| run())
         .collect::<Result<Vec<_>>>()?;
     times.sort();
-    Ok(times[times.len() / 2])
+    Ok(times)
 }
 
-/// Runs the probes and every selected case.
+/// Runs the probes and every selected case. The FMA probe runs again after the cases and
+/// the better of the two counts, so load that comes or goes during the run cannot make
+/// a kernel read above the peak.
 pub fn run(gpu: &Gpu, opts: &BenchOptions) -> Result<BenchReport> {
-    let peaks = probe::measure_peaks(gpu, opts.quick)?;
+    let mut peaks = probe::measure_peaks(gpu, opts.quick)?;
     let launch = probe::launch_overhead(gpu)?;
-    let mut results = Vec::new();
+    let mut timed = Vec::new();
     for case in cases::all(gpu, opts.quick) {
         if !opts.wants(&case.name) {
             continue;
         }
         let time = (case.run)(gpu, opts.repeats())?;
-        results.push(CaseResult::new(
-            &case.name, case.shape, case.work, time, &peaks,
-        ));
+        timed.push((case, time));
     }
+    let (again, layout) = probe::fma_peak(gpu, if opts.quick { 3 } else { 5 })?;
+    if again > peaks.fma_gflops {
+        peaks.fma_gflops = again;
+        peaks.fma_layout = layout;
+    }
+    let results = timed
+        .into_iter()
+        .map(|(case, time)| CaseResult::new(&case.name, case.shape, case.work, time, &peaks))
+        .collect();
     Ok(BenchReport::new(gpu, peaks, launch, results))
 }

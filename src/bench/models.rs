@@ -2,13 +2,16 @@
 //! runs it) and one VAE decode, for the bundled tiny SD2-style archive and, opt-in, for
 //! the full Stable Diffusion 2 architecture built from its diffusers configs with random
 //! weights (865 M UNet parameters; no download needed). Reports ms per call, GFLOP/s
-//! where the FLOP count is known, and peak GPU memory (weights + activations).
+//! where the FLOP count is known and its fraction of the FMA peak measured in the same
+//! run, dispatches per call, and peak GPU memory during the calls (weights +
+//! activations). Weights are stored in the dtype `--precision` resolves to.
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::time_median;
+use crate::Precision;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Recorder};
 use crate::loader::{VarBuilder, open_model, read_component_config};
@@ -40,8 +43,65 @@ pub struct ModelResult {
     pub ms_per_call: f64,
     /// Known FLOP per call (full-size SD2 from torch's flop counter), else None.
     pub gflops: Option<f64>,
+    /// `gflops` over the FMA peak measured in the same run.
+    pub fraction_of_peak: Option<f64>,
+    /// Compute dispatches one call records.
+    pub dispatches: u64,
     pub weights_mib: f64,
+    /// Peak GPU memory (pool bytes in use + cached) during the calls, weights included.
+    pub peak_gpu_bytes: u64,
     pub peak_mib: f64,
+}
+
+/// Everything `wgsd bench --models` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelsReport {
+    pub adapter: String,
+    pub backend: String,
+    /// What was asked (`auto`, `f32`, `f16`) and what it resolved to on this adapter.
+    pub precision: String,
+    pub dtype: String,
+    /// The FMA peak of this run (see `bench::probe`), GFLOP/s, and its layout.
+    pub fma_peak_gflops: f64,
+    pub fma_layout: String,
+    pub results: Vec<ModelResult>,
+}
+
+/// Resolves `precision` on `gpu`, measures the FMA peak, then the tiny archive and, with
+/// `full_sizes`, full-size SD2.
+pub fn run(
+    gpu: &Gpu,
+    tiny_archive: &Path,
+    full_sizes: Option<&[usize]>,
+    precision: Precision,
+    reps: usize,
+) -> Result<ModelsReport> {
+    precision.check(gpu)?;
+    let dtype = precision.resolve(gpu);
+    let (fma_peak_gflops, fma_layout) = super::probe::fma_peak(gpu, 3)?;
+    let mut results = tiny(gpu, tiny_archive, dtype, reps)?;
+    if let Some(sizes) = full_sizes {
+        results.extend(full(gpu, sizes, dtype, reps)?);
+    }
+    // Again after the models: the better reading counts (load may change meanwhile).
+    let (again, layout) = super::probe::fma_peak(gpu, 3)?;
+    let (fma_peak_gflops, fma_layout) = if again > fma_peak_gflops {
+        (again, layout)
+    } else {
+        (fma_peak_gflops, fma_layout)
+    };
+    for r in &mut results {
+        r.fraction_of_peak = r.gflops.map(|g| g / fma_peak_gflops);
+    }
+    Ok(ModelsReport {
+        adapter: gpu.info.name.clone(),
+        backend: format!("{:?}", gpu.info.backend),
+        precision: precision.name().to_string(),
+        dtype: dtype.wgsl().to_string(),
+        fma_peak_gflops,
+        fma_layout,
+        results,
+    })
 }
 
 /// FLOP of full-size SD2 parts (torch flop counter; see shared notes).
@@ -79,20 +139,31 @@ fn measure<M>(
     mut run: impl FnMut(&mut Recorder, &M) -> Result<()>,
 ) -> Result<ModelResult> {
     gpu.trim();
-    gpu.reset_peak_memory();
     let before = gpu.memory_stats().in_use;
     let p0 = vb.loaded_parameters();
     let model = load()?;
     let weights = gpu.memory_stats().in_use - before;
-    let t = time_median(gpu, reps, |rec| run(rec, &model))?;
+    // The peak covers the calls only (weights, live inputs and activations).
+    gpu.trim();
+    gpu.reset_peak_memory();
+    let mut dispatches = 0;
+    let t = time_median(gpu, reps, |rec| {
+        run(rec, &model)?;
+        dispatches = rec.dispatch_count();
+        Ok(())
+    })?;
+    let peak = gpu.memory_stats().peak;
     Ok(ModelResult {
         name: what.name.to_string(),
         resolution: what.resolution,
         params_millions: (vb.loaded_parameters() - p0) as f64 / 1e6,
         ms_per_call: t.as_secs_f64() * 1e3,
         gflops: what.flop.map(|f| f / t.as_secs_f64() / 1e9),
+        fraction_of_peak: None,
+        dispatches,
         weights_mib: mib(weights),
-        peak_mib: mib(gpu.memory_stats().peak),
+        peak_gpu_bytes: peak,
+        peak_mib: mib(peak),
     })
 }
 
@@ -156,11 +227,11 @@ fn measure_vae(
     )
 }
 
-/// The tiny bundled archive at its fixture size and at 512 px.
-pub fn tiny(gpu: &Gpu, archive: &Path, reps: usize) -> Result<Vec<ModelResult>> {
+/// The tiny bundled archive at its fixture size and at 512 px, weights in `dtype`.
+pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, reps: usize) -> Result<Vec<ModelResult>> {
     let model = open_model(archive)?;
-    let unet_vb = VarBuilder::from_component(gpu, &model.component("unet")?, DType::F32)?;
-    let vae_vb = VarBuilder::from_component(gpu, &model.component("vae")?, DType::F32)?;
+    let unet_vb = VarBuilder::from_component(gpu, &model.component("unet")?, dtype)?;
+    let vae_vb = VarBuilder::from_component(gpu, &model.component("vae")?, dtype)?;
     let mut out = Vec::new();
     for px in [(48, 64), (512, 512)] {
         let ucfg: UNetConfig = read_component_config(&model.root, "unet")?;
@@ -187,9 +258,8 @@ pub fn tiny(gpu: &Gpu, archive: &Path, reps: usize) -> Result<Vec<ModelResult>> 
     Ok(out)
 }
 
-/// Full-size SD2 (random f16 weights where the device has SHADER_F16) at `sizes` px.
-pub fn full(gpu: &Gpu, sizes: &[usize], reps: usize) -> Result<Vec<ModelResult>> {
-    let dtype = if gpu.caps.f16 { DType::F16 } else { DType::F32 };
+/// Full-size SD2 (random weights in `dtype`) at `sizes` px.
+pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, reps: usize) -> Result<Vec<ModelResult>> {
     let vb = VarBuilder::random(gpu, dtype);
     let mut out = Vec::new();
     for &px in sizes {
@@ -220,19 +290,39 @@ pub fn full(gpu: &Gpu, sizes: &[usize], reps: usize) -> Result<Vec<ModelResult>>
 }
 
 /// A plain-text table of model results.
-pub fn table(results: &[ModelResult]) -> String {
+pub fn table(report: &ModelsReport) -> String {
     let mut s = format!(
-        "{:<34} {:<28} {:>9} {:>12} {:>9} {:>11} {:>10}\n",
-        "model", "resolution", "params M", "ms per call", "GFLOP/s", "weights MiB", "peak MiB"
+        "adapter: {} ({})\nprecision: {} (weights {}); FMA peak {:.1} GFLOP/s ({})\n\n",
+        report.adapter,
+        report.backend,
+        report.precision,
+        report.dtype,
+        report.fma_peak_gflops,
+        report.fma_layout
     );
-    for r in results {
+    s.push_str(&format!(
+        "{:<34} {:<28} {:>9} {:>12} {:>9} {:>7} {:>10} {:>11} {:>10}\n",
+        "model",
+        "resolution",
+        "params M",
+        "ms per call",
+        "GFLOP/s",
+        "% peak",
+        "dispatches",
+        "weights MiB",
+        "peak MiB"
+    ));
+    for r in &report.results {
         s.push_str(&format!(
-            "{:<34} {:<28} {:>9.3} {:>12.1} {:>9} {:>11.1} {:>10.1}\n",
+            "{:<34} {:<28} {:>9.3} {:>12.1} {:>9} {:>7} {:>10} {:>11.1} {:>10.1}\n",
             r.name,
             r.resolution,
             r.params_millions,
             r.ms_per_call,
             r.gflops.map_or("-".to_string(), |g| format!("{g:.1}")),
+            r.fraction_of_peak
+                .map_or("-".to_string(), |f| format!("{:.1}%", 100.0 * f)),
+            r.dispatches,
             r.weights_mib,
             r.peak_mib
         ));

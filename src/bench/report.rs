@@ -79,12 +79,16 @@ impl BenchReport {
     /// A plain-text table.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "adapter: {} ({}, {})\npeak: {:.1} GFLOP/s FMA, {:.1} GB/s copy; launch: {:.1} us per dispatch ({:.0} dispatches/s in one submit)\n\n",
+            "adapter: {} ({}, {})\npeak: {:.1} GFLOP/s FMA ({}), {:.1} GB/s copy ({}; {:.1} GB/s uncached, {:.1} GB/s best shader copy)\nlaunch: {:.1} us per dispatch ({:.0} dispatches/s in one submit)\n\n",
             self.adapter,
             self.backend,
             self.driver,
             self.peaks.fma_gflops,
+            self.peaks.fma_layout,
             self.peaks.copy_gbps,
+            self.peaks.copy_layout,
+            self.peaks.copy_dram_gbps,
+            self.peaks.shader_copy_gbps,
             self.launch.us_per_dispatch,
             self.launch.dispatches_per_second
         );
@@ -101,6 +105,18 @@ impl BenchReport {
                 c.rate,
                 c.unit,
                 100.0 * c.fraction_of_peak
+            ));
+        }
+        let over: Vec<&str> = self
+            .cases
+            .iter()
+            .filter(|c| c.fraction_of_peak > 1.0)
+            .map(|c| c.name.as_str())
+            .collect();
+        if !over.is_empty() {
+            s.push_str(&format!(
+                "\nwarning: above the measured peak (the probe under-read; rerun on a quiet machine): {}\n",
+                over.join(", ")
             ));
         }
         s

@@ -20,26 +20,22 @@ pub fn main(choice: &AdapterChoice, opts: &BenchOptions, json: bool) -> anyhow::
     Ok(())
 }
 
-/// `wgsd bench --models`: UNet step and VAE decode timings and peak memory.
+/// `wgsd bench --models`: UNet call and VAE decode timings, dispatches and peak memory.
 pub fn models(
     choice: &AdapterChoice,
     tiny_archive: &std::path::Path,
     full_sizes: Option<&[usize]>,
+    precision: wgsd::Precision,
     repeats: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     use wgsd::bench::models;
     let gpu = Gpu::new(choice)?;
-    let reps = repeats.max(1);
-    let mut results = models::tiny(&gpu, tiny_archive, reps)?;
-    if let Some(sizes) = full_sizes {
-        results.extend(models::full(&gpu, sizes, reps)?);
-    }
+    let report = models::run(&gpu, tiny_archive, full_sizes, precision, repeats.max(1))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-        print!("{}", models::table(&results));
+        print!("{}", models::table(&report));
     }
     Ok(())
 }

@@ -84,6 +84,10 @@ pub struct GenerateArgs {
     /// Print a JSON summary (outputs, seed, adapter, per-phase timings) on stdout.
     #[arg(long)]
     json: bool,
+    /// Skip the warm-up pass (one step at the requested size that builds every GPU
+    /// pipeline and saves the pipeline cache for the next run).
+    #[arg(long)]
+    no_warmup: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +153,9 @@ struct Summary {
     precision: &'static str,
     model: PathBuf,
     adapter: AdapterSummary,
+    /// Seconds to load the model, and to warm up (0 with --no-warmup).
+    load_s: f64,
+    warmup_s: f64,
     timings_ms: TimingsMs,
 }
 
@@ -326,6 +333,17 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     }
     let seed = args.seed.unwrap_or_else(random_seed);
 
+    // Ctrl-C stops between denoising steps (a signal during loading or warm-up stops
+    // before the first); nothing is written.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    super::signals::on_interrupt(
+        move || {
+            eprintln!("\nwgsd generate: interrupted, stopping after this step (again to exit now)");
+            flag.store(true, Ordering::SeqCst);
+        },
+        "wgsd generate: second signal, exiting now",
+    )?;
     let gpu = Gpu::new(choice)?;
     let options = PipelineOptions {
         precision: if args.f16 {
@@ -341,6 +359,18 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     for k in pipe.unused_weights() {
         eprintln!("warning: weight {k} is not used");
     }
+    let warmup = if args.no_warmup {
+        Duration::ZERO
+    } else {
+        pipe.warm_up(args.width, args.height, args.num_images)
+            .context("warming up")?
+            .elapsed
+    };
+    eprintln!(
+        "loaded in {:.1} s, warmed up in {:.1} s",
+        load.as_secs_f64(),
+        warmup.as_secs_f64()
+    );
 
     let req = GenerateRequest {
         prompts: vec![prompt.clone()],
@@ -358,16 +388,6 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),
     };
-    // Ctrl-C stops between denoising steps; nothing is written.
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    super::signals::on_interrupt(
-        move || {
-            eprintln!("\nwgsd generate: interrupted, stopping after this step (again to exit now)");
-            flag.store(true, Ordering::SeqCst);
-        },
-        "wgsd generate: second signal, exiting now",
-    )?;
     let out = match pipe.generate_with(&req, &mut |p| bar.update(p), Some(&cancel)) {
         Err(wgsd::Error::Cancelled { completed, total }) => {
             eprintln!("wgsd generate: stopped after {completed} of {total} steps; nothing written");
@@ -414,6 +434,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             precision_requested: options.precision,
             precision: pipe.precision().wgsl(),
             model: model.clone(),
+            load_s: load.as_secs_f64(),
+            warmup_s: warmup.as_secs_f64(),
             adapter: AdapterSummary {
                 name: info.name.clone(),
                 backend: format!("{:?}", info.backend),

@@ -11,7 +11,7 @@ use clap::Args;
 use wgsd::Precision;
 use wgsd::gpu::AdapterChoice;
 use wgsd::serve::ts_config::{TsConfig, parse_address};
-use wgsd::serve::{ServeConfig, ShutdownHandle};
+use wgsd::serve::{ServeConfig, ShutdownHandle, WarmupSize};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -90,6 +90,18 @@ pub struct ServeArgs {
     /// Alias of `--precision f16`.
     #[arg(long, conflicts_with = "precision")]
     f16: bool,
+    /// Before a model reports ready (on /ping and the management API), run one step at
+    /// this size so every GPU pipeline is built: WxH, `default` (the default request
+    /// size) or `off` (config key warmup_size) [default: default].
+    #[arg(long, value_name = "WxH", value_parser = warmup_size)]
+    warmup_size: Option<WarmupSize>,
+    /// Report ready as soon as the weights are loaded (same as --warmup-size off).
+    #[arg(long, conflicts_with = "warmup_size")]
+    no_warmup: bool,
+}
+
+fn warmup_size(s: &str) -> Result<WarmupSize, String> {
+    WarmupSize::parse(s).map_err(|e| e.to_string())
 }
 
 fn address(s: &str) -> Result<SocketAddr, String> {
@@ -144,6 +156,12 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         if let Some(v) = src {
             *dst = v;
         }
+    }
+    if let Some(w) = args.warmup_size {
+        config.warmup = w;
+    }
+    if args.no_warmup {
+        config.warmup = WarmupSize::Off;
     }
     if let Some(mib) = args.gpu_memory_limit {
         anyhow::ensure!(mib > 0, "--gpu-memory-limit must be at least 1 MiB");

@@ -75,6 +75,47 @@ pub struct ServeConfig {
     /// cached buffers); a request past it gets 507 and the worker goes on. Lets several
     /// models (or servers) share one GPU. `None`: no limit.
     pub gpu_memory_limit: Option<u64>,
+    /// What each model's worker warms up for before it reports ready.
+    pub warmup: WarmupSize,
+}
+
+/// The size a worker runs its warm-up pass at ([`Pipeline::warm_up`]) before the model
+/// reports ready, so the first request pays no pipeline compilation.
+///
+/// [`Pipeline::warm_up`]: crate::pipeline::Pipeline::warm_up
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WarmupSize {
+    /// The server's default request size (`default_width` x `default_height`).
+    #[default]
+    Default,
+    /// This width and height.
+    Size(usize, usize),
+    /// No warm-up: ready as soon as the weights are loaded.
+    Off,
+}
+
+impl WarmupSize {
+    /// `WxH` (e.g. `768x768`), `default`, or `off` / `none`.
+    pub fn parse(s: &str) -> Result<WarmupSize> {
+        let bad = || {
+            Error::InvalidInput(format!(
+                "warm-up size {s:?}: expected WxH (e.g. 768x768), `default` or `off`"
+            ))
+        };
+        match s.trim().to_ascii_lowercase().as_str() {
+            "default" => Ok(WarmupSize::Default),
+            "off" | "none" => Ok(WarmupSize::Off),
+            t => {
+                let (w, h) = t.split_once('x').ok_or_else(bad)?;
+                let w: usize = w.trim().parse().map_err(|_| bad())?;
+                let h: usize = h.trim().parse().map_err(|_| bad())?;
+                if w == 0 || h == 0 {
+                    return Err(bad());
+                }
+                Ok(WarmupSize::Size(w, h))
+            }
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -98,6 +139,7 @@ impl Default for ServeConfig {
             adapter: AdapterChoice::default(),
             pipeline: PipelineOptions::default(),
             gpu_memory_limit: None,
+            warmup: WarmupSize::Default,
         }
     }
 }
@@ -228,6 +270,13 @@ impl AppState {
             settings,
             metrics: self.metrics.clone(),
             memory_limit: self.config.gpu_memory_limit,
+            warmup: match self.config.warmup {
+                WarmupSize::Default => {
+                    Some((self.config.default_width, self.config.default_height))
+                }
+                WarmupSize::Size(w, h) => Some((w, h)),
+                WarmupSize::Off => None,
+            },
         })?;
         self.metrics.model_added(name, &version);
         let entry = ModelEntry {

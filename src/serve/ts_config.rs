@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ModelSettings, ServeConfig};
+use super::{ModelSettings, ServeConfig, WarmupSize};
 
 /// A `config.properties` that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,8 @@ pub struct TsConfig {
     pub max_response_size: Option<usize>,
     /// wgsd's own key `gpu_memory_limit`: MiB of GPU memory each model's worker may hold.
     pub gpu_memory_limit_mib: Option<usize>,
+    /// wgsd's own key `warmup_size`: `WxH`, `default` or `off` (see [`WarmupSize`]).
+    pub warmup: Option<WarmupSize>,
     pub job_queue_size: Option<usize>,
     pub default_response_timeout: Option<u64>,
     pub allowed_urls: Option<Vec<String>>,
@@ -206,6 +208,9 @@ impl TsConfig {
             "vae_tiling" => {
                 let t = crate::pipeline::VaeTiling::parse(value).map_err(|e| bad(e.to_string()))?;
                 self.vae_tiling = Some(t);
+            }
+            "warmup_size" => {
+                self.warmup = Some(WarmupSize::parse(value).map_err(|e| bad(e.to_string()))?)
             }
             "job_queue_size" => self.job_queue_size = Some(parse_positive(value).map_err(bad)?),
             "default_response_timeout" => {
@@ -326,6 +331,9 @@ impl TsConfig {
         }
         if let Some(mib) = self.gpu_memory_limit_mib {
             config.gpu_memory_limit = Some(mib as u64 * 1024 * 1024);
+        }
+        if let Some(w) = self.warmup {
+            config.warmup = w;
         }
         if let Some(t) = self.default_response_timeout {
             config.default_settings.response_timeout_s = t;

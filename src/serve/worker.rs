@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     /// Most bytes of GPU memory the model may hold (weights included); past it a request
     /// fails with out-of-memory (507) and the worker goes on. `None`: no limit.
     pub memory_limit: Option<u64>,
+    /// Warm up at this (width, height) before reporting ready (`None`: no warm-up).
+    pub warmup: Option<(usize, usize)>,
 }
 
 /// One request for the worker; the answer goes back through `reply`.
@@ -93,8 +95,8 @@ struct Shared {
 }
 
 impl Worker {
-    /// Starts the thread, opens the GPU and loads the model; returns once the model is
-    /// loaded (or with the load error).
+    /// Starts the thread, opens the GPU, loads the model and warms it up; returns once the
+    /// model is ready (or with the load or warm-up error).
     pub fn spawn(config: WorkerConfig) -> Result<Worker> {
         // The channel itself is unbounded: `queued` bounds it, and is given back as soon
         // as a job leaves, including a cancelled job the worker has not reached yet.
@@ -333,6 +335,7 @@ fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
     if let Some(p) = config.settings.precision {
         options.precision = p;
     }
+    let t0 = Instant::now();
     let pipeline = match Pipeline::load(&gpu, &config.archive, &options) {
         Ok(p) => p,
         Err(e) => {
@@ -340,6 +343,34 @@ fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
             return;
         }
     };
+    let load = t0.elapsed();
+    // Ready only once every pipeline the default size needs is built (and compiled).
+    let warm = match config.warmup {
+        None => None,
+        Some((w, h)) => match pipeline.warm_up(w, h, 1) {
+            Ok(wu) => Some(wu),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        },
+    };
+    match warm {
+        Some(wu) => eprintln!(
+            "wgsd serve: model {}: loaded in {:.1} s, warmed up at {}x{} in {:.1} s ({} pipelines)",
+            config.name,
+            load.as_secs_f64(),
+            wu.width,
+            wu.height,
+            wu.elapsed.as_secs_f64(),
+            wu.pipelines_created
+        ),
+        None => eprintln!(
+            "wgsd serve: model {}: loaded in {:.1} s (no warm-up)",
+            config.name,
+            load.as_secs_f64()
+        ),
+    }
     // Reported before the ready signal, so a describe right after loading sees it.
     config.metrics.gpu_memory(&config.name, held_bytes(&gpu));
     if ready.send(Ok(())).is_err() {
