@@ -5,16 +5,18 @@
 pub mod activation;
 pub mod attention;
 pub mod concat;
-pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod gemm;
 pub mod image;
-pub mod matmul;
 pub mod norm;
 pub mod scheduler_step;
 pub mod transpose;
 pub mod upsample;
 pub mod variant;
+
+// The GEMM family's two launchers, at their historical paths.
+pub use gemm::{conv2d, matmul};
 
 /// Every kernel variant of every family, whether or not this machine can run it: the
 /// tests expand each one and validate its WGSL (and its `Params` layout) with naga.
@@ -23,11 +25,10 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         activation::variants(),
         attention::variants(),
         concat::variants(),
-        conv2d::variants(),
         elementwise::variants(),
         embedding::variants(),
+        gemm::variants(),
         image::variants(),
-        matmul::variants(),
         norm::variants(),
         scheduler_step::variants(),
         transpose::variants(),

@@ -1,5 +1,6 @@
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::conv2d::{self, Conv2dArgs, Conv2dVariant, cpu};
+use wgsd::ops::variant::KernelVariant;
 
 use crate::common::{Rng, assert_close, gpu};
 

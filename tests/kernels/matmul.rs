@@ -7,6 +7,7 @@
 
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::matmul::{self, MatmulVariant, cpu};
+use wgsd::ops::variant::KernelVariant;
 
 use crate::common::{Rng, assert_close, gpu};
 
