@@ -20,14 +20,16 @@
 // Lane l owns pixels 4l..4l+3 of the tile for all TM channels (TM vec4 accumulators).
 // The K walk goes over blocks of SG input channels and, inside, over the kh*kw taps:
 // per tap, lane l loads the weights of channel (block + l) for the TM rows, then
-// the STEPS define walks the SG channels of the block, broadcasting each weight from the lane
-// that loaded it (written out per lane because subgroupBroadcast needs a constant lane).
+// the STEPS define loads the SG channels' input vectors and walks them row by row (each
+// row's SG steps together), broadcasting each weight from the lane that loaded it
+// (written out per lane because subgroupBroadcast needs a constant lane).
 // Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid), channel tile fastest so
 // that neighbouring workgroups read the same pixels; workgroups past p.tiles return.
 //
-// v1: TM up to 32, rows in loops: tens of seconds of lavapipe JIT. v2 (now): every row
-// written out by the launcher, TM up to 16; scalar x loads (taps are not vec4-aligned),
-// one select per tap for the padding.
+// v1: TM up to 32, rows in loops: tens of seconds of lavapipe JIT. v2: every row
+// written out by the launcher, TM up to 16. v3 (now): row-major walk, TM up to 24
+// (fastest on lavapipe 22.3); scalar x loads (taps are not vec4-aligned), one select
+// per tap for the padding.
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
@@ -108,7 +110,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // lavapipe's compiler spill it and take tens of seconds to compile.
     var acc: array<vec4<f32>, TM>;
     var wl: array<f32, TM>;
-    var xv: vec4<f32>;
     let khw = p.kh * p.kw;
     for (var cin0 = 0u; cin0 < p.cin; cin0 += SG) {
         let my_c = cin0 + lane;

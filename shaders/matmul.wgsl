@@ -18,10 +18,11 @@
 //
 // Grid: one workgroup = one subgroup of SG lanes = one tile of ROWS rows x 4*SG columns.
 // Lane l owns columns 4l..4l+3 of the tile for all ROWS rows (ROWS vec4 accumulators).
-// Per chunk of SG k's, lane l loads x[row, k0 + l] for each row; the chunk is then walked
-// k by k, each lane broadcasting row values from the lane that loaded them (the STEPS define
-// is that walk, unrolled with literal lane indices because subgroupBroadcast needs a
-// constant lane). Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid),
+// Per chunk of SG k's, lane l loads x[row, k0 + l] for each row and the SG vec4s of W; the
+// chunk is then walked row by row (each row's SG steps together, so its accumulator
+// stays in registers), each lane broadcasting row values from the lane that loaded them
+// (the STEPS define is that walk, unrolled with literal lane indices because
+// subgroupBroadcast needs a constant lane). Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid),
 // n-tile fastest, then m-tile, then batch; workgroups past p.tiles return (uniformly).
 // Rows and columns past the edge are clamped for loads and skipped for stores; the
 // K % SG tail runs a plain loop.

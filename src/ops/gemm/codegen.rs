@@ -5,8 +5,6 @@
 
 use crate::gpu::KernelSpec;
 
-use super::SG_ROWS;
-
 fn on(spec: &KernelSpec, constant: &str) -> bool {
     spec.constant_of(constant).unwrap_or(0.0) != 0.0
 }
@@ -22,11 +20,19 @@ fn per_row(n: usize, indent: &str, line: &str) -> String {
 /// BIAS and STORE (with the GEGLU epilogue when the constant is set).
 pub(super) fn matmul_subgroup(spec: &KernelSpec) -> Vec<(&'static str, String)> {
     let sg = spec.constant_of("SG").unwrap_or(8.0) as u32;
-    let rows = |line: &str| per_row(SG_ROWS, "        ", line);
+    let n_rows: usize = spec.get("ROWS").and_then(|t| t.parse().ok()).unwrap_or(24);
+    let rows = |line: &str| per_row(n_rows, "        ", line);
     let mut steps = String::new();
+    // Row-major walk: the chunk's SG W vectors first, then each row's SG steps in a row,
+    // so one accumulator stays in registers for SG multiply-adds (lavapipe spills the
+    // tile; column-major order stored every accumulator once per k, ~30% slower).
     for j in 0..sg {
-        steps += &format!("        wv = wvec(wbase, k0 + {j}u, c);\n");
-        steps += &rows(&format!("acc[#] += subgroupBroadcast(a[#], {j}u) * wv;"));
+        steps += &format!("        let wv{j} = wvec(wbase, k0 + {j}u, c);\n");
+    }
+    for r in 0..n_rows {
+        for j in 0..sg {
+            steps += &format!("        acc[{r}] += subgroupBroadcast(a[{r}], {j}u) * wv{j};\n");
+        }
     }
     let store = if on(spec, "GEGLU") {
         // The value lanes take the gate accumulators of lane + SG/2.
@@ -63,12 +69,18 @@ pub(super) fn matmul_tiled128(spec: &KernelSpec) -> Vec<(&'static str, String)> 
 /// The subgroup conv2d kernel (`conv2d_subgroup.wgsl`) for its `TM` rows and `SG` lanes.
 pub(super) fn conv2d_subgroup(spec: &KernelSpec) -> Vec<(&'static str, String)> {
     let sg = spec.constant_of("SG").unwrap_or(8.0) as u32;
-    let tm: usize = spec.get("TM").and_then(|t| t.parse().ok()).unwrap_or(16);
+    let tm: usize = spec.get("TM").and_then(|t| t.parse().ok()).unwrap_or(24);
     let rows = |line: &str| per_row(tm, "            ", line);
     let mut steps = String::new();
+    // Row-major walk, as in `matmul_subgroup`: the block's SG input vectors first.
     for c in 0..sg {
-        steps += &format!("            xv = xload(cin0 + {c}u, off, ok);\n");
-        steps += &rows(&format!("acc[#] += subgroupBroadcast(wl[#], {c}u) * xv;"));
+        steps += &format!("            let xv{c} = xload(cin0 + {c}u, off, ok);\n");
+    }
+    for r in 0..tm {
+        for c in 0..sg {
+            steps +=
+                &format!("            acc[{r}] += subgroupBroadcast(wl[{r}], {c}u) * xv{c};\n");
+        }
     }
     let mut v = vec![
         (

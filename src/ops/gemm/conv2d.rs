@@ -384,8 +384,8 @@ pub fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
     for variant in Conv2dVariant::all() {
         let subgroup = variant == Conv2dVariant::Subgroup;
-        for (sg, tm) in [(8, 4), (8, 8), (8, 16), (32, 16)] {
-            if !subgroup && (sg, tm) != (8, 16) {
+        for (sg, tm) in [(8, 4), (8, 8), (8, 16), (8, 24), (32, 24)] {
+            if !subgroup && (sg, tm) != (8, 24) {
                 continue;
             }
             for (at, ot, rt) in [
