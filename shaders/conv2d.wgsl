@@ -24,12 +24,18 @@
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
+// Output and residual storage: AT, or f32 for the exact partial sums of an f16
+// convolution whose input channels are split into groups (see gemm/conv2d.rs).
+alias OT = ${OT};
+alias RT = ${RT};
+fn ost(v: f32) -> OT { return ${OT_CVT}(v); }
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
 @group(0) @binding(2) var<storage, read> wt: array<${WT}>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<RT>;
+@group(0) @binding(5) var<storage, read_write> out: array<OT>;
 
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
@@ -53,7 +59,7 @@ fn tap(k: u32, n: u32, kk: u32, npix: u32) -> f32 {
     let iy = i32((r / p.wo) * p.stride + t / p.kw) - i32(p.pad);
     let ix = i32((r % p.wo) * p.stride + t % p.kw) - i32(p.pad);
     if (iy < 0 || ix < 0 || u32(iy) >= p.h || u32(ix) >= p.w) { return 0.0; }
-    return x[p.x_shift + b * p.x_bstride + (c * p.h + u32(iy)) * p.w + u32(ix)];
+    return f32(x[p.x_shift + b * p.x_bstride + (c * p.h + u32(iy)) * p.w + u32(ix)]);
 }
 
 @compute @workgroup_size(16, 16)
@@ -106,11 +112,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let o = (n / howo) * p.o_bstride + co * howo + n % howo;
                 var y = acc[i][j] + add;
                 if (ACCUM) {
-                    y += out[p.o_shift + o];
+                    y += f32(out[p.o_shift + o]);
                 } else if (HAS_RES) {
-                    y += res[p.r_shift + o];
+                    y += f32(res[p.r_shift + o]);
                 }
-                out[p.o_shift + o] = y;
+                out[p.o_shift + o] = ost(y);
             }
         }
     }

@@ -20,23 +20,31 @@
 // Lane l owns pixels 4l..4l+3 of the tile for all TM channels (TM vec4 accumulators).
 // The K walk goes over blocks of SG input channels and, inside, over the kh*kw taps:
 // per tap, lane l loads the weights of channel (block + l) for the TM rows, then
-// the STEPS define walks the SG channels of the block, broadcasting each weight from the lane
-// that loaded it (written out per lane because subgroupBroadcast needs a constant lane).
+// the STEPS define loads the SG channels' input vectors and walks them row by row (each
+// row's SG steps together), broadcasting each weight from the lane that loaded it
+// (written out per lane because subgroupBroadcast needs a constant lane).
 // Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid), channel tile fastest so
 // that neighbouring workgroups read the same pixels; workgroups past p.tiles return.
 //
-// v1: TM up to 32, rows in loops: tens of seconds of lavapipe JIT. v2 (now): every row
-// written out by the launcher, TM up to 16; scalar x loads (taps are not vec4-aligned),
-// one select per tap for the padding.
+// v1: TM up to 32, rows in loops: tens of seconds of lavapipe JIT. v2: every row
+// written out by the launcher, TM up to 16. v3 (now): row-major walk, TM up to 24
+// (fastest on lavapipe 22.3); scalar x loads (taps are not vec4-aligned), one select
+// per tap for the padding.
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
+// Output and residual storage: AT, or f32 for the exact partial sums of an f16
+// convolution whose input channels are split into groups (see gemm/conv2d.rs).
+alias OT = ${OT};
+alias RT = ${RT};
+fn ost(v: f32) -> OT { return ${OT_CVT}(v); }
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
 @group(0) @binding(2) var<storage, read> wt: array<${WT}>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<RT>;
+@group(0) @binding(5) var<storage, read_write> out: array<OT>;
 
 override SG: u32 = 8u;
 override HAS_BIAS: bool = false;
@@ -50,10 +58,10 @@ fn xload(c: u32, off: vec4<i32>, ok_tap: vec4<bool>) -> vec4<f32> {
     let cb = i32(c * p.h * p.w);
     let ok = ok_tap & vec4<bool>(c < p.cin);
     return vec4<f32>(
-        select(0.0, x[u32(off.x + cb)], ok.x),
-        select(0.0, x[u32(off.y + cb)], ok.y),
-        select(0.0, x[u32(off.z + cb)], ok.z),
-        select(0.0, x[u32(off.w + cb)], ok.w));
+        select(0.0, f32(x[u32(off.x + cb)]), ok.x),
+        select(0.0, f32(x[u32(off.y + cb)]), ok.y),
+        select(0.0, f32(x[u32(off.z + cb)]), ok.z),
+        select(0.0, f32(x[u32(off.w + cb)]), ok.w));
 }
 
 // Writes output channel co (if inside the band) for this lane's four pixels.
@@ -66,11 +74,11 @@ fn store(co: u32, v: vec4<f32>, live: vec4<bool>, obase: vec4<u32>, howo: u32) {
         if (live[j]) {
             var y = v[j] + add;
             if (ACCUM) {
-                y += out[p.o_shift + o[j]];
+                y += f32(out[p.o_shift + o[j]]);
             } else if (HAS_RES) {
-                y += res[p.r_shift + o[j]];
+                y += f32(res[p.r_shift + o[j]]);
             }
-            out[p.o_shift + o[j]] = y;
+            out[p.o_shift + o[j]] = ost(y);
         }
     }
 }
@@ -102,7 +110,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // lavapipe's compiler spill it and take tens of seconds to compile.
     var acc: array<vec4<f32>, TM>;
     var wl: array<f32, TM>;
-    var xv: vec4<f32>;
     let khw = p.kh * p.kw;
     for (var cin0 = 0u; cin0 < p.cin; cin0 += SG) {
         let my_c = cin0 + lane;

@@ -11,12 +11,18 @@
 // (a dummy unless HAS_RES), 5 out (read_write) // [B, M, ldo]. Each binding is a window:
 // `*_shift` is where element 0 of this band sits inside it.
 //
+// GEGLU (B_T only): the tile is ROWS x 2*SG output columns; lane l < SG/2 computes the
+// value columns 4l..4l+3 and lane l + SG/2 the gate columns for the same outputs (W and
+// bias rows gate_w / gate_b further on); the value lanes fetch the gate with
+// subgroupShuffleXor and store value * gelu(gate). The [.., 2I] product is never stored.
+//
 // Grid: one workgroup = one subgroup of SG lanes = one tile of ROWS rows x 4*SG columns.
 // Lane l owns columns 4l..4l+3 of the tile for all ROWS rows (ROWS vec4 accumulators).
-// Per chunk of SG k's, lane l loads x[row, k0 + l] for each row; the chunk is then walked
-// k by k, each lane broadcasting row values from the lane that loaded them (the STEPS define
-// is that walk, unrolled with literal lane indices because subgroupBroadcast needs a
-// constant lane). Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid),
+// Per chunk of SG k's, lane l loads x[row, k0 + l] for each row and the SG vec4s of W; the
+// chunk is then walked row by row (each row's SG steps together, so its accumulator
+// stays in registers), each lane broadcasting row values from the lane that loaded them
+// (the STEPS define is that walk, unrolled with literal lane indices because
+// subgroupBroadcast needs a constant lane). Tiles are numbered tile = wid.x + wid.y * nwg.x (folded grid),
 // n-tile fastest, then m-tile, then batch; workgroups past p.tiles return (uniformly).
 // Rows and columns past the edge are clamped for loads and skipped for stores; the
 // K % SG tail runs a plain loop.
@@ -27,16 +33,19 @@
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
 @group(0) @binding(2) var<storage, read> w: array<${WT}>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<AT>;
+@group(0) @binding(5) var<storage, read_write> out: array<AT>;
 
 override SG: u32 = 8u;
 override B_T: bool = true;
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
+// GEGLU epilogue (B_T only): lanes 0..SG/2 hold value columns, lanes SG/2..SG the gate
+// columns (W rows gate_w further on) of the same output columns; out = value * gelu(gate).
+override GEGLU: bool = false;
 const ROWS: u32 = ${ROWS}u;
 
 // One vec4 of W: columns c (4 of them, already clamped) at depth k.
@@ -54,17 +63,17 @@ fn xrow(xbase: u32, m0: u32, r: u32) -> u32 {
     return xbase + min(m0 + r, p.m - 1u) * p.ldx;
 }
 
-// Writes row m0 + r, columns n0..n0+3 (those inside the matrix) of out.
-fn store_row(obase: u32, m0: u32, r: u32, n0: u32, v: vec4<f32>) {
+// Writes row m0 + r, columns n0..n0+3 (those inside the matrix) of out, if `live`.
+fn store_row(obase: u32, m0: u32, r: u32, n0: u32, v: vec4<f32>, live: bool) {
     let m = m0 + r;
-    if (m >= p.m) { return; }
+    if (m >= p.m || !live) { return; }
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
         if (n < p.n) {
             let o = obase + m * p.ldo + n;
             var y = v[j];
-            if (HAS_RES) { y += res[p.res_shift + o]; }
-            out[p.out_shift + o] = y;
+            if (HAS_RES) { y += f32(res[p.res_shift + o]); }
+            out[p.out_shift + o] = at(y);
         }
     }
 }
@@ -80,10 +89,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tm = (tile / p.n_tiles) % p.m_tiles;
     let b = tile / (p.n_tiles * p.m_tiles);
     let m0 = tm * ROWS;
-    let n0 = (tn * SG + lane) * 4u;
+    var n0 = (tn * SG + lane) * 4u;
+    // GEGLU: the gate half's offsets into W and bias (0 for the value half).
+    var gw = 0u;
+    var gb = 0u;
+    if (GEGLU) {
+        let half = SG / 2u;
+        n0 = (tn * half + lane % half) * 4u;
+        if (lane >= half) {
+            gw = p.gate_w;
+            gb = p.gate_b;
+        }
+    }
     let nl = p.n - 1u;
     var c = min(vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u), vec4<u32>(nl));
-    if (B_T) { c *= p.ldw; }
+    if (B_T) { c = c * p.ldw + vec4<u32>(gw); }
     let wbase = p.w_shift + b * p.sw;
     let xbase = p.x_shift + b * p.sx;
     var acc: array<vec4<f32>, ROWS>;
@@ -99,11 +119,13 @@ ${STEPS}
 ${TAIL}
     }
     if (HAS_BIAS) {
-        let bl = min(vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u), vec4<u32>(nl));
+        let bl = min(vec4<u32>(n0, n0 + 1u, n0 + 2u, n0 + 3u), vec4<u32>(nl)) + vec4<u32>(gb);
         let add = vec4<f32>(bias[p.bias_shift + bl.x], bias[p.bias_shift + bl.y],
                             bias[p.bias_shift + bl.z], bias[p.bias_shift + bl.w]);
 ${BIAS}
     }
     let obase = b * p.so;
+    let lo = !GEGLU || lane < SG / 2u;
+    var g: vec4<f32>;
 ${STORE}
 }

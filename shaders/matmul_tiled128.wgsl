@@ -20,15 +20,19 @@
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<AT>;
 @group(0) @binding(2) var<storage, read> w: array<${WT}>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<AT>;
+@group(0) @binding(5) var<storage, read_write> out: array<AT>;
 
 override B_T: bool = true;
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
+// GEGLU epilogue (B_T only): tile columns 0..63 are value rows of W, 64..127 the gate rows
+// (gate_w further on) of the same 64 output columns, so each invocation holds both halves
+// of its outputs (c<r>_0 value, c<r>_1 gate) and stores value * gelu(gate).
+override GEGLU: bool = false;
 
 const T: u32 = 128u;  // output tile edge
 const TK: u32 = 8u;   // k per step
@@ -39,7 +43,7 @@ var<workgroup> ws: array<vec4<f32>, 264>;  // [TK][S]: ws[kk*S + c/4][c%4] = W(k
 
 // x[m, k] (0 outside the matrix).
 fn xat(xbase: u32, m: u32, k: u32) -> f32 {
-    if (m < p.m && k < p.k) { return x[xbase + m * p.ldx + k]; }
+    if (m < p.m && k < p.k) { return f32(x[xbase + m * p.ldx + k]); }
     return 0.0;
 }
 
@@ -61,8 +65,28 @@ fn store4(obase: u32, m: u32, n: u32, v: vec4<f32>) {
             let o = obase + m * p.ldo + c;
             var y = v[j];
             if (HAS_BIAS) { y += bias[p.bias_shift + c]; }
-            if (HAS_RES) { y += res[p.res_shift + o]; }
-            out[p.out_shift + o] = y;
+            if (HAS_RES) { y += f32(res[p.res_shift + o]); }
+            out[p.out_shift + o] = at(y);
+        }
+    }
+}
+
+// GEGLU: writes out[m, n..n+3] = (v + bias) * gelu(g + gate bias) (+ res).
+fn store_geglu4(obase: u32, m: u32, n: u32, v: vec4<f32>, g: vec4<f32>) {
+    if (m >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let c = n + j;
+        if (c < p.n) {
+            let o = obase + m * p.ldo + c;
+            var h = v[j];
+            var gv = g[j];
+            if (HAS_BIAS) {
+                h += bias[p.bias_shift + c];
+                gv += bias[p.bias_shift + p.gate_b + c];
+            }
+            var y = h * gelu(gv);
+            if (HAS_RES) { y += f32(res[p.res_shift + o]); }
+            out[p.out_shift + o] = at(y);
         }
     }
 }
@@ -78,7 +102,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tm = (tile / p.n_tiles) % p.m_tiles;
     let b = tile / (p.n_tiles * p.m_tiles);
     let m0 = tm * T;
-    let n0 = tn * T;
+    var n0 = tn * T;
+    if (GEGLU) { n0 = tn * (T / 2u); }
     let xbase = p.x_shift + b * p.sx;
     let wbase = p.w_shift + b * p.sw;
     let tx = lid.x;
@@ -95,9 +120,14 @@ ${DECL}
         xs[sk * S + sq] = vec4<f32>(xat(xbase, r, kx), xat(xbase, r + 1u, kx),
                                     xat(xbase, r + 2u, kx), xat(xbase, r + 3u, kx));
         if (B_T) {
-            let c = n0 + 4u * sq;
-            ws[sk * S + sq] = vec4<f32>(wat(wbase, kx, c), wat(wbase, kx, c + 1u),
-                                        wat(wbase, kx, c + 2u), wat(wbase, kx, c + 3u));
+            var c = n0 + 4u * sq;
+            var wb = wbase;
+            if (GEGLU) {
+                c = n0 + (4u * sq) % (T / 2u);
+                wb += (4u * sq) / (T / 2u) * p.gate_w;
+            }
+            ws[sk * S + sq] = vec4<f32>(wat(wb, kx, c), wat(wb, kx, c + 1u),
+                                        wat(wb, kx, c + 2u), wat(wb, kx, c + 3u));
         } else {
             let c = n0 + 4u * wq;
             let kw = k0 + wk;

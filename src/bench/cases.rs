@@ -16,6 +16,7 @@ use crate::ops;
 use crate::ops::attention::Variant as AttnVariant;
 use crate::ops::conv2d::{Conv2dArgs, Conv2dVariant};
 use crate::ops::matmul::MatmulVariant;
+use crate::ops::variant::KernelVariant;
 
 type Record = dyn Fn(&Gpu, usize) -> Result<Duration>;
 

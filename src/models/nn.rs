@@ -57,6 +57,12 @@ impl Linear {
     pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         ops::matmul::linear(rec, x, &self.weight, self.bias.as_ref(), Some(residual))
     }
+
+    /// diffusers `GEGLU` on this projection (weight `[2I, in]`): `h * gelu(gate)` of the
+    /// two output halves, fused into the matmul; x `[.., in]` -> `[.., I]`.
+    pub fn forward_geglu(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        ops::matmul::linear_geglu(rec, x, &self.weight, self.bias.as_ref())
+    }
 }
 
 /// `nn.Conv2d` with square kernel: weight `[out, in, k, k]`, bias `[out]`.

@@ -6,11 +6,10 @@ pub mod activation;
 pub mod attention;
 pub mod cast;
 pub mod concat;
-pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod gemm;
 pub mod image;
-pub mod matmul;
 pub mod norm;
 pub mod scheduler_step;
 pub mod split;
@@ -18,6 +17,9 @@ pub mod tile_blend;
 pub mod transpose;
 pub mod upsample;
 pub mod variant;
+
+// The GEMM family's two launchers, at their historical paths.
+pub use gemm::{conv2d, matmul};
 
 /// Every kernel variant of every family, whether or not this machine can run it: the
 /// tests expand each one and validate its WGSL (and its `Params` layout) with naga.
@@ -27,11 +29,10 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         attention::variants(),
         cast::variants(),
         concat::variants(),
-        conv2d::variants(),
         elementwise::variants(),
         embedding::variants(),
+        gemm::variants(),
         image::variants(),
-        matmul::variants(),
         norm::variants(),
         scheduler_step::variants(),
         split::variants(),

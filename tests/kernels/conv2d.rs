@@ -1,12 +1,17 @@
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::conv2d::{self, Conv2dArgs, Conv2dVariant, cpu};
+use wgsd::ops::variant::KernelVariant;
 
 use crate::common::{Rng, assert_close, gpu};
 
 /// f32 weights: f32 accumulation over K <= a few thousand terms of size ~1.
 const F32_ATOL: f32 = 2e-5;
 const F32_RTOL: f32 = 1e-5;
+/// An f16 output adds its rounding (at most 2^-11 relative); the inputs are f16-rounded in the
+/// reference too, so only the output rounding is new.
+const F16_RTOL: f32 = 4.9e-4;
 
+#[derive(Clone, Copy)]
 struct Case {
     x: [usize; 4],
     w: [usize; 4],
@@ -14,6 +19,8 @@ struct Case {
     bias: bool,
     res: bool,
     wt: DType,
+    /// Activation dtype (x, residual, output).
+    at: DType,
 }
 
 fn case(x: [usize; 4], cout: usize, k: usize, stride: usize, padding: usize) -> Case {
@@ -24,6 +31,7 @@ fn case(x: [usize; 4], cout: usize, k: usize, stride: usize, padding: usize) -> 
         bias: true,
         res: false,
         wt: DType::F32,
+        at: DType::F32,
     }
 }
 
@@ -39,25 +47,28 @@ fn check_variants(c: &Case, seed: u64, variants: &[Conv2dVariant]) {
     let [cout, _, kh, kw] = c.w;
     let ho = c.args.out_size(h, kh).unwrap();
     let wo = c.args.out_size(wd, kw).unwrap();
-    let x = rng.vec(c.x.iter().product());
-    let mut w = rng.vec(c.w.iter().product());
-    if c.wt == DType::F16 {
-        // The reference sees exactly the weights the GPU sees.
-        w.iter_mut()
-            .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-    }
+    // The reference sees exactly the (f16-rounded) values the GPU sees.
+    let round = |mut v: Vec<f32>, dt: DType| {
+        if dt == DType::F16 {
+            v.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        v
+    };
+    let x = round(rng.vec(c.x.iter().product()), c.at);
+    let w = round(rng.vec(c.w.iter().product()), c.wt);
     let bias = c.bias.then(|| rng.vec(cout));
-    let res = c.res.then(|| rng.vec(nb * cout * ho * wo));
+    let res = c.res.then(|| round(rng.vec(nb * cout * ho * wo), c.at));
     let want = cpu::conv2d(&x, c.x, &w, c.w, bias.as_deref(), c.args, res.as_deref());
 
-    let tx = Tensor::from_f32(gpu, &c.x, &x, DType::F32).unwrap();
+    let tx = Tensor::from_f32(gpu, &c.x, &x, c.at).unwrap();
     let tw = Tensor::from_f32(gpu, &c.w, &w, c.wt).unwrap();
     let tb = bias
         .as_ref()
         .map(|b| Tensor::from_f32(gpu, &[cout], b, DType::F32).unwrap());
     let tr = res
         .as_ref()
-        .map(|r| Tensor::from_f32(gpu, &[nb, cout, ho, wo], r, DType::F32).unwrap());
+        .map(|r| Tensor::from_f32(gpu, &[nb, cout, ho, wo], r, c.at).unwrap());
     for &variant in variants {
         let mut rec = Recorder::new(gpu);
         let out = conv2d::conv2d_with(
@@ -71,13 +82,19 @@ fn check_variants(c: &Case, seed: u64, variants: &[Conv2dVariant]) {
         )
         .unwrap();
         assert_eq!(out.shape(), [nb, cout, ho, wo]);
+        assert_eq!(out.dtype(), c.at);
         let got = rec.read_f32(&out).unwrap();
         let what = format!(
-            "conv2d {variant:?} x{:?} w{:?} {:?} {:?}",
-            c.x, c.w, c.args, c.wt
+            "conv2d {variant:?} x{:?} w{:?} {:?} act {:?} weight {:?} bias={} res={}",
+            c.x, c.w, c.args, c.at, c.wt, c.bias, c.res
         );
         // f16 weights are exact in the reference too; only the f32 sum order differs.
-        assert_close(&what, &got, &want, F32_ATOL, F32_RTOL);
+        let rtol = if c.at == DType::F16 {
+            F16_RTOL
+        } else {
+            F32_RTOL
+        };
+        assert_close(&what, &got, &want, F32_ATOL, rtol);
     }
 }
 
@@ -210,4 +227,45 @@ fn conv2d_larger_than_one_binding() {
     let mut c = case([1, 40, 1000, 900], 2, 3, 1, 1);
     c.res = true;
     check_variants(&c, 52, &[Conv2dVariant::auto(gpu())]);
+}
+
+/// Every variant x {f32, f16} activations x {f32, f16} weights: 3x3 (stride 1 and 2)
+/// and 1x1, channel and pixel counts on and off the tiles, with bias and residual.
+#[test]
+fn conv2d_activation_and_weight_dtypes() {
+    let shapes = [
+        case([2, 9, 13, 5], 130, 3, 1, 1),
+        case([1, 16, 16, 16], 32, 3, 2, 1),
+        case([2, 33, 5, 7], 3, 1, 1, 0),
+        case([1, 64, 8, 8], 64, 3, 1, 1),
+    ];
+    for at in [DType::F32, DType::F16] {
+        for wt in [DType::F32, DType::F16] {
+            for (i, s) in shapes.iter().enumerate() {
+                let c = Case {
+                    at,
+                    wt,
+                    res: i % 2 == 0,
+                    bias: i != 3,
+                    ..*s
+                };
+                check(&c, 60 + i as u64);
+            }
+        }
+    }
+}
+
+/// f16 x [1, 75, 1000, 900] is 135 MB, over one 128 MiB binding: the input channels are
+/// split into groups whose partial sums go through an f32 scratch, so the f16 output is
+/// rounded once (as exact as the f32 path).
+#[test]
+fn conv2d_f16_larger_than_one_binding() {
+    let mut c = case([1, 75, 1000, 900], 2, 1, 1, 0);
+    c.res = true;
+    c.at = DType::F16;
+    c.wt = DType::F16;
+    check(&c, 71);
+    let mut c = case([1, 75, 1000, 900], 2, 3, 1, 1);
+    c.at = DType::F16;
+    check_variants(&c, 72, &[Conv2dVariant::auto(gpu())]);
 }

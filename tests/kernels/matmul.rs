@@ -2,11 +2,14 @@
 //! adapter supports (both on lavapipe).
 //!
 //! Tolerance: |got - want| <= 1e-5 * sqrt(K) + 1e-5 * |want| (f32 accumulation over K
-//! terms of size <= 1). f16 weights are compared against a reference computed from the
-//! same f16-rounded weights; the kernel widens them exactly, so the f32 bound applies.
+//! terms of size <= 1). f16 weights and f16 activation inputs are compared against a
+//! reference computed from the same f16-rounded values (the kernel widens them exactly,
+//! so the f32 bound applies); an f16 output adds its rounding, at most 2^-11 relative,
+//! so those cases allow 4.9e-4 * |want|.
 
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::ops::matmul::{self, MatmulVariant, cpu};
+use wgsd::ops::variant::KernelVariant;
 
 use crate::common::{Rng, assert_close, gpu};
 
@@ -45,25 +48,48 @@ fn f16_round(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
+/// Relative tolerance for an output stored as `at`.
+fn rtol(at: DType) -> f32 {
+    if at == DType::F16 { 4.9e-4 } else { 1e-5 }
+}
+
+/// `v` as a tensor of dtype `dt` rounds through f16 when dt is F16.
+fn rounded(v: Vec<f32>, dt: DType) -> Vec<f32> {
+    if dt == DType::F16 { f16_round(&v) } else { v }
+}
+
 struct Case {
     m: usize,
     n: usize,
     k: usize,
+    /// Activation dtype (x, residual, output).
+    at: DType,
     wt: DType,
     bias: bool,
     res: bool,
 }
 
+impl Case {
+    fn new(m: usize, n: usize, k: usize) -> Case {
+        Case {
+            m,
+            n,
+            k,
+            at: DType::F32,
+            wt: DType::F32,
+            bias: true,
+            res: false,
+        }
+    }
+}
+
 fn check_linear(c: &Case, variant: MatmulVariant, seed: u64) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
-    let x = rng.vec(c.m * c.k);
-    let mut w = rng.vec(c.n * c.k);
-    if c.wt == DType::F16 {
-        w = f16_round(&w);
-    }
+    let x = rounded(rng.vec(c.m * c.k), c.at);
+    let w = rounded(rng.vec(c.n * c.k), c.wt);
     let bias = rng.vec(c.n);
-    let res = rng.vec(c.m * c.n);
+    let res = rounded(rng.vec(c.m * c.n), c.at);
     // x as [2, m/2, K] when m is even, to exercise leading dimensions.
     let x_shape = if c.m.is_multiple_of(2) && c.m > 0 {
         vec![2, c.m / 2, c.k]
@@ -72,10 +98,10 @@ fn check_linear(c: &Case, variant: MatmulVariant, seed: u64) {
     };
     let mut o_shape = x_shape.clone();
     *o_shape.last_mut().unwrap() = c.n;
-    let tx = Tensor::from_f32(gpu, &x_shape, &x, DType::F32).unwrap();
+    let tx = Tensor::from_f32(gpu, &x_shape, &x, c.at).unwrap();
     let tw = Tensor::from_f32(gpu, &[c.n, c.k], &w, c.wt).unwrap();
     let tb = Tensor::from_f32(gpu, &[c.n], &bias, DType::F32).unwrap();
-    let tr = Tensor::from_f32(gpu, &o_shape, &res, DType::F32).unwrap();
+    let tr = Tensor::from_f32(gpu, &o_shape, &res, c.at).unwrap();
     let mut rec = Recorder::new(gpu);
     let out = matmul::linear_with(
         &mut rec,
@@ -87,6 +113,7 @@ fn check_linear(c: &Case, variant: MatmulVariant, seed: u64) {
     )
     .unwrap();
     assert_eq!(out.shape(), o_shape.as_slice());
+    assert_eq!(out.dtype(), c.at);
     let got = rec.read_f32(&out).unwrap();
     let want = cpu::linear(
         &x,
@@ -98,30 +125,70 @@ fn check_linear(c: &Case, variant: MatmulVariant, seed: u64) {
         c.k,
     );
     let what = format!(
-        "linear {variant:?} m={} n={} k={} {:?} bias={} res={}",
-        c.m, c.n, c.k, c.wt, c.bias, c.res
+        "linear {variant:?} m={} n={} k={} act {:?} weight {:?} bias={} res={}",
+        c.m, c.n, c.k, c.at, c.wt, c.bias, c.res
     );
-    assert_close(&what, &got, &want, atol(c.k), 1e-5);
+    assert_close(&what, &got, &want, atol(c.k), rtol(c.at));
+}
+
+/// The fused GEGLU linear against `cpu::linear_geglu`: w `[2I, K]`, out `[.., I]`.
+fn check_geglu(c: &Case, variant: MatmulVariant, seed: u64) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let (m, i, k) = (c.m, c.n, c.k);
+    let x = rounded(rng.vec(m * k), c.at);
+    let w = rounded(rng.vec(2 * i * k), c.wt);
+    let bias = rng.vec(2 * i);
+    let tx = Tensor::from_f32(gpu, &[m, k], &x, c.at).unwrap();
+    let tw = Tensor::from_f32(gpu, &[2 * i, k], &w, c.wt).unwrap();
+    let tb = Tensor::from_f32(gpu, &[2 * i], &bias, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let out =
+        matmul::linear_geglu_with(&mut rec, &tx, &tw, c.bias.then_some(&tb), variant).unwrap();
+    assert_eq!(out.shape(), [m, i]);
+    assert_eq!(out.dtype(), c.at);
+    let got = rec.read_f32(&out).unwrap();
+    let want = cpu::linear_geglu(&x, &w, c.bias.then_some(&bias[..]), m, i, k);
+    let what = format!(
+        "linear_geglu {variant:?} m={m} i={i} k={k} act {:?} weight {:?} bias={}",
+        c.at, c.wt, c.bias
+    );
+    assert_close(&what, &got, &want, atol(k), rtol(c.at));
 }
 
 fn check_matmul(batch: usize, m: usize, k: usize, n: usize, variant: MatmulVariant, seed: u64) {
+    check_matmul_dt(batch, m, k, n, variant, DType::F32, DType::F32, seed);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_matmul_dt(
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    variant: MatmulVariant,
+    at: DType,
+    wt: DType,
+    seed: u64,
+) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
-    let a = rng.vec(batch * m * k);
-    let b = rng.vec(batch * k * n);
+    let a = rounded(rng.vec(batch * m * k), at);
+    let b = rounded(rng.vec(batch * k * n), wt);
     let (sa, sb) = if batch == 1 {
         (vec![m, k], vec![k, n])
     } else {
         (vec![batch, m, k], vec![batch, k, n])
     };
-    let ta = Tensor::from_f32(gpu, &sa, &a, DType::F32).unwrap();
-    let tb = Tensor::from_f32(gpu, &sb, &b, DType::F32).unwrap();
+    let ta = Tensor::from_f32(gpu, &sa, &a, at).unwrap();
+    let tb = Tensor::from_f32(gpu, &sb, &b, wt).unwrap();
     let mut rec = Recorder::new(gpu);
     let out = matmul::matmul_with(&mut rec, &ta, &tb, variant).unwrap();
+    assert_eq!(out.dtype(), at);
     let got = rec.read_f32(&out).unwrap();
     let want = cpu::matmul(&a, &b, batch, m, k, n);
-    let what = format!("matmul {variant:?} b={batch} m={m} k={k} n={n}");
-    assert_close(&what, &got, &want, atol(k), 1e-5);
+    let what = format!("matmul {variant:?} b={batch} m={m} k={k} n={n} act {at:?} weight {wt:?}");
+    assert_close(&what, &got, &want, atol(k), rtol(at));
 }
 
 #[test]
@@ -165,6 +232,7 @@ fn linear_shapes() {
                     m,
                     n,
                     k,
+                    at: DType::F32,
                     wt: DType::F32,
                     bias,
                     res,
@@ -188,6 +256,7 @@ fn linear_f16_weights() {
                 m,
                 n,
                 k,
+                at: DType::F32,
                 wt: DType::F16,
                 bias: true,
                 res: i % 2 == 1,
@@ -232,6 +301,7 @@ fn linear_output_larger_than_one_binding() {
             m: 36864,
             n: 1024,
             k: 16,
+            at: DType::F32,
             wt: DType::F32,
             bias: true,
             res: i == 0,
@@ -248,6 +318,7 @@ fn linear_weight_larger_than_one_binding() {
             m: 3,
             n: 70000,
             k: 1000,
+            at: DType::F32,
             wt: DType::F16,
             bias: true,
             res: false,
@@ -261,4 +332,104 @@ fn linear_weight_larger_than_one_binding() {
 fn matmul_larger_than_one_binding() {
     check_matmul(3, 4096, 8, 3000, MatmulVariant::auto(gpu()), 500);
     check_matmul(3, 4096, 8, 3000, MatmulVariant::Tiled128, 501);
+}
+
+const DTYPES: [DType; 2] = [DType::F32, DType::F16];
+
+/// Every variant x {f32, f16} activations x {f32, f16} weights, at shapes on and off the
+/// tiles, with bias and residual.
+#[test]
+fn linear_activation_and_weight_dtypes() {
+    let dims = [(7, 5, 3), (130, 333, 77), (64, 128, 256), (33, 7, 1000)];
+    for v in variants() {
+        for at in DTYPES {
+            for wt in DTYPES {
+                for (i, &(m, n, k)) in dims.iter().enumerate() {
+                    let c = Case {
+                        at,
+                        wt,
+                        res: i % 2 == 0,
+                        bias: i != 3,
+                        ..Case::new(m, n, k)
+                    };
+                    check_linear(&c, v, 600 + i as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_activation_and_weight_dtypes() {
+    for v in variants() {
+        for at in DTYPES {
+            for wt in DTYPES {
+                check_matmul_dt(2, 129, 9, 257, v, at, wt, 700);
+                check_matmul_dt(3, 7, 40, 64, v, at, wt, 701);
+            }
+        }
+    }
+}
+
+/// The fused GEGLU linear: every variant x activation x weight dtype, on and off the
+/// tiles, with and without bias.
+#[test]
+fn linear_geglu_fused() {
+    let dims = [(1, 1, 1), (7, 5, 3), (130, 333, 77), (77, 64, 320)];
+    for v in variants() {
+        for at in DTYPES {
+            for wt in DTYPES {
+                for (i, &(m, n, k)) in dims.iter().enumerate() {
+                    let c = Case {
+                        at,
+                        wt,
+                        bias: i != 1,
+                        ..Case::new(m, n, k)
+                    };
+                    check_geglu(&c, v, 800 + i as u64);
+                }
+            }
+        }
+    }
+}
+
+/// GEGLU's [70000, 1000] f16 weight (140 MB) exceeds one binding: the launcher bands the
+/// output columns, each band's window spanning its value rows and its gate rows.
+#[test]
+fn linear_geglu_weight_larger_than_one_binding() {
+    for (i, v) in banded_variants().into_iter().enumerate() {
+        let c = Case {
+            at: DType::F16,
+            wt: DType::F16,
+            ..Case::new(3, 35000, 1000)
+        };
+        check_geglu(&c, v, 900 + i as u64);
+    }
+}
+
+/// An f16 output [66000, 1024] (135 MB, and its residual) exceeds one 128 MiB binding:
+/// the launcher bands the rows by the f16 limit.
+#[test]
+fn linear_f16_output_larger_than_one_binding() {
+    for (i, v) in banded_variants().into_iter().enumerate() {
+        let c = Case {
+            at: DType::F16,
+            wt: DType::F16,
+            res: true,
+            ..Case::new(66000, 1024, 12)
+        };
+        check_linear(&c, v, 1000 + i as u64);
+    }
+}
+
+#[test]
+fn mixed_activation_dtypes_are_rejected() {
+    let gpu = gpu();
+    let x = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6], DType::F16).unwrap();
+    let w = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6], DType::F16).unwrap();
+    let r = Tensor::from_f32(gpu, &[2, 2], &[0.0; 4], DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert!(matmul::linear(&mut rec, &x, &w, None, Some(&r)).is_err());
+    let w3 = Tensor::from_f32(gpu, &[3, 3], &[0.0; 9], DType::F16).unwrap();
+    assert!(matmul::linear_geglu(&mut rec, &x, &w3, None).is_err());
 }

@@ -54,8 +54,7 @@ impl BasicTransformerBlock {
         let h = self.norm2.forward(rec, &x)?;
         let x = self.attn2.forward(rec, &h, Some(context), &x)?;
         let h = self.norm3.forward(rec, &x)?;
-        let h = self.ff_proj.forward(rec, &h)?;
-        let h = ops::activation::geglu(rec, &h)?;
+        let h = self.ff_proj.forward_geglu(rec, &h)?;
         self.ff_out.forward_add(rec, &h, &x)
     }
 }

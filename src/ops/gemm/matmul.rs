@@ -1,6 +1,7 @@
-//! Matrix products: [`linear`] (`nn.Linear`: `x @ w^T + bias`, optionally `+ residual`)
-//! and batched [`matmul`]. Three kernel variants, chosen by the adapter
-//! ([`MatmulVariant::auto`]): subgroup-broadcast register tiles for CPU drivers
+//! Matrix products: [`linear`] (`nn.Linear`: `x @ w^T + bias`, optionally `+ residual`),
+//! [`linear_geglu`] (diffusers `GEGLU`: the projection and the gating in one kernel) and
+//! batched [`matmul`]. Activations f32 or f16, weights f32 or f16. Three kernel variants,
+//! chosen by the adapter ([`KernelVariant::auto`]): subgroup-broadcast register tiles for CPU drivers
 //! (`shaders/matmul.wgsl`), 128x128 shared-memory + 8x8 register tiles for GPUs
 //! (`shaders/matmul_tiled128.wgsl`), and the older 64x64 tiles
 //! (`shaders/matmul_tiled.wgsl`, kept as a fallback and for benchmarks).
@@ -8,154 +9,64 @@
 //! rows for a huge `[N, K]` weight); every output element is still one full-K dot
 //! product, so banding changes no result.
 
-use super::{expect_f32, u32_of};
+pub use super::MatmulVariant;
+use super::codegen;
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor, Window};
+use crate::gpu::{DType, KernelSpec, Recorder, Tensor, Window};
+use crate::ops::variant::KernelVariant;
+use crate::ops::{expect_act, expect_f32, expect_same_act, u32_of};
 
-const SRC: &str = include_str!("../../shaders/matmul.wgsl");
-const TILED_SRC: &str = include_str!("../../shaders/matmul_tiled.wgsl");
-const TILED128_SRC: &str = include_str!("../../shaders/matmul_tiled128.wgsl");
-/// Output rows per workgroup of the subgroup kernel.
-const SG_ROWS: usize = 16;
-/// Output tile edge of the tiled kernel.
-const TILED_EDGE: usize = 64;
-/// Output tile edge of the 128x128 register-tiled kernel.
-const TILED128_EDGE: usize = 128;
+// Every matmul kernel carries the scalar exact GELU of the GEGLU epilogue.
+const SRC: &str = concat!(
+    include_str!("../../../shaders/matmul.wgsl"),
+    include_str!("../../../shaders/gelu.wgsl")
+);
+const TILED_SRC: &str = concat!(
+    include_str!("../../../shaders/matmul_tiled.wgsl"),
+    include_str!("../../../shaders/gelu.wgsl")
+);
+const TILED128_SRC: &str = concat!(
+    include_str!("../../../shaders/matmul_tiled128.wgsl"),
+    include_str!("../../../shaders/gelu.wgsl")
+);
 
-/// Which kernel computes the product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MatmulVariant {
-    /// One subgroup per workgroup, rows shared by `subgroupBroadcast`, no shared memory.
-    /// Fast on lavapipe; needs a fixed subgroup size.
-    Subgroup,
-    /// 16x16 workgroups with 64x64 shared-memory tiles, 4x4 outputs per invocation.
-    /// Works everywhere; the fallback.
-    Tiled,
-    /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation (vec4 reads from
-    /// workgroup memory). Works everywhere; the default on GPUs.
-    Tiled128,
+/// The compile-time choices of one matmul kernel.
+#[derive(Debug, Clone, Copy)]
+struct Choice {
+    /// Subgroup size (the subgroup kernel's lanes).
+    sg: u32,
+    /// Activation storage (x, residual, output).
+    at: DType,
+    /// Weight storage.
+    wt: DType,
+    /// `w` is `[N, K]` (nn.Linear) rather than `[B, K, N]`.
+    b_t: bool,
+    bias: bool,
+    res: bool,
+    /// The fused GEGLU epilogue (needs `b_t`).
+    geglu: bool,
 }
 
-impl MatmulVariant {
-    /// The variant this adapter runs fastest.
-    pub fn auto(gpu: &Gpu) -> Self {
-        if gpu.caps.is_cpu && MatmulVariant::Subgroup.supported(gpu) {
-            MatmulVariant::Subgroup
-        } else {
-            MatmulVariant::Tiled128
-        }
-    }
-
-    /// Whether this adapter can run the variant. The subgroup kernel needs its workgroup
-    /// to be exactly one subgroup, so the subgroup size must be fixed (min == max).
-    pub fn supported(self, gpu: &Gpu) -> bool {
-        match self {
-            MatmulVariant::Tiled | MatmulVariant::Tiled128 => true,
-            MatmulVariant::Subgroup => {
-                let sg = gpu.caps.subgroup_size;
-                gpu.caps.subgroup
-                    && gpu.info.subgroup_max_size == sg
-                    && (4..=64).contains(&sg)
-                    && sg.is_power_of_two()
-            }
-        }
-    }
-
-    /// Every variant this adapter can run (tests run them all).
-    pub fn all_supported(gpu: &Gpu) -> Vec<MatmulVariant> {
-        [
-            MatmulVariant::Subgroup,
-            MatmulVariant::Tiled,
-            MatmulVariant::Tiled128,
-        ]
-        .into_iter()
-        .filter(|v| v.supported(gpu))
-        .collect()
-    }
-
-    /// Output tile (rows, columns) of one workgroup.
-    fn tile(self, gpu: &Gpu) -> (usize, usize) {
-        match self {
-            MatmulVariant::Subgroup => (SG_ROWS, 4 * gpu.caps.subgroup_size as usize),
-            MatmulVariant::Tiled => (TILED_EDGE, TILED_EDGE),
-            MatmulVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
-        }
-    }
-
-    fn spec(self, sg: u32, wt: DType, b_t: bool, bias: bool, res: bool) -> KernelSpec {
-        let flags = |s: KernelSpec| {
-            s.define("WT", wt.wgsl())
-                .f16(wt == DType::F16)
-                .constant("B_T", f64::from(u8::from(b_t)))
-                .constant("HAS_BIAS", f64::from(u8::from(bias)))
-                .constant("HAS_RES", f64::from(u8::from(res)))
-        };
-        match self {
-            MatmulVariant::Subgroup => {
-                flags(KernelSpec::new("matmul", SRC, "main").params::<Params>())
-                    .define("ROWS", SG_ROWS.to_string())
-                    .constant("SG", f64::from(sg))
-                    .generator(subgroup_code)
-            }
-            MatmulVariant::Tiled => {
-                flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main").params::<Params>())
-            }
-            MatmulVariant::Tiled128 => {
-                flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main").params::<Params>())
-                    .generator(|_| reg_tile_code("store4(obase, "))
-            }
-        }
-    }
-}
-
-/// The straight-line parts of the subgroup kernel for its `SG` lanes (built on a
-/// pipeline-cache miss only).
-fn subgroup_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
-    let sg = spec.constant_of("SG").unwrap_or(8.0) as u32;
-    let rows = |line: &str| -> String {
-        (0..SG_ROWS)
-            .map(|r| format!("        {}\n", line.replace('#', &r.to_string())))
-            .collect()
+fn spec(variant: MatmulVariant, c: Choice) -> KernelSpec {
+    let flags = |s: KernelSpec| {
+        s.params::<Params>()
+            .activation(c.at)
+            .define("WT", c.wt.wgsl())
+            .f16(c.wt == DType::F16)
+            .constant("B_T", f64::from(u8::from(c.b_t)))
+            .constant("HAS_BIAS", f64::from(u8::from(c.bias)))
+            .constant("HAS_RES", f64::from(u8::from(c.res)))
+            .constant("GEGLU", f64::from(u8::from(c.geglu)))
     };
-    // subgroupBroadcast wants a constant lane, so the walk over one chunk of SG k's is
-    // written out once per lane.
-    let mut steps = String::new();
-    for j in 0..sg {
-        steps += &format!("        wv = wvec(wbase, k0 + {j}u, c);\n");
-        steps += &rows(&format!("acc[#] += subgroupBroadcast(a[#], {j}u) * wv;"));
+    match variant {
+        MatmulVariant::Subgroup => flags(KernelSpec::new("matmul", SRC, "main"))
+            .define("ROWS", super::SG_ROWS.to_string())
+            .constant("SG", f64::from(c.sg))
+            .generator(codegen::matmul_subgroup),
+        MatmulVariant::Tiled => flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main")),
+        MatmulVariant::Tiled128 => flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main"))
+            .generator(codegen::matmul_tiled128),
     }
-    vec![
-        ("LOAD_A", rows("a[#] = x[xrow(xbase, m0, #u) + k0 + lane];")),
-        ("STEPS", steps),
-        ("TAIL", rows("acc[#] += x[xrow(xbase, m0, #u) + k] * wv;")),
-        ("BIAS", rows("acc[#] += add;")),
-        ("STORE", rows("store_row(obase, m0, #u, n0, acc[#]);")),
-    ]
-}
-
-/// The straight-line parts (DECL, FMA, STORE) of an 8x8-per-invocation register tile
-/// (`matmul_tiled128.wgsl`, `conv2d_tiled128.wgsl`): 16 named vec4 accumulators
-/// `c<r>_<h>` (row r of 8, column half h of 2), so no private array is indexed (quick to
-/// compile everywhere). FMA expects vec4s a0, a1 (rows 0-3, 4-7) and b0, b1 (column
-/// halves); STORE calls `<store_call>row, col, value)` with rows `mr + {0..3, 64..67}`
-/// and columns `nc + {0, 64}`.
-pub(crate) fn reg_tile_code(store_call: &str) -> Vec<(&'static str, String)> {
-    let mut decl = String::new();
-    let mut fma = String::new();
-    let mut store = String::new();
-    for r in 0..8 {
-        let comp = ["x", "y", "z", "w"][r % 4];
-        let row = (r / 4) * 64 + r % 4;
-        for h in 0..2 {
-            decl += &format!("    var c{r}_{h} = vec4<f32>();\n");
-            fma += &format!("            c{r}_{h} += a{}.{comp} * b{h};\n", r / 4);
-            store += &format!(
-                "    {store_call}mr + {row}u, nc + {}u, c{r}_{h});\n",
-                h * 64
-            );
-        }
-    }
-    vec![("DECL", decl), ("FMA", fma), ("STORE", store)]
 }
 
 crate::shader_params! {
@@ -178,8 +89,8 @@ crate::shader_params! {
         sx: u32,
         sw: u32,
         so: u32,
-        _pad0: u32,
-        _pad1: u32,
+        gate_w: u32,
+        gate_b: u32,
     }
 }
 
@@ -193,10 +104,13 @@ struct Gemm<'a> {
     out: &'a Tensor,
     batch: usize,
     m: usize,
+    /// Output columns (with GEGLU, half of W's rows).
     n: usize,
     k: usize,
     /// `w` is `[N, K]` (nn.Linear) rather than `[B, K, N]`.
     b_t: bool,
+    /// GEGLU epilogue: W is `[2N, K]`, out = (x W[j] + b[j]) * gelu(x W[N+j] + b[N+j]).
+    geglu: bool,
 }
 
 /// Rounds `v` down to a multiple of `q`, keeping at least `q` when `v >= q`.
@@ -213,12 +127,13 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             gpu.info.name
         )));
     }
-    let (tr, tc) = variant.tile(gpu);
+    let (tr, tc) = variant.tile(gpu, g.geglu);
     let (batch, m, n, k) = (g.batch, g.m, g.n, g.k);
     if batch == 0 || m == 0 || n == 0 {
         return Ok(());
     }
-    let l32 = gpu.max_binding_elems(DType::F32);
+    let at = g.x.dtype();
+    let la = gpu.max_binding_elems(at);
     let lw = gpu.max_binding_elems(g.w.dtype());
     let too_big = |what: &str| {
         Error::OutOfMemory(format!(
@@ -226,16 +141,19 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             gpu.caps.max_binding
         ))
     };
+    // W rows a band of nb output columns spans: nb, or with GEGLU the gate half's
+    // offset N plus nb.
+    let gate = if g.geglu { n } else { 0 };
     // Band sizes: batch items per dispatch, rows of M, columns of N.
-    let whole = batch * m * k.max(1) <= l32 && batch * k * n <= lw && batch * m * n <= l32;
+    let whole = batch * m * k.max(1) <= la && batch * k * (n + gate) <= lw && batch * m * n <= la;
     let (b_per, n_per) = if whole {
         (batch, n)
     } else if g.b_t {
         // A [N, K] weight bigger than a binding is split over its rows (columns of out).
-        let n_per = if n * k <= lw {
+        let n_per = if (n + gate) * k <= lw {
             n
         } else {
-            round_down(lw / k, tc)
+            round_down((lw / k.max(1)).saturating_sub(gate), tc)
         };
         (1, n_per)
     } else {
@@ -247,17 +165,22 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
     let m_per = if whole {
         m
     } else {
-        round_down(l32 / k.max(n).max(1), tr)
+        round_down(la / k.max(n).max(1), tr)
     };
     if n_per == 0 || m_per == 0 {
         return Err(too_big("one row"));
     }
-    let pipeline = gpu.kernel(&variant.spec(
-        gpu.caps.subgroup_size,
-        g.w.dtype(),
-        g.b_t,
-        g.bias.is_some(),
-        g.res.is_some(),
+    let pipeline = gpu.kernel(&spec(
+        variant,
+        Choice {
+            sg: gpu.caps.subgroup_size,
+            at,
+            wt: g.w.dtype(),
+            b_t: g.b_t,
+            bias: g.bias.is_some(),
+            res: g.res.is_some(),
+            geglu: g.geglu,
+        },
     ))?;
     let u = |v: usize| u32_of(op, v);
     for b0 in (0..batch).step_by(b_per) {
@@ -268,7 +191,7 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
                 let nb = n_per.min(n - n0);
                 let xw = g.x.window(gpu, (b0 * m + m0) * k, (bn * mb * k).max(1))?;
                 let ww = if g.b_t {
-                    g.w.window(gpu, n0 * k, (nb * k).max(1))?
+                    g.w.window(gpu, n0 * k, ((gate + nb) * k).max(1))?
                 } else {
                     g.w.window(gpu, b0 * k * n, (bn * k * n).max(1))?
                 };
@@ -276,7 +199,7 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
                 let o_len = ((bn - 1) * m + mb - 1) * n + nb;
                 let ow = g.out.window(gpu, o_start, o_len)?;
                 let bw: Window = match g.bias {
-                    Some(t) => t.window(gpu, n0, nb)?,
+                    Some(t) => t.window(gpu, n0, gate + nb)?,
                     None => xw.clone(),
                 };
                 let rw: Window = match g.res {
@@ -304,7 +227,8 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
                     sx: u(m * k)?,
                     sw: u(if g.b_t { 0 } else { k * n })?,
                     so: u(m * n)?,
-                    ..Params::default()
+                    gate_w: u(gate * k)?,
+                    gate_b: u(gate)?,
                 };
                 let groups = rec.grid(u(tiles)?);
                 rec.dispatch(&pipeline, &params, &[xw, ww, bw, rw, ow], groups)?;
@@ -326,8 +250,9 @@ fn expect_weight(op: &'static str, w: &Tensor) -> Result<()> {
 
 /// `x @ w^T (+ bias) (+ residual)` with the adapter's preferred kernel.
 ///
-/// x `[.., K]` f32; w `[N, K]` f32 or f16 (PyTorch's `nn.Linear` layout); bias `[N]` f32;
-/// residual f32 shaped like the output `[.., N]`. Accumulates in f32.
+/// x `[.., K]` f32 or f16 (the activation dtype); w `[N, K]` f32 or f16 (PyTorch's
+/// `nn.Linear` layout); bias `[N]` f32; residual shaped like the output `[.., N]`, in the
+/// activation dtype. Returns `[.., N]` in the activation dtype. Accumulates in f32.
 pub fn linear(
     rec: &mut Recorder,
     x: &Tensor,
@@ -348,14 +273,53 @@ pub fn linear_with(
     residual: Option<&Tensor>,
     variant: MatmulVariant,
 ) -> Result<Tensor> {
-    let op = "linear";
-    expect_f32(op, x)?;
+    linear_any(rec, "linear", x, w, bias, residual, variant, false)
+}
+
+/// diffusers' `GEGLU` (the feed-forward's first half) in one kernel:
+/// `h, g = (x @ w^T + bias).chunk(2, -1); h * gelu(g)` with the exact erf GELU, where
+/// w is `GEGLU.proj`'s `[2I, K]` weight and bias its `[2I]` bias. x `[.., K]` f32 or f16;
+/// returns `[.., I]` in x's dtype. Both halves of each output are computed by the same
+/// workgroup, so the `[.., 2I]` projection is never written.
+pub fn linear_geglu(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let variant = MatmulVariant::auto(rec.gpu());
+    linear_geglu_with(rec, x, w, bias, variant)
+}
+
+/// [`linear_geglu`] with a chosen kernel variant.
+pub fn linear_geglu_with(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    variant: MatmulVariant,
+) -> Result<Tensor> {
+    linear_any(rec, "linear_geglu", x, w, bias, None, variant, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear_any(
+    rec: &mut Recorder,
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    variant: MatmulVariant,
+    geglu: bool,
+) -> Result<Tensor> {
+    let at = expect_act(op, x)?;
     expect_weight(op, w)?;
     let (&k, lead) = x
         .shape()
         .split_last()
         .ok_or_else(|| Error::shape(op, "x must have at least one dimension"))?;
-    let &[n, wk] = w.shape() else {
+    let &[wn, wk] = w.shape() else {
         return Err(Error::shape(
             op,
             format!("weight must be [N, K], got {:?}", w.shape()),
@@ -367,19 +331,26 @@ pub fn linear_with(
             format!("x {:?} does not match weight {:?}", x.shape(), w.shape()),
         ));
     }
+    if geglu && wn % 2 != 0 {
+        return Err(Error::shape(
+            op,
+            format!("GEGLU weight {:?} needs an even number of rows", w.shape()),
+        ));
+    }
+    let n = if geglu { wn / 2 } else { wn };
     let mut out_shape = lead.to_vec();
     out_shape.push(n);
     if let Some(b) = bias {
         expect_f32(op, b)?;
-        if b.shape() != [n] {
+        if b.shape() != [wn] {
             return Err(Error::shape(
                 op,
-                format!("bias {:?} must be [{n}]", b.shape()),
+                format!("bias {:?} must be [{wn}]", b.shape()),
             ));
         }
     }
     if let Some(r) = residual {
-        expect_f32(op, r)?;
+        expect_same_act(op, at, &[r])?;
         if r.shape() != out_shape.as_slice() {
             return Err(Error::shape(
                 op,
@@ -387,7 +358,7 @@ pub fn linear_with(
             ));
         }
     }
-    let out = Tensor::empty(rec.gpu(), &out_shape, DType::F32)?;
+    let out = Tensor::empty(rec.gpu(), &out_shape, at)?;
     let gemm = Gemm {
         op,
         x,
@@ -400,13 +371,15 @@ pub fn linear_with(
         n,
         k,
         b_t: true,
+        geglu,
     };
     run(rec, variant, &gemm)?;
     Ok(out)
 }
 
 /// Batched `a @ b`: a `[B, M, K]`, b `[B, K, N]` -> `[B, M, N]` (or 2-D `[M, K] @ [K, N]`),
-/// with the adapter's preferred kernel.
+/// with the adapter's preferred kernel. a is an activation (f32 or f16; the output has its
+/// dtype), b f32 or f16.
 pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let variant = MatmulVariant::auto(rec.gpu());
     matmul_with(rec, a, b, variant)
@@ -420,7 +393,7 @@ pub fn matmul_with(
     variant: MatmulVariant,
 ) -> Result<Tensor> {
     let op = "matmul";
-    expect_f32(op, a)?;
+    let at = expect_act(op, a)?;
     expect_weight(op, b)?;
     let bad = || {
         Error::shape(
@@ -437,7 +410,7 @@ pub fn matmul_with(
         (&[ba, m, k], &[bb, k2, n]) if ba == bb && k == k2 => (ba, m, k, n, vec![ba, m, n]),
         _ => return Err(bad()),
     };
-    let out = Tensor::empty(rec.gpu(), &out_shape, DType::F32)?;
+    let out = Tensor::empty(rec.gpu(), &out_shape, at)?;
     let gemm = Gemm {
         op,
         x: a,
@@ -450,28 +423,38 @@ pub fn matmul_with(
         n,
         k,
         b_t: false,
+        geglu: false,
     };
     run(rec, variant, &gemm)?;
     Ok(out)
 }
 
-/// Every kernel variant (subgroup sizes 8 and 32; weights f32/f16; every epilogue),
-/// validated offline by the tests.
+/// Every kernel variant (subgroup sizes 8 and 32; activations and weights f32/f16; every
+/// epilogue, GEGLU with `[N, K]` weights only), validated offline by the tests.
 pub fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
-    for variant in [
-        MatmulVariant::Subgroup,
-        MatmulVariant::Tiled,
-        MatmulVariant::Tiled128,
-    ] {
+    for variant in MatmulVariant::all() {
         for sg in [8, 32] {
             if sg != 8 && variant != MatmulVariant::Subgroup {
                 continue;
             }
-            for wt in [DType::F32, DType::F16] {
-                for flags in 0..8u8 {
-                    let (b_t, bias, res) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
-                    v.push(variant.spec(sg, wt, b_t, bias, res));
+            for at in [DType::F32, DType::F16] {
+                for wt in [DType::F32, DType::F16] {
+                    for flags in 0..16u8 {
+                        let c = Choice {
+                            sg,
+                            at,
+                            wt,
+                            b_t: flags & 1 != 0,
+                            bias: flags & 2 != 0,
+                            res: flags & 4 != 0,
+                            geglu: flags & 8 != 0,
+                        };
+                        if c.geglu && !c.b_t {
+                            continue;
+                        }
+                        v.push(spec(variant, c));
+                    }
                 }
             }
         }
@@ -504,6 +487,34 @@ pub mod cpu {
                     s += r[i * n + j] as f64;
                 }
                 out[i * n + j] = s as f32;
+            }
+        }
+        out
+    }
+
+    /// diffusers `GEGLU`: `x [M, K]`, `w [2I, K]`, `bias [2I]` -> `[M, I]`,
+    /// `(x w[j] + b[j]) * gelu(x w[I+j] + b[I+j])` with the exact erf GELU.
+    pub fn linear_geglu(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        i: usize,
+        k: usize,
+    ) -> Vec<f32> {
+        let dot = |r: usize, j: usize| -> f64 {
+            let s: f64 = x[r * k..(r + 1) * k]
+                .iter()
+                .zip(&w[j * k..(j + 1) * k])
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum();
+            s + bias.map_or(0.0, |b| b[j] as f64)
+        };
+        let mut out = vec![0.0; m * i];
+        for r in 0..m {
+            for j in 0..i {
+                let g = dot(r, i + j);
+                out[r * i + j] = (dot(r, j) * crate::ops::activation::cpu::gelu1(g)) as f32;
             }
         }
         out

@@ -4,24 +4,25 @@
 //! chosen by the adapter ([`Conv2dVariant::auto`]): subgroup-broadcast register tiles
 //! for CPU drivers (`shaders/conv2d_subgroup.wgsl`), 128x128 shared-memory + 8x8
 //! register tiles for GPUs (`shaders/conv2d_tiled128.wgsl`), and 64x64 tiles
-//! (`shaders/conv2d.wgsl`: GPUs' choice for Cout <= 64, and the fallback).
+//! (`shaders/conv2d.wgsl`: GPUs' choice for Cout <= 64, and the fallback). Activations
+//! (x, residual, output) f32 or f16, weights f32 or f16, bias f32, f32 accumulation.
 //!
 //! Tensors larger than one storage binding are split exactly: the output into bands of
 //! (batch items, output channels), the reduction into groups of input channels whose
 //! `[cin_lo..cin_hi, H, W]` window fits a binding. The first group writes bias +
-//! residual + its partial sum; later groups add theirs to the output.
+//! residual + its partial sum; later groups add theirs to the output (for f16
+//! activations, to an f32 scratch that the last group reads and rounds once).
 
-use super::{expect_f32, u32_of};
+pub use super::Conv2dVariant;
+use super::codegen;
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor};
+use crate::gpu::{DType, KernelSpec, Recorder, Tensor, Window};
+use crate::ops::variant::KernelVariant;
+use crate::ops::{expect_act, expect_f32, expect_same_act, u32_of};
 
-const SUBGROUP_SRC: &str = include_str!("../../shaders/conv2d_subgroup.wgsl");
-const TILED_SRC: &str = include_str!("../../shaders/conv2d.wgsl");
-const TILED128_SRC: &str = include_str!("../../shaders/conv2d_tiled128.wgsl");
-/// Output tile edge of the tiled kernel (channels and pixels).
-const TILED_EDGE: usize = 64;
-/// Output tile edge of the 128x128 register-tiled kernel.
-const TILED128_EDGE: usize = 128;
+const SUBGROUP_SRC: &str = include_str!("../../../shaders/conv2d_subgroup.wgsl");
+const TILED_SRC: &str = include_str!("../../../shaders/conv2d.wgsl");
+const TILED128_SRC: &str = include_str!("../../../shaders/conv2d_tiled128.wgsl");
 const OP: &str = "conv2d";
 
 /// Stride and zero padding, the same in both spatial dimensions (as SD uses them).
@@ -53,132 +54,52 @@ impl Conv2dArgs {
     }
 }
 
-/// Which kernel computes the convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Conv2dVariant {
-    /// One subgroup per workgroup, weights shared by `subgroupBroadcast`, no shared
-    /// memory. Fast on lavapipe; needs a fixed subgroup size.
-    Subgroup,
-    /// 16x16 workgroups with 64x64 shared-memory tiles, 4x4 outputs per invocation.
-    /// Works everywhere.
-    Tiled,
-    /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation. Works
-    /// everywhere; the GPU default for Cout > 64.
-    Tiled128,
+/// The compile-time choices of one conv2d dispatch.
+#[derive(Debug, Clone, Copy)]
+struct Choice {
+    /// Subgroup size (the subgroup kernel's lanes).
+    sg: u32,
+    /// Activation storage (x).
+    at: DType,
+    /// Output storage: `at`, or f32 for the partial sums of a grouped f16 convolution.
+    ot: DType,
+    /// Residual storage: `at`, or f32 when the "residual" is those partial sums.
+    rt: DType,
+    /// Weight storage.
+    wt: DType,
+    /// Output channels per subgroup tile.
+    tm: usize,
+    pass: Pass,
 }
 
-impl Conv2dVariant {
-    /// The variant this adapter runs fastest (at large Cout).
-    pub fn auto(gpu: &Gpu) -> Self {
-        if gpu.caps.is_cpu && Conv2dVariant::Subgroup.supported(gpu) {
-            Conv2dVariant::Subgroup
-        } else {
-            Conv2dVariant::Tiled128
-        }
-    }
-
-    /// [`Conv2dVariant::auto`] for `cout` output channels: on GPUs a 128-channel tile
-    /// would mostly idle for Cout <= 64 (conv_in, conv_out), so those take 64x64 tiles.
-    pub fn auto_for(gpu: &Gpu, cout: usize) -> Self {
-        match Conv2dVariant::auto(gpu) {
-            Conv2dVariant::Tiled128 if cout <= TILED_EDGE => Conv2dVariant::Tiled,
-            v => v,
-        }
-    }
-
-    /// Whether this adapter can run the variant. The subgroup kernel needs its workgroup
-    /// to be exactly one subgroup, so the subgroup size must be fixed (min == max).
-    pub fn supported(self, gpu: &Gpu) -> bool {
-        match self {
-            Conv2dVariant::Tiled | Conv2dVariant::Tiled128 => true,
-            Conv2dVariant::Subgroup => {
-                let sg = gpu.caps.subgroup_size;
-                gpu.caps.subgroup
-                    && gpu.info.subgroup_max_size == sg
-                    && (4..=64).contains(&sg)
-                    && sg.is_power_of_two()
-            }
-        }
-    }
-
-    /// Every variant this adapter can run (tests run them all).
-    pub fn all_supported(gpu: &Gpu) -> Vec<Conv2dVariant> {
-        [
-            Conv2dVariant::Subgroup,
-            Conv2dVariant::Tiled,
-            Conv2dVariant::Tiled128,
-        ]
-        .into_iter()
-        .filter(|v| v.supported(gpu))
-        .collect()
-    }
-
-    /// Output tile (channels, pixels) of one workgroup for `cout` output channels.
-    fn tile(self, gpu: &Gpu, cout: usize) -> (usize, usize) {
-        match self {
-            // Small Cout (conv_in/conv_out) would waste most of a 16-channel tile; 32
-            // channels measured no faster on lavapipe and compile 3x slower.
-            Conv2dVariant::Subgroup => (
-                [4, 8, 16].into_iter().find(|&t| t >= cout).unwrap_or(16),
-                4 * gpu.caps.subgroup_size as usize,
-            ),
-            Conv2dVariant::Tiled => (TILED_EDGE, TILED_EDGE),
-            Conv2dVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
-        }
-    }
-
-    fn spec(self, sg: u32, wt: DType, tm: usize, pass: Pass) -> KernelSpec {
-        let flags = |s: KernelSpec| {
-            s.define("WT", wt.wgsl())
-                .f16(wt == DType::F16)
-                .constant("HAS_BIAS", f64::from(u8::from(pass.bias)))
-                .constant("HAS_RES", f64::from(u8::from(pass.res)))
-                .constant("ACCUM", f64::from(u8::from(pass.accum)))
-        };
-        match self {
-            Conv2dVariant::Subgroup => {
-                flags(KernelSpec::new("conv2d_subgroup", SUBGROUP_SRC, "main").params::<Params>())
-                    .define("TM", tm.to_string())
-                    .constant("SG", f64::from(sg))
-                    .generator(subgroup_code)
-            }
-            Conv2dVariant::Tiled => {
-                flags(KernelSpec::new("conv2d", TILED_SRC, "main").params::<Params>())
-            }
-            Conv2dVariant::Tiled128 => {
-                flags(KernelSpec::new("conv2d_tiled128", TILED128_SRC, "main").params::<Params>())
-                    .generator(|_| super::matmul::reg_tile_code("store4("))
-            }
-        }
-    }
+/// `OT`/`RT` text: the activation alias, or f32 when it differs from the activation.
+fn storage(at: DType, t: DType) -> &'static str {
+    if t == at { "AT" } else { "f32" }
 }
 
-/// The straight-line parts of the subgroup kernel for its `TM` rows and `SG` lanes
-/// (built on a pipeline-cache miss only).
-fn subgroup_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
-    let sg = spec.constant_of("SG").unwrap_or(8.0) as u32;
-    let tm: usize = spec.get("TM").and_then(|t| t.parse().ok()).unwrap_or(16);
-    // Every row is written out (see the shader): `#` becomes the row index.
-    let rows = |line: &str| -> String {
-        (0..tm)
-            .map(|m| format!("            {}\n", line.replace('#', &m.to_string())))
-            .collect()
+fn spec(variant: Conv2dVariant, c: Choice) -> KernelSpec {
+    let flags = |s: KernelSpec| {
+        s.params::<Params>()
+            .activation(c.at)
+            .define("WT", c.wt.wgsl())
+            .define("OT", storage(c.at, c.ot))
+            .define("RT", storage(c.at, c.rt))
+            .f16(c.wt == DType::F16)
+            .constant("HAS_BIAS", f64::from(u8::from(c.pass.bias)))
+            .constant("HAS_RES", f64::from(u8::from(c.pass.res)))
+            .constant("ACCUM", f64::from(u8::from(c.pass.accum)))
     };
-    // subgroupBroadcast wants a constant lane, so the walk over one block of SG input
-    // channels is written out once per lane.
-    let mut steps = String::new();
-    for c in 0..sg {
-        steps += &format!("            xv = xload(cin0 + {c}u, off, ok);\n");
-        steps += &rows(&format!("acc[#] += subgroupBroadcast(wl[#], {c}u) * xv;"));
+    match variant {
+        Conv2dVariant::Subgroup => flags(KernelSpec::new("conv2d_subgroup", SUBGROUP_SRC, "main"))
+            .define("TM", c.tm.to_string())
+            .constant("SG", f64::from(c.sg))
+            .generator(codegen::conv2d_subgroup),
+        Conv2dVariant::Tiled => {
+            flags(KernelSpec::new("conv2d", TILED_SRC, "main")).generator(codegen::conv2d_tiled)
+        }
+        Conv2dVariant::Tiled128 => flags(KernelSpec::new("conv2d_tiled128", TILED128_SRC, "main"))
+            .generator(codegen::conv2d_tiled128),
     }
-    vec![
-        (
-            "W_LOAD",
-            rows("wl[#] = select(0.0, f32(wt[wt0 + min(co0 + #u, p.cout - 1u) * p.w_row]), c_ok);"),
-        ),
-        ("STEPS", steps),
-        ("STORE", rows("store(co0 + #u, acc[#], live, obase, howo);")),
-    ]
 }
 
 /// Which epilogue one dispatch runs.
@@ -219,8 +140,9 @@ crate::shader_params! {
 }
 
 /// `conv2d(x, w) + bias (+ residual)` with the adapter's preferred variant.
-/// x `[B, Cin, H, W]` f32, w `[Cout, Cin, kh, kw]` f32 or f16, bias `[Cout]` f32,
-/// residual `[B, Cout, Ho, Wo]` f32; returns `[B, Cout, Ho, Wo]` f32.
+/// x `[B, Cin, H, W]` f32 or f16 (the activation dtype), w `[Cout, Cin, kh, kw]` f32 or
+/// f16, bias `[Cout]` f32, residual `[B, Cout, Ho, Wo]` in the activation dtype; returns
+/// `[B, Cout, Ho, Wo]` in the activation dtype.
 pub fn conv2d(
     rec: &mut Recorder,
     x: &Tensor,
@@ -250,7 +172,7 @@ pub fn conv2d_with(
             gpu.info.name
         )));
     }
-    expect_f32(OP, x)?;
+    let at = expect_act(OP, x)?;
     let &[nbatch, cin, h, wd] = x.shape() else {
         return Err(Error::shape(
             OP,
@@ -294,7 +216,7 @@ pub fn conv2d_with(
     }
     let out_shape = [nbatch, cout, ho, wo];
     if let Some(r) = residual {
-        expect_f32(OP, r)?;
+        expect_same_act(OP, at, &[r])?;
         if r.shape() != out_shape {
             return Err(Error::shape(
                 OP,
@@ -302,7 +224,7 @@ pub fn conv2d_with(
             ));
         }
     }
-    let out = Tensor::empty(gpu, &out_shape, DType::F32)?;
+    let out = Tensor::empty(gpu, &out_shape, at)?;
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -310,9 +232,11 @@ pub fn conv2d_with(
         return Err(Error::shape(OP, "x has no input channels"));
     }
 
-    // Bands: every window must fit one binding.
+    // Bands: every window must fit one binding. Output windows are sized for f32 (the
+    // partial sums of a grouped f16 convolution are f32).
     let (tm, tn) = variant.tile(gpu, cout);
-    let max_x = gpu.max_binding_elems(DType::F32);
+    let max_x = gpu.max_binding_elems(at);
+    let max_o = gpu.max_binding_elems(DType::F32);
     let max_w = gpu.max_binding_elems(w.dtype());
     let (hw, howo, khw) = (h * wd, ho * wo, kh * kw);
     let krow = cin * khw;
@@ -326,10 +250,10 @@ pub fn conv2d_with(
     if cgroup == 0 {
         return Err(too_big("input channel plane"));
     }
-    let mut coband = if cout * howo <= max_x {
+    let mut coband = if cout * howo <= max_o {
         cout
     } else {
-        max_x / howo
+        max_o / howo
     };
     coband = coband.min(max_w / krow.max(1));
     if coband == 0 {
@@ -340,10 +264,17 @@ pub fn conv2d_with(
     }
     let per_batch = if cgroup == cin && coband == cout {
         (max_x / (cin * hw))
-            .min(max_x / (cout * howo))
+            .min(max_o / (cout * howo))
             .clamp(1, nbatch)
     } else {
         1
+    };
+    // Input-channel groups of an f16 convolution sum into an f32 scratch, so rounding
+    // to f16 happens once, at the last group (exact like the f32 path).
+    let scratch = if cgroup < cin && at != DType::F32 {
+        Some(Tensor::empty(gpu, &out_shape, DType::F32)?)
+    } else {
+        None
     };
 
     let mut b0 = 0;
@@ -355,6 +286,10 @@ pub fn conv2d_with(
             let o_len = (nb - 1) * cout * howo + con * howo;
             let o_start = b0 * cout * howo + co0 * howo;
             let ow = out.window(gpu, o_start, o_len)?;
+            let sw = scratch
+                .as_ref()
+                .map(|t| t.window(gpu, o_start, o_len))
+                .transpose()?;
             let rw = residual
                 .map(|r| r.window(gpu, o_start, o_len))
                 .transpose()?;
@@ -365,23 +300,46 @@ pub fn conv2d_with(
             let mut ci0 = 0;
             while ci0 < cin {
                 let cn = cgroup.min(cin - ci0);
+                let last = ci0 + cn == cin;
                 let xw = x.window(gpu, b0 * cin * hw + ci0 * hw, (nb - 1) * cin * hw + cn * hw)?;
-                let pass = Pass {
+                let mut pass = Pass {
                     bias: ci0 == 0 && bias.is_some(),
                     res: ci0 == 0 && residual.is_some(),
                     accum: ci0 > 0,
                 };
-                let pipeline =
-                    gpu.kernel(&variant.spec(gpu.caps.subgroup_size, w.dtype(), tm, pass))?;
                 // Unused bias/residual bindings get a read-only dummy (x's window).
                 let bwin = match (&bw, pass.bias) {
                     (Some(b), true) => b.clone(),
                     _ => xw.clone(),
                 };
-                let rwin = match (&rw, pass.res) {
+                let mut rwin = match (&rw, pass.res) {
                     (Some(r), true) => r.clone(),
                     _ => xw.clone(),
                 };
+                let (mut ot, mut rt, mut target) = (at, at, ow.clone());
+                if let Some(sw) = &sw {
+                    if last {
+                        // The last group reads the f32 partial sums as its "residual".
+                        pass = Pass {
+                            bias: false,
+                            res: true,
+                            accum: false,
+                        };
+                        (rt, rwin) = (DType::F32, sw.clone());
+                    } else {
+                        (ot, target) = (DType::F32, sw.clone());
+                    }
+                }
+                let choice = Choice {
+                    sg: gpu.caps.subgroup_size,
+                    at,
+                    ot,
+                    rt,
+                    wt: w.dtype(),
+                    tm,
+                    pass,
+                };
+                let pipeline = gpu.kernel(&spec(variant, choice))?;
                 let params = Params {
                     cin: u32_of(OP, cn)?,
                     h: u32_of(OP, h)?,
@@ -391,7 +349,7 @@ pub fn conv2d_with(
                     cout: u32_of(OP, con)?,
                     ho: u32_of(OP, ho)?,
                     wo: u32_of(OP, wo)?,
-                    o_shift: ow.shift,
+                    o_shift: target.shift,
                     o_bstride: u32_of(OP, cout * howo)?,
                     r_shift: rwin.shift,
                     b_shift: bwin.shift,
@@ -408,12 +366,8 @@ pub fn conv2d_with(
                     ..Params::default()
                 };
                 let groups = rec.grid(params.tiles);
-                rec.dispatch(
-                    &pipeline,
-                    &params,
-                    &[xw, ww.clone(), bwin, rwin, ow.clone()],
-                    groups,
-                )?;
+                let windows: [Window; 5] = [xw, ww.clone(), bwin, rwin, target];
+                rec.dispatch(&pipeline, &params, &windows, groups)?;
                 ci0 += cn;
             }
             co0 += con;
@@ -424,27 +378,40 @@ pub fn conv2d_with(
 }
 
 /// Every kernel variant (subgroup sizes 8 and 32, the subgroup kernel's channel tiles;
-/// weights f32/f16; every epilogue), validated offline by the tests.
+/// activations and weights f32/f16; every epilogue; f16's f32 partial-sum passes),
+/// validated offline by the tests.
 pub fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
-    for variant in [
-        Conv2dVariant::Subgroup,
-        Conv2dVariant::Tiled,
-        Conv2dVariant::Tiled128,
-    ] {
+    for variant in Conv2dVariant::all() {
         let subgroup = variant == Conv2dVariant::Subgroup;
-        for (sg, tm) in [(8, 4), (8, 8), (8, 16), (32, 16)] {
-            if !subgroup && (sg, tm) != (8, 16) {
+        for (sg, tm) in [(8, 4), (8, 8), (8, 16), (8, 24), (32, 24)] {
+            if !subgroup && (sg, tm) != (8, 24) {
                 continue;
             }
-            for wt in [DType::F32, DType::F16] {
-                for flags in 0..8u8 {
-                    let pass = Pass {
-                        bias: flags & 1 != 0,
-                        res: flags & 2 != 0,
-                        accum: flags & 4 != 0,
-                    };
-                    v.push(variant.spec(sg, wt, tm, pass));
+            for (at, ot, rt) in [
+                (DType::F32, DType::F32, DType::F32),
+                (DType::F16, DType::F16, DType::F16),
+                (DType::F16, DType::F32, DType::F16),
+                (DType::F16, DType::F16, DType::F32),
+            ] {
+                for wt in [DType::F32, DType::F16] {
+                    for flags in 0..8u8 {
+                        let pass = Pass {
+                            bias: flags & 1 != 0,
+                            res: flags & 2 != 0,
+                            accum: flags & 4 != 0,
+                        };
+                        let c = Choice {
+                            sg,
+                            at,
+                            ot,
+                            rt,
+                            wt,
+                            tm,
+                            pass,
+                        };
+                        v.push(spec(variant, c));
+                    }
                 }
             }
         }

@@ -1,0 +1,161 @@
+//! The GEMM family: every product of an activation with a weight matrix. [`matmul`]
+//! (`nn.Linear`, the fused GEGLU linear, batched matmul) and [`conv2d`] (implicit GEMM:
+//! M = Cout, N = output pixels, K = Cin * kh * kw) share the kernel designs, the
+//! generated straight-line code ([`codegen`]) and the variant choice below:
+//! subgroup-broadcast register tiles for CPU drivers (lavapipe), 128x128 shared-memory +
+//! 8x8 register tiles for GPUs, 64x64 tiles as the fallback.
+//!
+//! Activations (x, residual, output) are f32 or f16 (`AT`), weights f32 or f16 (`WT`)
+//! independently, biases f32; accumulation is always f32.
+
+mod codegen;
+pub mod conv2d;
+pub mod matmul;
+
+use super::variant::KernelVariant;
+use crate::gpu::{Gpu, KernelSpec};
+
+/// Output rows per workgroup of the subgroup matmul kernel.
+pub(crate) const SG_ROWS: usize = 24;
+/// The subgroup conv2d kernel's output-channel tiles (the smallest that covers Cout,
+/// else the largest).
+pub(crate) const SG_CONV_TM: [usize; 4] = [4, 8, 16, 24];
+/// Output tile edge of the 64x64 tiled kernels.
+pub(crate) const TILED_EDGE: usize = 64;
+/// Output tile edge of the 128x128 register-tiled kernels.
+pub(crate) const TILED128_EDGE: usize = 128;
+
+/// Whether the subgroup kernels can run: their workgroup is exactly one subgroup, so the
+/// subgroup size must be fixed (min == max).
+fn subgroup_fixed(gpu: &Gpu) -> bool {
+    let sg = gpu.caps.subgroup_size;
+    gpu.caps.subgroup
+        && gpu.info.subgroup_max_size == sg
+        && (4..=64).contains(&sg)
+        && sg.is_power_of_two()
+}
+
+/// Which kernel computes a matrix product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// One subgroup per workgroup, rows shared by `subgroupBroadcast`, no shared memory.
+    /// Fast on lavapipe; needs a fixed subgroup size.
+    Subgroup,
+    /// 16x16 workgroups with 64x64 shared-memory tiles, 4x4 outputs per invocation.
+    /// Works everywhere; the fallback.
+    Tiled,
+    /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation (vec4 reads from
+    /// workgroup memory). Works everywhere; the default on GPUs.
+    Tiled128,
+}
+
+impl KernelVariant for MatmulVariant {
+    fn all() -> Vec<Self> {
+        vec![
+            MatmulVariant::Subgroup,
+            MatmulVariant::Tiled,
+            MatmulVariant::Tiled128,
+        ]
+    }
+
+    fn supported(self, gpu: &Gpu) -> bool {
+        match self {
+            MatmulVariant::Tiled | MatmulVariant::Tiled128 => true,
+            MatmulVariant::Subgroup => subgroup_fixed(gpu),
+        }
+    }
+
+    fn auto(gpu: &Gpu) -> Self {
+        if gpu.caps.is_cpu && MatmulVariant::Subgroup.supported(gpu) {
+            MatmulVariant::Subgroup
+        } else {
+            MatmulVariant::Tiled128
+        }
+    }
+}
+
+impl MatmulVariant {
+    /// Output tile (rows, columns) of one workgroup; with the GEGLU epilogue half the
+    /// columns are the gate half, so it covers half as many output columns.
+    pub(crate) fn tile(self, gpu: &Gpu, geglu: bool) -> (usize, usize) {
+        let (r, c) = match self {
+            MatmulVariant::Subgroup => (SG_ROWS, 4 * gpu.caps.subgroup_size as usize),
+            MatmulVariant::Tiled => (TILED_EDGE, TILED_EDGE),
+            MatmulVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
+        };
+        (r, if geglu { c / 2 } else { c })
+    }
+}
+
+/// Which kernel computes a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conv2dVariant {
+    /// One subgroup per workgroup, weights shared by `subgroupBroadcast`, no shared
+    /// memory. Fast on lavapipe; needs a fixed subgroup size.
+    Subgroup,
+    /// 16x16 workgroups with 64x64 shared-memory tiles, 4x4 outputs per invocation.
+    /// Works everywhere.
+    Tiled,
+    /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation. Works
+    /// everywhere; the GPU default for Cout > 64.
+    Tiled128,
+}
+
+impl KernelVariant for Conv2dVariant {
+    fn all() -> Vec<Self> {
+        vec![
+            Conv2dVariant::Subgroup,
+            Conv2dVariant::Tiled,
+            Conv2dVariant::Tiled128,
+        ]
+    }
+
+    fn supported(self, gpu: &Gpu) -> bool {
+        match self {
+            Conv2dVariant::Tiled | Conv2dVariant::Tiled128 => true,
+            Conv2dVariant::Subgroup => subgroup_fixed(gpu),
+        }
+    }
+
+    /// The variant this adapter runs fastest at large Cout.
+    fn auto(gpu: &Gpu) -> Self {
+        if gpu.caps.is_cpu && Conv2dVariant::Subgroup.supported(gpu) {
+            Conv2dVariant::Subgroup
+        } else {
+            Conv2dVariant::Tiled128
+        }
+    }
+}
+
+impl Conv2dVariant {
+    /// [`KernelVariant::auto`] for `cout` output channels: on GPUs a 128-channel tile
+    /// would mostly idle for Cout <= 64 (conv_in, conv_out), so those take 64x64 tiles.
+    pub fn auto_for(gpu: &Gpu, cout: usize) -> Self {
+        match Conv2dVariant::auto(gpu) {
+            Conv2dVariant::Tiled128 if cout <= TILED_EDGE => Conv2dVariant::Tiled,
+            v => v,
+        }
+    }
+
+    /// Output tile (channels, pixels) of one workgroup for `cout` output channels.
+    pub(crate) fn tile(self, gpu: &Gpu, cout: usize) -> (usize, usize) {
+        match self {
+            // Small Cout (conv_in/conv_out) would waste most of a 24-channel tile; 24
+            // channels measured fastest on lavapipe (16 and 32 both slower).
+            Conv2dVariant::Subgroup => (
+                SG_CONV_TM
+                    .into_iter()
+                    .find(|&t| t >= cout)
+                    .unwrap_or(SG_CONV_TM[SG_CONV_TM.len() - 1]),
+                4 * gpu.caps.subgroup_size as usize,
+            ),
+            Conv2dVariant::Tiled => (TILED_EDGE, TILED_EDGE),
+            Conv2dVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
+        }
+    }
+}
+
+/// Every kernel variant of the family, validated offline by the tests.
+pub fn variants() -> Vec<KernelSpec> {
+    [matmul::variants(), conv2d::variants()].concat()
+}
