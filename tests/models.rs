@@ -301,3 +301,47 @@ fn unsupported_configs_name_the_field() {
         assert!(err.contains(field), "{field} = {value}: {err}");
     }
 }
+
+/// f16 activations driven near f16's range (inputs of ~3e4, whose convolutions, sums and
+/// attention scores overflow 65504): stores saturate and statistics / softmax stay f32,
+/// so no NaN or infinity reaches the UNet output or the decoded image.
+#[test]
+fn f16_activations_near_the_range_stay_finite() {
+    let fx = fixture("sd2-tiny");
+    let vb = |c: &str| fx.vb(c).with_activation_dtype(DType::F16);
+    let config: UNetConfig = read_component_config(&fx.model.root, "unet").unwrap();
+    let unet = UNet2DConditionModel::load(&vb("unet"), config).unwrap();
+    let (shape, sample) = fx.tensor("unet.b2_8x8_t981.sample");
+    let big: Vec<f32> = sample.iter().map(|v| v * 3.0e4).collect();
+    let sample = Tensor::from_f32(gpu(), &shape, &big, DType::F32).unwrap();
+    let (cshape, ctx) = fx.tensor("unet.b2_8x8_t981.encoder_hidden_states");
+    let big: Vec<f32> = ctx.iter().map(|v| v * 2.0e4).collect();
+    let ctx = Tensor::from_f32(gpu(), &cshape, &big, DType::F16).unwrap();
+    let mut rec = Recorder::new(gpu());
+    let out = unet.forward(&mut rec, &sample, 981.0, &ctx).unwrap();
+    assert_eq!(out.dtype(), DType::F16);
+    let got = rec.read_f32(&out).unwrap();
+    let bad = got.iter().filter(|v| !v.is_finite()).count();
+    assert_eq!(bad, 0, "{bad} of {} UNet outputs are not finite", got.len());
+    assert!(got.iter().any(|v| v.abs() > 1.0), "the input was not large");
+
+    let config: VaeConfig = read_component_config(&fx.model.root, "vae").unwrap();
+    let vae = VaeDecoder::load(&vb("vae"), config).unwrap();
+    let (lshape, lat) = fx.tensor(&format!(
+        "vae.{}.latents",
+        fx.json["vae"]["cases"][0]["case"].as_str().unwrap()
+    ));
+    let big: Vec<f32> = lat.iter().map(|v| v * 5.0e4).collect();
+    let lat = Tensor::from_f32(gpu(), &lshape, &big, DType::F32).unwrap();
+    let mut rec = Recorder::new(gpu());
+    let dec = vae.forward(&mut rec, &lat).unwrap();
+    assert_eq!(dec.dtype(), DType::F16);
+    let got = rec.read_f32(&dec).unwrap();
+    let bad = got.iter().filter(|v| !v.is_finite()).count();
+    assert_eq!(
+        bad,
+        0,
+        "{bad} of {} decoded values are not finite",
+        got.len()
+    );
+}

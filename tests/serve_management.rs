@@ -554,8 +554,8 @@ fn cli_config_file_and_graceful_sigterm() {
     assert_eq!(v[0]["jobQueueStatus"]["remainingCapacity"], 3);
     assert_eq!(v[0]["responseTimeout"], 77);
 
-    // A long request, in flight when the signal comes.
-    let body = r#"{"prompt": "a slow lighthouse", "seed": 5, "num_inference_steps": 60, "width": 32, "height": 32}"#;
+    // A long request, in flight when the signal comes (long enough on a fast adapter too).
+    let body = r#"{"prompt": "a slow lighthouse", "seed": 5, "num_inference_steps": 250, "width": 32, "height": 32}"#;
     let url = format!("{inf}/predictions/sd");
     let in_flight = std::thread::spawn(move || json_of(agent().post(url).send(body)));
     std::thread::sleep(Duration::from_millis(700));
@@ -598,7 +598,7 @@ fn cli_config_file_and_graceful_sigterm() {
     let want = pipe
         .generate(&GenerateRequest {
             seed: 5,
-            steps: 60,
+            steps: 250,
             width: 32,
             height: 32,
             ..GenerateRequest::new("a slow lighthouse")

@@ -11,18 +11,36 @@ use wgsd::serve::start;
 mod serve_common;
 use serve_common::{root, tiny_config};
 
-/// Fails (never skips) when the client's packages are missing, saying how to get them.
-fn require_python() {
-    let ok = Command::new("python3")
-        .args(["-c", "import requests, numpy, PIL"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "python3 with requests, numpy and PIL is needed for this test; install them with \
-         `apt-get install -y python3 python3-requests python3-numpy python3-pil` \
-         (or `pip install requests numpy pillow`); .ci/setup does this"
-    );
+/// The interpreter that runs the client: `$WGSD_PYTHON`, else the first of `python3` on
+/// PATH and Debian's `/usr/bin/python3` that has the client's packages (a pyenv or
+/// conda `python3` on PATH does not see Debian's `python3-*` packages, which .ci/setup
+/// installs). Fails (never skips) when none has them, saying how to get them.
+fn python() -> String {
+    let has_packages = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import requests, numpy, PIL"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if let Ok(py) = std::env::var("WGSD_PYTHON") {
+        assert!(
+            has_packages(&py),
+            "WGSD_PYTHON={py} lacks requests, numpy or PIL"
+        );
+        return py;
+    }
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|py| has_packages(py))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!(
+                "python3 with requests, numpy and PIL is needed for this test; install them with \
+                 `apt-get install -y python3 python3-requests python3-numpy python3-pil` \
+                 (or `pip install requests numpy pillow`, or point WGSD_PYTHON at an \
+                 interpreter that has them); .ci/setup does this"
+            )
+        })
 }
 
 fn rgb(path: &Path) -> (u32, u32, Vec<u8>) {
@@ -44,14 +62,13 @@ fn run(cmd: &mut Command) {
 
 #[test]
 fn python_query_client_matches_cli() {
-    require_python();
     let server = start(tiny_config()).expect("server starts");
     let url = format!("http://{}/predictions/sd", server.addr());
     let dir = tempfile::tempdir().expect("tmp");
     let (prompt, seed, width, height, steps) = ("a red fox in the snow", "42", "64", "48", "4");
 
     let served = dir.path().join("served.png");
-    run(Command::new("python3")
+    run(Command::new(python())
         .arg(root().join("tests/python/query.py"))
         .args(["--url", &url, "--prompt", prompt, "--seed", seed])
         .args(["--width", width, "--height", height, "--steps", steps])
@@ -75,7 +92,7 @@ fn python_query_client_matches_cli() {
 
     // The example unchanged: the prompt as the raw body, the server's defaults.
     let raw = dir.path().join("raw.png");
-    run(Command::new("python3")
+    run(Command::new(python())
         .arg(root().join("tests/python/query.py"))
         .args(["--url", &url, "--prompt", prompt, "--output"])
         .arg(&raw));

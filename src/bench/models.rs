@@ -230,8 +230,10 @@ fn measure_vae(
 /// The tiny bundled archive at its fixture size and at 512 px, weights in `dtype`.
 pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, reps: usize) -> Result<Vec<ModelResult>> {
     let model = open_model(archive)?;
-    let unet_vb = VarBuilder::from_component(gpu, &model.component("unet")?, dtype)?.with_activation_dtype(dtype);
-    let vae_vb = VarBuilder::from_component(gpu, &model.component("vae")?, dtype)?.with_activation_dtype(dtype);
+    let unet_vb = VarBuilder::from_component(gpu, &model.component("unet")?, dtype)?
+        .with_activation_dtype(dtype);
+    let vae_vb = VarBuilder::from_component(gpu, &model.component("vae")?, dtype)?
+        .with_activation_dtype(dtype);
     let mut out = Vec::new();
     for px in [(48, 64), (512, 512)] {
         let ucfg: UNetConfig = read_component_config(&model.root, "unet")?;
