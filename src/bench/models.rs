@@ -178,7 +178,13 @@ fn measure_unet(
 ) -> Result<ModelResult> {
     let (h, w) = (px.0 / 8, px.1 / 8);
     let sample = super::cases::filled(gpu, &[2, 4, h, w], DType::F32)?;
-    let ctx = super::cases::filled(gpu, &[2, 77, cfg.cross_attention_dim], DType::F32)?;
+    // The text context in the UNet's storage type, as the pipeline hands it over (cast
+    // once per generation; the cross-attention K/V cache then holds across calls).
+    let ctx = super::cases::filled(
+        gpu,
+        &[2, 77, cfg.cross_attention_dim],
+        vb.activation_dtype(),
+    )?;
     let what = Measured {
         name,
         resolution: format!("{}x{} (latent 2x4x{h}x{w})", px.1, px.0),
