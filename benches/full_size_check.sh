@@ -28,10 +28,16 @@ step pipeline-tests; timeout 90 $T/pipeline 2>&1 | grep -E "^test |test result|p
 step wait-build; wait $BPID; cat /tmp/build.json; tail -3 /tmp/build.err
 step diffusers-f32-768-10steps
 timeout 120 python3 benches/sd2_full_reference.py reference /tmp/sd2full $OUT/ref768.png --steps 10 2>/dev/null
-step wgsd-f32-768-10steps
-timeout 200 $W generate --model /tmp/sd2full --width 768 --height 768 --steps 10 --seed 42 --json -o $OUT/wgsd768.png "a red fox in the snow" 2>&1 | tail -30
-step psnr; python3 benches/sd2_full_reference.py psnr $OUT/ref768.png $OUT/wgsd768.png
+for P in f32 f16; do
+  step wgsd-$P-768-10steps
+  timeout 200 $W generate --precision $P --model /tmp/sd2full --width 768 --height 768 --steps 10 --seed 42 --json -o $OUT/wgsd768-$P.png "a red fox in the snow" 2>&1 | tail -30
+  step psnr-$P; python3 benches/sd2_full_reference.py psnr $OUT/ref768.png $OUT/wgsd768-$P.png
+done
+step wgsd-f16-768-50steps
+timeout 200 $W generate --precision f16 --model /tmp/sd2full --width 768 --height 768 --steps 50 --seed 42 --json -o $OUT/wgsd768-f16-50.png "a red fox in the snow" 2>&1 | tail -30
 step bench-kernels; timeout 60 $W bench --quick 2>&1 | tail -40
-step bench-models-full; timeout 150 $W bench --models --full --sizes 512,768 2>&1 | tail -12
+for P in f32 f16; do
+  step bench-models-full-$P; timeout 150 $W bench --models --full --sizes 512,768 --precision $P 2>&1 | tail -12
+done
 step diffusers-f16-768-50steps; timeout 60 python3 benches/sd2_full_reference.py speed /tmp/sd2full --steps 50 --repeats 2 2>/dev/null
 step done
