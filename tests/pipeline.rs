@@ -18,7 +18,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use common::gpu;
+use common::{gpu, psnr};
 use serde_json::Value;
 use wgsd::Error;
 use wgsd::loader::ArchiveOptions;
@@ -128,22 +128,6 @@ fn check(what: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
     let e = rel_err(got, want);
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:e}");
     e
-}
-
-/// PSNR in dB of two u8 images (infinite when equal).
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
 }
 
 /// The tests share one GPU and its activation arena; a buffer dropped by one test's

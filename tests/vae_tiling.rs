@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::{Rng, gpu, max_abs_diff};
+use common::{Rng, gpu, max_abs_diff, psnr};
 use serde_json::Value;
 use wgsd::Error;
 use wgsd::gpu::{DType, Recorder, Tensor};
@@ -43,21 +43,6 @@ fn sd2_vae() -> VaeDecoder {
     let vb =
         VarBuilder::from_component(gpu(), &model.component("vae").unwrap(), DType::F32).unwrap();
     VaeDecoder::load(&vb, config).unwrap()
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "image sizes differ");
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
 }
 
 /// Decodes and converts to u8 as the pipeline does; returns (floats, shape, u8 bytes).
