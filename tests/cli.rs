@@ -138,6 +138,8 @@ fn generate_matches_diffusers_with_npy_and_json() {
         "48",
         "--npy",
         "--json",
+        "--precision",
+        "f32",
         "--output",
         out.to_str().unwrap(),
     ]);
@@ -162,6 +164,15 @@ fn generate_matches_diffusers_with_npy_and_json() {
         let v = j["timings_ms"][k].as_f64().unwrap_or(-1.0);
         assert!(v >= 0.0, "timings_ms.{k} = {}", j["timings_ms"][k]);
     }
+    assert_eq!(j["precision_requested"], "f32");
+    assert_eq!(j["precision"], "f32");
+    assert_eq!(j["vae_tiling"], "auto");
+    // Weights (1.6 MB in f32) plus activations.
+    assert!(
+        j["peak_gpu_bytes"].as_u64().is_some_and(|b| b > 1_500_000),
+        "peak_gpu_bytes = {}",
+        j["peak_gpu_bytes"]
+    );
     // Loading and the warm-up pass are reported apart (seconds).
     for k in ["load_s", "warmup_s"] {
         assert!(j[k].as_f64().is_some_and(|v| v > 0.0), "{k} = {}", j[k]);
@@ -208,6 +219,8 @@ fn generate_two_images_ancestral_negative_prompt() {
         "64",
         "--height",
         "48",
+        "--precision",
+        "f32",
         "-o",
         out.to_str().unwrap(),
     ]);
@@ -242,6 +255,8 @@ fn generate_sd1_fp16_archive_npy() {
         "48",
         "--height",
         "64",
+        "--precision",
+        "f32",
         "-o",
         out.to_str().unwrap(),
     ]);
@@ -410,4 +425,49 @@ fn interrupt_stops_between_steps_and_writes_nothing() {
     assert!(!out.exists(), "no image after an interrupt");
     let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
     assert!(leftovers.is_empty(), "no temp files: {leftovers:?}");
+}
+
+/// `--f16` (= `--precision f16`) through the binary: weights and activations in f16; the
+/// image is within 3 dB of diffusers' own fp16 distance from its f32 image.
+#[test]
+fn generate_f16_through_the_binary() {
+    let dir = out_dir("f16");
+    let out = dir.join("fox.png");
+    let o = ok(&[
+        "generate",
+        "--model",
+        sd2().to_str().unwrap(),
+        "a tiny red fox in the snow, 4k",
+        "--seed",
+        "42",
+        "--steps",
+        "5",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--f16",
+        "--no-warmup",
+        "--json",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let j: Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON on stdout");
+    assert_eq!(j["precision_requested"], "f16");
+    assert_eq!(j["precision"], "f16");
+    assert_eq!(j["weight_dtype"], "f16");
+    let fp16: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/sd2-tiny/fp16.json")).unwrap(),
+    )
+    .unwrap();
+    let bar = fp16["cases"][0]["psnr_fp16_vs_f32"].as_f64().unwrap();
+    assert_eq!(fp16["cases"][0]["case"], "00_DDIM");
+    let want = &reference_images("sd2-tiny", "00_DDIM")[0];
+    let (_, _, px) = png_pixels(&out);
+    let p = psnr(&px, want);
+    eprintln!("cli f16: {p:.1} dB (diffusers fp16: {bar:.1} dB)");
+    assert!(
+        p >= bar - 3.0,
+        "f16 image at {p:.2} dB, diffusers fp16 at {bar:.2} dB"
+    );
 }

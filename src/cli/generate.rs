@@ -156,6 +156,11 @@ struct Summary {
     /// Seconds to load the model, and to warm up (0 with --no-warmup).
     load_s: f64,
     warmup_s: f64,
+    /// `--vae-tiling` as asked (`auto`: tiled only when the untiled decode would not fit).
+    vae_tiling: String,
+    /// Most GPU memory the generation held: weights + the largest live set of
+    /// activations (wgsd's arena; driver overhead not included).
+    peak_gpu_bytes: u64,
     timings_ms: TimingsMs,
 }
 
@@ -388,6 +393,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),
     };
+    gpu.reset_peak_memory();
     let out = match pipe.generate_with(&req, &mut |p| bar.update(p), Some(&cancel)) {
         Err(wgsd::Error::Cancelled { completed, total }) => {
             eprintln!("wgsd generate: stopped after {completed} of {total} steps; nothing written");
@@ -436,6 +442,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             model: model.clone(),
             load_s: load.as_secs_f64(),
             warmup_s: warmup.as_secs_f64(),
+            vae_tiling: args.vae_tiling.clone(),
+            peak_gpu_bytes: gpu.memory_stats().peak,
             adapter: AdapterSummary {
                 name: info.name.clone(),
                 backend: format!("{:?}", info.backend),
