@@ -105,6 +105,8 @@ fn every_kernel_variant_expands_and_validates() {
         "matmul",
         "matmul_tiled",
         "matmul_tiled128",
+        "matmul_coop",
+        "conv2d_coop",
         "norm",
         "probe",
         "scheduler_step",
@@ -193,4 +195,74 @@ fn activation_prelude_declares_at() {
     let a = KernelSpec::new("toy", src, "main").activation(DType::F32);
     let b = KernelSpec::new("toy", src, "main").activation(DType::F16);
     assert_ne!(a.key(), b.key());
+}
+
+/// lavapipe has no cooperative matrices, so these kernels cannot run here: beyond naga's
+/// validation (above), each is lowered to SPIR-V as wgpu's Vulkan backend would (with the
+/// CooperativeMatrixKHR capability), which catches what the WGSL front end accepts but
+/// the backend cannot express. Their numeric tests are in tests/device_coopmat.rs (run
+/// on a GPU: see README "Tests that need a GPU").
+#[test]
+fn cooperative_matrix_variants_lower_to_spirv() {
+    let specs: Vec<KernelSpec> = wgsd::ops::kernel_variants()
+        .into_iter()
+        .filter(|s| s.coop)
+        .collect();
+    let families: HashSet<&str> = specs.iter().map(|s| s.name).collect();
+    for f in ["matmul_coop", "conv2d_coop"] {
+        assert!(families.contains(f), "no cooperative variant of {f}");
+    }
+    let mut failures = Vec::new();
+    for spec in &specs {
+        let lowered = (|| -> Result<usize, String> {
+            let src = spec.expand().map_err(|e| e.to_string())?;
+            assert!(src.contains("enable wgpu_cooperative_matrix;"));
+            let module = naga::front::wgsl::parse_str(&src)
+                .map_err(|e| format!("parse: {}", e.emit_to_string(&src)))?;
+            let mut validator = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            );
+            validator.subgroup_stages(naga::valid::ShaderStages::all());
+            validator.subgroup_operations(naga::valid::SubgroupOperationSet::all());
+            let info = validator
+                .validate(&module)
+                .map_err(|e| format!("validate: {}", e.emit_to_string(&src)))?;
+            let constants: naga::back::PipelineConstants = spec
+                .constants
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, spec.entry)),
+                &constants,
+            )
+            .map_err(|e| format!("overrides: {e}"))?;
+            let options = naga::back::spv::Options {
+                lang_version: (1, 3),
+                ..Default::default()
+            };
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: spec.entry.to_string(),
+            };
+            let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                .map_err(|e| format!("spir-v: {e}"))?;
+            Ok(words.len())
+        })();
+        match lowered {
+            Ok(n) if n > 100 => {}
+            Ok(n) => failures.push(format!("{}: only {n} SPIR-V words", spec.key())),
+            Err(e) => failures.push(format!("{}: {e}", spec.key())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cooperative variants fail:\n{}",
+        failures.len(),
+        specs.len(),
+        failures.join("\n\n")
+    );
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::adapter::{AdapterChoice, choose_adapter, instance_for};
+use super::coopmat;
 use super::kernel::PipelineCache;
 use super::pool::BufferPool;
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ pub struct Caps {
     pub workgroup_memory: u32,
     /// Workgroups per grid dimension.
     pub max_workgroups_per_dim: u32,
+    /// Cooperative matrices: what the adapter reports and the tile the kernels use.
+    pub coop: super::coopmat::CoopCaps,
 }
 
 /// One device and everything that lives as long as it.
@@ -85,14 +88,32 @@ impl Gpu {
         let adapter_limits = adapter.limits();
         let wanted =
             wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::PIPELINE_CACHE;
-        let features = adapter.features() & wanted;
+        let mut features = adapter.features() & wanted;
+        let coop = coopmat::decide(
+            coopmat::adapter_configs(&adapter),
+            coopmat::CoopMode::from_env(),
+            features.contains(wgpu::Features::SHADER_F16),
+            features.contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == info.subgroup_max_size,
+        );
+        // The experimental feature is only requested when its kernels will run.
+        let experimental = if coop.tile.is_some() {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: wgpu asks callers of experimental features to accept that its
+            // implementation may still have bugs; wgsd only enables this one on request
+            // (WGSD_COOPMAT=on), and its kernels use only configurations the adapter
+            // reported (square f16 x f16 -> f32, see gpu::coopmat).
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgsd"),
             required_features: features,
             // Ask for everything the adapter has: the defaults cap a binding at 128 MiB
             // and a buffer at 256 MiB even where the hardware allows more.
             required_limits: adapter_limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -110,6 +131,7 @@ impl Gpu {
             binding_align: u64::from(limits.min_storage_buffer_offset_alignment),
             workgroup_memory: limits.max_compute_workgroup_storage_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            coop,
         };
         let disk_cache = if features.contains(wgpu::Features::PIPELINE_CACHE) {
             open_disk_cache(&device, &info)

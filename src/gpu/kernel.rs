@@ -106,6 +106,9 @@ pub struct KernelSpec {
     pub constants: Vec<(&'static str, f64)>,
     /// Prepend `enable f16;` (the kernel uses f16 storage or arithmetic).
     pub f16: bool,
+    /// Prepend `enable wgpu_cooperative_matrix;` (the kernel uses cooperative matrices;
+    /// only devices with [`CoopCaps::tile`](super::coopmat::CoopCaps) compile it).
+    pub coop: bool,
     /// Storage type of activations (`AT` in the shader; see [`KernelSpec::activation`]).
     pub activation: Option<DType>,
     /// The `Params` declaration (built on a cache miss) and the Rust struct's size.
@@ -123,6 +126,7 @@ impl KernelSpec {
             defines: Vec::new(),
             constants: Vec::new(),
             f16: false,
+            coop: false,
             activation: None,
             params: None,
             generate: None,
@@ -144,6 +148,13 @@ impl KernelSpec {
     /// Enables f16 in the shader (`enable f16;`), needed by any f16 storage or math.
     pub fn f16(mut self, on: bool) -> Self {
         self.f16 |= on;
+        self
+    }
+
+    /// Marks a cooperative-matrix kernel (`enable wgpu_cooperative_matrix;`, f16 on).
+    pub fn coop(mut self) -> Self {
+        self.coop = true;
+        self.f16 = true;
         self
     }
 
@@ -196,6 +207,9 @@ impl KernelSpec {
         if self.f16 {
             k.push_str("|f16");
         }
+        if self.coop {
+            k.push_str("|coop");
+        }
         if let Some(at) = self.activation {
             k.push_str(&format!("|AT={}", at.wgsl()));
         }
@@ -231,6 +245,9 @@ impl KernelSpec {
         let mut head = String::new();
         if self.f16 {
             head.push_str("enable f16;\n");
+        }
+        if self.coop {
+            head.push_str("enable wgpu_cooperative_matrix;\n");
         }
         match self.activation {
             Some(DType::F16) => head.push_str(AT_F16),
@@ -284,6 +301,18 @@ impl Gpu {
             return Err(Error::Gpu(format!(
                 "kernel {key} needs SHADER_F16, which {} does not offer",
                 self.info.name
+            )));
+        }
+        if spec.coop && self.caps.coop.tile.is_none() {
+            return Err(Error::Gpu(format!(
+                "kernel {key} uses cooperative matrices, which are not enabled on {}{}",
+                self.info.name,
+                self.caps
+                    .coop
+                    .why_not
+                    .as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
             )));
         }
         let src = spec.expand()?;

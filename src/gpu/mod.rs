@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod context;
+pub mod coopmat;
 pub mod kernel;
 pub mod pool;
 pub mod recorder;

@@ -108,7 +108,7 @@ pub(super) fn conv2d_tiled128(spec: &KernelSpec) -> Vec<(&'static str, String)> 
 
 /// OT_CVT: how a conv kernel converts an f32 result for its output storage `OT`
 /// (`at`, saturating, for activations; `f32` for exact partial sums).
-fn out_convert(spec: &KernelSpec) -> (&'static str, String) {
+pub(super) fn out_convert(spec: &KernelSpec) -> (&'static str, String) {
     let cvt = if spec.get("OT") == Some("f32") {
         "f32"
     } else {

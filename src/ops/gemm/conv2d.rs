@@ -14,7 +14,7 @@
 //! activations, to an f32 scratch that the last group reads and rounds once).
 
 pub use super::Conv2dVariant;
-use super::codegen;
+use super::{CoopGeometry, codegen, coop_dtypes, coop_geometry};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor, Window};
 use crate::ops::variant::KernelVariant;
@@ -23,6 +23,17 @@ use crate::ops::{expect_act, expect_f32, expect_same_act, u32_of};
 const SUBGROUP_SRC: &str = include_str!("../../../shaders/conv2d_subgroup.wgsl");
 const TILED_SRC: &str = include_str!("../../../shaders/conv2d.wgsl");
 const TILED128_SRC: &str = include_str!("../../../shaders/conv2d_tiled128.wgsl");
+const COOP_SRC: &str = include_str!("../../../shaders/conv2d_coop.wgsl");
+/// Geometry of the specs of non-cooperative variants (not part of their key).
+const DEFAULT_COOP: CoopGeometry = CoopGeometry {
+    s: 16,
+    sg: 32,
+    sgm: 4,
+    sgn: 2,
+    fm: 2,
+    fn_: 4,
+    bk: 32,
+};
 const OP: &str = "conv2d";
 
 /// Stride and zero padding, the same in both spatial dimensions (as SD uses them).
@@ -70,6 +81,8 @@ struct Choice {
     /// Output channels per subgroup tile.
     tm: usize,
     pass: Pass,
+    /// The cooperative kernel's geometry (that variant only).
+    coop: CoopGeometry,
 }
 
 /// `OT`/`RT` text: the activation alias, or f32 when it differs from the activation.
@@ -99,6 +112,13 @@ fn spec(variant: Conv2dVariant, c: Choice) -> KernelSpec {
         }
         Conv2dVariant::Tiled128 => flags(KernelSpec::new("conv2d_tiled128", TILED128_SRC, "main"))
             .generator(codegen::conv2d_tiled128),
+        Conv2dVariant::Coop => c
+            .coop
+            .apply(
+                flags(KernelSpec::new("conv2d_coop", COOP_SRC, "main")),
+                false,
+            )
+            .generator(super::coop::conv2d_coop),
     }
 }
 
@@ -151,7 +171,8 @@ pub fn conv2d(
     args: Conv2dArgs,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let variant = Conv2dVariant::auto_for(rec.gpu(), w.shape().first().copied().unwrap_or(0));
+    let cout = w.shape().first().copied().unwrap_or(0);
+    let variant = Conv2dVariant::choose(rec.gpu(), x.dtype(), w.dtype(), cout);
     conv2d_with(rec, x, w, bias, args, residual, variant)
 }
 
@@ -190,6 +211,12 @@ pub fn conv2d_with(
             OP,
             format!("w must be f32 or f16, got {:?}", w.dtype()),
         ));
+    }
+    if variant == Conv2dVariant::Coop && !coop_dtypes(at, w.dtype()) {
+        return Err(Error::Gpu(format!(
+            "conv2d: the cooperative-matrix kernel takes f16 activations and weights, got {at:?} and {:?}",
+            w.dtype()
+        )));
     }
     if wcin != cin {
         return Err(Error::shape(
@@ -338,6 +365,7 @@ pub fn conv2d_with(
                     wt: w.dtype(),
                     tm,
                     pass,
+                    coop: coop_geometry(gpu).unwrap_or(DEFAULT_COOP),
                 };
                 let pipeline = gpu.kernel(&spec(variant, choice))?;
                 let params = Params {
@@ -409,7 +437,16 @@ pub fn variants() -> Vec<KernelSpec> {
                             wt,
                             tm,
                             pass,
+                            coop: DEFAULT_COOP,
                         };
+                        if variant == Conv2dVariant::Coop {
+                            if coop_dtypes(at, wt) {
+                                for g in super::coop::geometries() {
+                                    v.push(spec(variant, Choice { coop: g, ..c }));
+                                }
+                            }
+                            continue;
+                        }
                         v.push(spec(variant, c));
                     }
                 }

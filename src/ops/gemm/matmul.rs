@@ -10,7 +10,7 @@
 //! product, so banding changes no result.
 
 pub use super::MatmulVariant;
-use super::codegen;
+use super::{CoopGeometry, codegen, coop_dtypes, coop_geometry};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor, Window};
 use crate::ops::variant::KernelVariant;
@@ -29,6 +29,10 @@ const TILED128_SRC: &str = concat!(
     include_str!("../../../shaders/matmul_tiled128.wgsl"),
     include_str!("../../../shaders/gelu.wgsl")
 );
+const COOP_SRC: &str = concat!(
+    include_str!("../../../shaders/matmul_coop.wgsl"),
+    include_str!("../../../shaders/gelu.wgsl")
+);
 
 /// The compile-time choices of one matmul kernel.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +49,8 @@ struct Choice {
     res: bool,
     /// The fused GEGLU epilogue (needs `b_t`).
     geglu: bool,
+    /// The cooperative kernel's geometry (that variant only).
+    coop: CoopGeometry,
 }
 
 fn spec(variant: MatmulVariant, c: Choice) -> KernelSpec {
@@ -66,6 +72,13 @@ fn spec(variant: MatmulVariant, c: Choice) -> KernelSpec {
         MatmulVariant::Tiled => flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main")),
         MatmulVariant::Tiled128 => flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main"))
             .generator(codegen::matmul_tiled128),
+        MatmulVariant::Coop => c
+            .coop
+            .apply(
+                flags(KernelSpec::new("matmul_coop", COOP_SRC, "main")),
+                c.geglu,
+            )
+            .generator(super::coop::matmul_coop),
     }
 }
 
@@ -93,6 +106,17 @@ crate::shader_params! {
         gate_b: u32,
     }
 }
+
+/// Placeholder geometry for specs of non-cooperative variants (not part of their key).
+const DEFAULT_COOP: CoopGeometry = CoopGeometry {
+    s: 16,
+    sg: 32,
+    sgm: 4,
+    sgn: 2,
+    fm: 2,
+    fn_: 4,
+    bk: 32,
+};
 
 /// One product to compute: out[b] = x[b] @ W[b] (+ bias) (+ res), W addressed per `b_t`.
 struct Gemm<'a> {
@@ -125,6 +149,13 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
         return Err(Error::Gpu(format!(
             "{op}: the {variant:?} kernel cannot run on {}",
             gpu.info.name
+        )));
+    }
+    if variant == MatmulVariant::Coop && !coop_dtypes(g.x.dtype(), g.w.dtype()) {
+        return Err(Error::Gpu(format!(
+            "{op}: the cooperative-matrix kernel takes f16 activations and weights, got {:?} and {:?}",
+            g.x.dtype(),
+            g.w.dtype()
         )));
     }
     let (tr, tc) = variant.tile(gpu, g.geglu);
@@ -180,6 +211,7 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             bias: g.bias.is_some(),
             res: g.res.is_some(),
             geglu: g.geglu,
+            coop: coop_geometry(gpu).unwrap_or(DEFAULT_COOP),
         },
     ))?;
     let u = |v: usize| u32_of(op, v);
@@ -260,8 +292,18 @@ pub fn linear(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let variant = MatmulVariant::auto(rec.gpu());
+    let variant = choose_linear(rec, x, w, false);
     linear_with(rec, x, w, bias, residual, variant)
+}
+
+/// The variant [`linear`] / [`linear_geglu`] take for these operands.
+fn choose_linear(rec: &Recorder, x: &Tensor, w: &Tensor, geglu: bool) -> MatmulVariant {
+    let m = x
+        .shape()
+        .split_last()
+        .map_or(0, |(_, l)| l.iter().product());
+    let n = w.shape().first().copied().unwrap_or(0) / if geglu { 2 } else { 1 };
+    MatmulVariant::choose(rec.gpu(), x.dtype(), w.dtype(), m, n)
 }
 
 /// [`linear`] with a chosen kernel variant.
@@ -287,7 +329,7 @@ pub fn linear_geglu(
     w: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let variant = MatmulVariant::auto(rec.gpu());
+    let variant = choose_linear(rec, x, w, true);
     linear_geglu_with(rec, x, w, bias, variant)
 }
 
@@ -381,7 +423,11 @@ fn linear_any(
 /// with the adapter's preferred kernel. a is an activation (f32 or f16; the output has its
 /// dtype), b f32 or f16.
 pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let variant = MatmulVariant::auto(rec.gpu());
+    let dim = |t: &Tensor, from_end: usize| {
+        let s = t.shape();
+        s.len().checked_sub(from_end).map_or(0, |i| s[i])
+    };
+    let variant = MatmulVariant::choose(rec.gpu(), a.dtype(), b.dtype(), dim(a, 2), dim(b, 1));
     matmul_with(rec, a, b, variant)
 }
 
@@ -449,8 +495,18 @@ pub fn variants() -> Vec<KernelSpec> {
                             bias: flags & 2 != 0,
                             res: flags & 4 != 0,
                             geglu: flags & 8 != 0,
+                            coop: DEFAULT_COOP,
                         };
                         if c.geglu && !c.b_t {
+                            continue;
+                        }
+                        if variant == MatmulVariant::Coop {
+                            if !coop_dtypes(at, wt) {
+                                continue;
+                            }
+                            for g in super::coop::geometries() {
+                                v.push(spec(variant, Choice { coop: g, ..c }));
+                            }
                             continue;
                         }
                         v.push(spec(variant, c));

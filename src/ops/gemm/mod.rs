@@ -10,10 +10,12 @@
 
 mod codegen;
 pub mod conv2d;
+pub mod coop;
 pub mod matmul;
 
 use super::variant::KernelVariant;
-use crate::gpu::{Gpu, KernelSpec};
+use crate::gpu::{DType, Gpu, KernelSpec};
+pub use coop::CoopGeometry;
 
 /// Output rows per workgroup of the subgroup matmul kernel.
 pub(crate) const SG_ROWS: usize = 24;
@@ -47,6 +49,21 @@ pub enum MatmulVariant {
     /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation (vec4 reads from
     /// workgroup memory). Works everywhere; the default on GPUs.
     Tiled128,
+    /// Cooperative matrices (tensor cores): f16 x f16 -> f32 tiles, 128x128 (16x16
+    /// matrices) or 64x64 (8x8) per workgroup. Needs `WGSD_COOPMAT=on` on an adapter
+    /// with a usable configuration, f16 activations and weights.
+    Coop,
+}
+
+/// The cooperative geometry this device runs, if cooperative matrices are enabled.
+pub fn coop_geometry(gpu: &Gpu) -> Option<CoopGeometry> {
+    CoopGeometry::for_device(gpu.caps.coop.tile?, gpu.caps.subgroup_size)
+}
+
+/// Whether a product over these storage types may take the cooperative kernels: they
+/// read f16 only (an f32 input would be rounded, breaking f32 mode's contract).
+pub fn coop_dtypes(at: DType, wt: DType) -> bool {
+    at == DType::F16 && wt == DType::F16
 }
 
 impl KernelVariant for MatmulVariant {
@@ -55,6 +72,7 @@ impl KernelVariant for MatmulVariant {
             MatmulVariant::Subgroup,
             MatmulVariant::Tiled,
             MatmulVariant::Tiled128,
+            MatmulVariant::Coop,
         ]
     }
 
@@ -62,6 +80,7 @@ impl KernelVariant for MatmulVariant {
         match self {
             MatmulVariant::Tiled | MatmulVariant::Tiled128 => true,
             MatmulVariant::Subgroup => subgroup_fixed(gpu),
+            MatmulVariant::Coop => coop_geometry(gpu).is_some(),
         }
     }
 
@@ -75,6 +94,19 @@ impl KernelVariant for MatmulVariant {
 }
 
 impl MatmulVariant {
+    /// The variant for one product: [`KernelVariant::auto`], or the cooperative kernel
+    /// when it is enabled, the storage is f16 and the output has at least half a tile
+    /// of work (tiny products, e.g. the time embedding's 2 rows, stay on FMA kernels).
+    pub fn choose(gpu: &Gpu, at: DType, wt: DType, m: usize, n: usize) -> Self {
+        if let Some(g) = coop_geometry(gpu)
+            && coop_dtypes(at, wt)
+            && m * n >= (g.bm() * g.bn() / 2) as usize
+        {
+            return MatmulVariant::Coop;
+        }
+        MatmulVariant::auto(gpu)
+    }
+
     /// Output tile (rows, columns) of one workgroup; with the GEGLU epilogue half the
     /// columns are the gate half, so it covers half as many output columns.
     pub(crate) fn tile(self, gpu: &Gpu, geglu: bool) -> (usize, usize) {
@@ -82,6 +114,9 @@ impl MatmulVariant {
             MatmulVariant::Subgroup => (SG_ROWS, 4 * gpu.caps.subgroup_size as usize),
             MatmulVariant::Tiled => (TILED_EDGE, TILED_EDGE),
             MatmulVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
+            MatmulVariant::Coop => coop_geometry(gpu)
+                .map(|g| (g.bm() as usize, g.bn() as usize))
+                .unwrap_or((TILED128_EDGE, TILED128_EDGE)),
         };
         (r, if geglu { c / 2 } else { c })
     }
@@ -99,6 +134,8 @@ pub enum Conv2dVariant {
     /// 16x16 workgroups with 128x128 tiles, 8x8 outputs per invocation. Works
     /// everywhere; the GPU default for Cout > 64.
     Tiled128,
+    /// Cooperative matrices, as [`MatmulVariant::Coop`].
+    Coop,
 }
 
 impl KernelVariant for Conv2dVariant {
@@ -107,6 +144,7 @@ impl KernelVariant for Conv2dVariant {
             Conv2dVariant::Subgroup,
             Conv2dVariant::Tiled,
             Conv2dVariant::Tiled128,
+            Conv2dVariant::Coop,
         ]
     }
 
@@ -114,6 +152,7 @@ impl KernelVariant for Conv2dVariant {
         match self {
             Conv2dVariant::Tiled | Conv2dVariant::Tiled128 => true,
             Conv2dVariant::Subgroup => subgroup_fixed(gpu),
+            Conv2dVariant::Coop => coop_geometry(gpu).is_some(),
         }
     }
 
@@ -137,6 +176,18 @@ impl Conv2dVariant {
         }
     }
 
+    /// The variant for one convolution: the cooperative kernel when enabled, f16, and
+    /// Cout fills at least half a tile; else [`Conv2dVariant::auto_for`].
+    pub fn choose(gpu: &Gpu, at: DType, wt: DType, cout: usize) -> Self {
+        if let Some(g) = coop_geometry(gpu)
+            && coop_dtypes(at, wt)
+            && 2 * cout >= g.bm() as usize
+        {
+            return Conv2dVariant::Coop;
+        }
+        Conv2dVariant::auto_for(gpu, cout)
+    }
+
     /// Output tile (channels, pixels) of one workgroup for `cout` output channels.
     pub(crate) fn tile(self, gpu: &Gpu, cout: usize) -> (usize, usize) {
         match self {
@@ -151,6 +202,9 @@ impl Conv2dVariant {
             ),
             Conv2dVariant::Tiled => (TILED_EDGE, TILED_EDGE),
             Conv2dVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
+            Conv2dVariant::Coop => coop_geometry(gpu)
+                .map(|g| (g.bm() as usize, g.bn() as usize))
+                .unwrap_or((TILED128_EDGE, TILED128_EDGE)),
         }
     }
 }
