@@ -29,12 +29,12 @@ impl CoopGeometry {
     /// 64 x 64); 64 x 64 tiles of 128 invocations for 8x8 (Metal's simdgroups of 32:
     /// 4 subgroups as 2 x 2, each 32 x 32 = 4 x 4 tiles). None for other lane counts.
     pub fn for_device(s: u32, sg: u32) -> Option<CoopGeometry> {
-        let (edge, invocations) = match s {
+        let (edge, invocations): (u32, u32) = match s {
             16 => (128, 256),
             8 => (64, 128),
             _ => return None,
         };
-        if sg == 0 || !sg.is_power_of_two() || invocations % sg != 0 {
+        if sg == 0 || !sg.is_power_of_two() || !invocations.is_multiple_of(sg) {
             return None;
         }
         let nsg = invocations / sg;
@@ -49,7 +49,7 @@ impl CoopGeometry {
         };
         let sgm = nsg / sgn;
         let (fm, fn_) = (edge / s / sgm, edge / s / sgn);
-        if fm == 0 || fn_ == 0 || fn_ % 2 != 0 || (s * s) % sg != 0 {
+        if fm == 0 || fn_ == 0 || !fn_.is_multiple_of(2) || !(s * s).is_multiple_of(sg) {
             return None;
         }
         Some(CoopGeometry {
