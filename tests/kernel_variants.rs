@@ -94,6 +94,7 @@ fn every_kernel_variant_expands_and_validates() {
         "activation",
         "attention",
         "attention_flash",
+        "attention_coop",
         "attention_rows",
         "concat",
         "conv2d",
@@ -209,7 +210,7 @@ fn cooperative_matrix_variants_lower_to_spirv() {
         .filter(|s| s.coop)
         .collect();
     let families: HashSet<&str> = specs.iter().map(|s| s.name).collect();
-    for f in ["matmul_coop", "conv2d_coop"] {
+    for f in ["matmul_coop", "conv2d_coop", "attention_coop", "probe_coop"] {
         assert!(families.contains(f), "no cooperative variant of {f}");
     }
     let mut failures = Vec::new();

@@ -174,6 +174,9 @@ pub fn all(gpu: &Gpu, quick: bool) -> Vec<Case> {
             },
         ));
     }
+    if crate::ops::gemm::coop_geometry(gpu).is_some() {
+        coop_cases(gpu, &mut cases, b, side, n);
+    }
     let maps = b * 320 * n;
     let bytes = |reads: usize, writes: usize| Work::Bytes(4.0 * f(reads + writes));
     cases.push(case(
@@ -249,4 +252,80 @@ pub fn all(gpu: &Gpu, quick: bool) -> Vec<Case> {
         |rec, t| ops::transpose::transpose(rec, &t[0], None),
     ));
     cases
+}
+
+/// With cooperative matrices enabled: the cooperative kernels in f16 (rated against the
+/// cooperative probe), each beside the FMA kernel the device would otherwise run on the
+/// same f16 operands (rated against the FMA probe).
+fn coop_cases(gpu: &Gpu, cases: &mut Vec<Case>, b: usize, side: usize, n: usize) {
+    let h = DType::F16;
+    let (m, k, nn) = (b * n, 320, 1280);
+    let flops = 2.0 * f(m) * f(k) * f(nn);
+    for variant in [MatmulVariant::Coop, MatmulVariant::auto(gpu)] {
+        let work = if variant == MatmulVariant::Coop {
+            Work::CoopFlops(flops)
+        } else {
+            Work::Flops(flops)
+        };
+        cases.push(case(
+            format!("linear f16 [{variant:?}]"),
+            format!("{m}x{k}x{nn}"),
+            work,
+            vec![(vec![m, k], h), (vec![nn, k], h), (vec![nn], DType::F32)],
+            move |rec, t| ops::matmul::linear_with(rec, &t[0], &t[1], Some(&t[2]), None, variant),
+        ));
+    }
+    let flops = 2.0 * f(b * n) * 320.0 * 320.0 * 9.0;
+    for variant in [Conv2dVariant::Coop, Conv2dVariant::auto(gpu)] {
+        let work = if variant == Conv2dVariant::Coop {
+            Work::CoopFlops(flops)
+        } else {
+            Work::Flops(flops)
+        };
+        cases.push(case(
+            format!("conv2d 3x3 f16 [{variant:?}]"),
+            format!("{b}x320x{side}x{side} -> 320"),
+            work,
+            vec![
+                (vec![b, 320, side, side], h),
+                (vec![320, 320, 3, 3], h),
+                (vec![320], DType::F32),
+            ],
+            move |rec, t| {
+                ops::conv2d::conv2d_with(
+                    rec,
+                    &t[0],
+                    &t[1],
+                    Some(&t[2]),
+                    Conv2dArgs::new(1, 1),
+                    None,
+                    variant,
+                )
+            },
+        ));
+    }
+    let coop = AttnVariant::Coop {
+        lanes: gpu.caps.subgroup_size,
+    };
+    for variant in [coop, AttnVariant::for_caps(&gpu.caps)] {
+        for (what, nk) in [("self", n), ("cross", 77)] {
+            let flops = 4.0 * f(b) * f(n) * f(nk) * 320.0;
+            let work = if variant == coop {
+                Work::CoopFlops(flops)
+            } else {
+                Work::Flops(flops)
+            };
+            cases.push(case(
+                format!("attention {what} f16 [{variant:?}]"),
+                format!("{b}x{n} x {nk} tokens x 5 x 64"),
+                work,
+                vec![(vec![b, n, 320], h), (vec![b, nk, 320], h), (vec![b, nk, 320], h)],
+                move |rec, t| {
+                    ops::attention::attention_with(
+                        rec, &t[0], &t[1], &t[2], 5, 0.125, false, variant,
+                    )
+                },
+            ));
+        }
+    }
 }

@@ -30,6 +30,10 @@ use crate::gpu::{DType, Gpu, KernelSpec, Recorder, Tensor};
 
 const FMA_SRC: &str = include_str!("../../shaders/probe_fma.wgsl");
 const SRC: &str = include_str!("../../shaders/probe.wgsl");
+const COOP_SRC: &str = include_str!("../../shaders/probe_coop.wgsl");
+/// Accumulator chains per subgroup and workgroup sizes the cooperative probe tries.
+const COOP_CHAINS: [u32; 3] = [2, 4, 8];
+const COOP_WGS: [u32; 2] = [128, 256];
 
 crate::shader_params! {
     struct Params {
@@ -67,6 +71,12 @@ pub struct Peaks {
     /// The best shader copy (what a memory-bound kernel could reach; the buffer copy
     /// may be faster, e.g. a CPU driver's memcpy).
     pub shader_copy_gbps: f64,
+    /// f16 x f16 -> f32 cooperative-matrix throughput, GFLOP/s, where the device runs
+    /// cooperative matrices (`WGSD_COOPMAT=on`); cooperative kernels are reported
+    /// against it.
+    pub coop_gflops: Option<f64>,
+    /// The layout that reached it, e.g. `16x16, 4 chains, wg 256`.
+    pub coop_layout: Option<String>,
 }
 
 fn fma_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
@@ -91,6 +101,72 @@ fn fma_spec(chains: u32, step: &str, wg: u32) -> KernelSpec {
         .define("STEP", step)
         .constant("WG", f64::from(wg))
         .generator(fma_code)
+}
+
+fn coop_code(spec: &KernelSpec) -> Vec<(&'static str, String)> {
+    let n: u32 = spec.get("CHAINS").and_then(|v| v.parse().ok()).unwrap_or(4);
+    let decl = (0..n)
+        .map(|j| format!("    var c{j} = coopLoadT<MC>(&zs[0], S);\n"))
+        .collect();
+    let body = (0..n)
+        .map(|j| format!("        c{j} = coopMultiplyAdd(a, b, c{j});\n"))
+        .collect();
+    let store = (0..n)
+        .map(|j| format!("    coopStoreT(c{j}, &out[base + {j}u * S * S], S);\n"))
+        .collect();
+    vec![("DECL", decl), ("BODY", body), ("STORE", store)]
+}
+
+/// The cooperative probe for `s` x `s` tiles, `chains` accumulators per subgroup and
+/// `wg` invocations.
+fn coop_spec(s: u32, chains: u32, wg: u32) -> KernelSpec {
+    KernelSpec::new("probe_coop", COOP_SRC, "coop_peak")
+        .params::<Params>()
+        .coop()
+        .define("CM", format!("coop_mat{s}x{s}"))
+        .define("S", s.to_string())
+        .define("S2", (s * s).to_string())
+        .define("WGS", wg.to_string())
+        .define("CHAINS", chains.to_string())
+        .generator(coop_code)
+}
+
+/// The cooperative-matrix peak (GFLOP/s and layout), or `None` where the device does
+/// not run cooperative matrices.
+pub fn coop_peak(gpu: &Gpu, repeats: usize) -> Result<Option<(f64, String)>> {
+    let Some(s) = gpu.caps.coop.tile else {
+        return Ok(None);
+    };
+    let sg = gpu.caps.subgroup_size.max(1);
+    let groups: u32 = 4096;
+    let rounds: u32 = 4096;
+    let dummy = Tensor::empty(gpu, &[4], DType::F32)?;
+    let (mut best_g, mut layout) = (0.0, String::new());
+    for wg in COOP_WGS {
+        let nsg = (wg / sg).max(1);
+        let out = Tensor::empty(gpu, &[(8 * nsg * s * s) as usize], DType::F32)?;
+        for chains in COOP_CHAINS {
+            let k = gpu.kernel(&coop_spec(s, chains, wg))?;
+            let iters = rounds / chains;
+            let t = best(gpu, repeats, |rec| {
+                let grid = rec.grid(groups);
+                let bind = [dummy.whole(gpu)?, out.whole(gpu)?];
+                rec.dispatch(&k, &params(groups, iters), &bind, grid)
+            })?;
+            let flop = f64::from(groups)
+                * f64::from(nsg)
+                * f64::from(chains)
+                * f64::from(iters)
+                * 2.0
+                * f64::from(s).powi(3);
+            let g = flop / t.as_secs_f64() / 1e9;
+            if g > best_g {
+                best_g = g;
+                layout = format!("{s}x{s}, {chains} chains, wg {wg}");
+            }
+        }
+    }
+    Ok(Some((best_g, layout)))
 }
 
 fn copy_spec(per: u32, wg: u32) -> KernelSpec {
@@ -160,6 +236,7 @@ pub fn fma_peak(gpu: &Gpu, repeats: usize) -> Result<(f64, String)> {
 pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
     let repeats = if quick { 3 } else { 5 };
     let (fma_gflops, fma_layout) = fma_peak(gpu, repeats)?;
+    let coop = coop_peak(gpu, repeats)?;
 
     // Copy: a large buffer (DRAM) and a cache-sized one, each layout.
     let large = if quick { 8 << 20 } else { 16 << 20 };
@@ -216,6 +293,8 @@ pub fn measure_peaks(gpu: &Gpu, quick: bool) -> Result<Peaks> {
         copy_layout,
         copy_dram_gbps,
         shader_copy_gbps,
+        coop_gflops: coop.as_ref().map(|c| c.0),
+        coop_layout: coop.map(|c| c.1),
     })
 }
 
@@ -272,5 +351,12 @@ pub fn variants() -> Vec<KernelSpec> {
         }
     }
     v.push(noop_spec());
+    for s in [8, 16] {
+        for chains in COOP_CHAINS {
+            for wg in COOP_WGS {
+                v.push(coop_spec(s, chains, wg));
+            }
+        }
+    }
     v
 }

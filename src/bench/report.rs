@@ -16,6 +16,9 @@ pub enum Work {
     Flops(f64),
     /// Bytes read plus bytes written.
     Bytes(f64),
+    /// Floating-point operations run on cooperative matrices: compared with the
+    /// cooperative-matrix probe instead of the FMA probe.
+    CoopFlops(f64),
 }
 
 /// One benchmarked case.
@@ -38,6 +41,11 @@ impl CaseResult {
         let (rate, unit, peak) = match work {
             Work::Flops(f) => (f / s / 1e9, "GFLOP/s", peaks.fma_gflops),
             Work::Bytes(b) => (b / s / 1e9, "GB/s", peaks.copy_gbps),
+            Work::CoopFlops(f) => (
+                f / s / 1e9,
+                "GFLOP/s",
+                peaks.coop_gflops.unwrap_or(f64::NAN),
+            ),
         };
         CaseResult {
             name: name.to_string(),
@@ -92,6 +100,11 @@ impl BenchReport {
             self.launch.us_per_dispatch,
             self.launch.dispatches_per_second
         );
+        if let (Some(g), Some(l)) = (self.peaks.coop_gflops, &self.peaks.coop_layout) {
+            s.push_str(&format!(
+                "cooperative-matrix peak: {g:.1} GFLOP/s ({l}); [Coop] rows are % of it\n\n"
+            ));
+        }
         s.push_str(&format!(
             "{:<40} {:<34} {:>10} {:>10} {:<8} {:>7}\n",
             "kernel", "shape", "time ms", "rate", "unit", "% peak"

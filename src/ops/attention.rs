@@ -12,6 +12,10 @@ use crate::gpu::{Caps, DType, Gpu, KernelSpec, Recorder, Tensor};
 const SRC_SUBGROUP: &str = include_str!("../../shaders/attention.wgsl");
 const SRC_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
 const SRC_FLASH: &str = include_str!("../../shaders/attention_flash.wgsl");
+const SRC_COOP: &str = include_str!("../../shaders/attention_coop.wgsl");
+/// Keys per staged block of the cooperative variant; with 128 invocations this keeps
+/// its workgroup memory within 32 KiB up to D = 160.
+const COOP_BK: usize = 32;
 const OP: &str = "attention";
 /// Invocations per workgroup of the rows variant (mirrors `WG` in the shader).
 const ROWS_WG: usize = 64;
@@ -41,6 +45,10 @@ pub enum Variant {
     /// workgroup memory, one query row's online softmax per invocation. Needs no subgroup
     /// support; the GPU default. Heads wider than [`FLASH_MAX_D`] run [`Variant::Rows`].
     Flash,
+    /// Flash attention on 16x16 cooperative matrices (QK^T and PV), softmax in f32: f16
+    /// activations, no causal mask, D <= [`FLASH_MAX_D`]; `lanes` is the device's fixed
+    /// subgroup size. Needs `WGSD_COOPMAT=on` on an adapter with 16x16 f16 -> f32.
+    Coop { lanes: u32 },
 }
 
 impl Variant {
@@ -72,6 +80,8 @@ impl KernelVariant for Variant {
             Variant::Subgroup { lanes: 32 },
             Variant::Rows,
             Variant::Flash,
+            Variant::Coop { lanes: 32 },
+            Variant::Coop { lanes: 64 },
         ]
     }
 
@@ -81,6 +91,11 @@ impl KernelVariant for Variant {
                 gpu.caps.subgroup && lanes > 0 && lanes <= gpu.caps.subgroup_size
             }
             Variant::Rows | Variant::Flash => true,
+            Variant::Coop { lanes } => {
+                gpu.caps.coop.tile == Some(16)
+                    && gpu.caps.subgroup_fixed
+                    && gpu.caps.subgroup_size == lanes
+            }
         }
     }
 
@@ -123,7 +138,17 @@ pub fn attention(
     scale: f32,
     causal: bool,
 ) -> Result<Tensor> {
-    let variant = Variant::for_caps(&rec.gpu().caps);
+    let gpu = rec.gpu();
+    let coop = Variant::Coop {
+        lanes: gpu.caps.subgroup_size,
+    };
+    let d = q.shape().last().copied().unwrap_or(0) / heads.max(1);
+    let variant = if coop.supported(gpu) && q.dtype() == DType::F16 && !causal && d <= FLASH_MAX_D
+    {
+        coop
+    } else {
+        Variant::for_caps(&gpu.caps)
+    };
     attention_with(rec, q, k, v, heads, scale, causal, variant)
 }
 
@@ -374,6 +399,21 @@ pub fn attention_with(
         variant
     };
 
+    if let Variant::Coop { .. } = variant {
+        if !variant.supported(gpu) {
+            return Err(Error::Gpu(format!(
+                "attention variant {variant:?} needs cooperative matrices (16x16 f16 -> f32) and \
+                 that fixed subgroup size; {} has neither enabled",
+                gpu.info.name
+            )));
+        }
+        if dt != DType::F16 || causal || d > FLASH_MAX_D {
+            return Err(Error::Gpu(format!(
+                "attention variant {variant:?} takes f16, non-causal heads of at most \
+                 {FLASH_MAX_D} channels (got {dt:?}, causal {causal}, D {d})"
+            )));
+        }
+    }
     if let Variant::Subgroup { lanes } = variant
         && (!gpu.caps.subgroup || lanes == 0 || lanes > gpu.caps.subgroup_size)
     {
@@ -449,7 +489,7 @@ pub fn attention_with(
         let wgs = match variant {
             Variant::Subgroup { .. } => items,
             Variant::Rows => items.div_ceil(ROWS_WG),
-            Variant::Flash => items,
+            Variant::Flash | Variant::Coop { .. } => items,
         };
         let grid = rec.grid(u32_of(OP, wgs)?);
         rec.dispatch(&pipeline, &params, &[qw, kw, vw, ow], grid)?;
@@ -555,7 +595,72 @@ fn spec(variant: Variant, d: usize, dt: DType) -> (KernelSpec, usize, usize) {
                 .define("VS", (bk * gc).to_string());
             (spec, FLASH_WG, groups)
         }
+        Variant::Coop { lanes } => {
+            let sg = lanes as usize;
+            let nsg = (128 / sg.max(16)).max(1);
+            let dt_tiles = d.div_ceil(16);
+            let dp = 16 * dt_tiles;
+            let lpr = (sg / 16).max(1);
+            let spec = KernelSpec::new("attention_coop", SRC_COOP, "main")
+                .params::<Params>()
+                .activation(dt)
+                .coop()
+                .define("D", d.to_string())
+                .define("DT", dt_tiles.to_string())
+                .define("SG", sg.to_string())
+                .define("NSG", nsg.to_string())
+                .define("BK", COOP_BK.to_string())
+                .define("KV", ((16 * nsg).max(2 * COOP_BK) * dp).to_string())
+                .define("ON", (dt_tiles * 16 / lpr).to_string())
+                .generator(coop_generated);
+            (spec, 16 * nsg, 1)
+        }
     }
+}
+
+/// The cooperative variant's unrolled parts (Q_LOAD, SCORES, PV) from D and BK: the
+/// query tiles are named values held across the key loop.
+fn coop_generated(spec: &KernelSpec) -> Vec<(&'static str, String)> {
+    let num = |k: &str| {
+        spec.get(k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+    };
+    let (dt, bk) = (num("DT"), num("BK"));
+    let mut qload = String::new();
+    for t in 0..dt {
+        qload += &format!(
+            "    let qa_{t} = coopLoadT<MA>(&kv[sg_id * 16u * DP + {t}u * 16u], DP);\n"
+        );
+    }
+    let mut scores = String::new();
+    for jt in 0..bk / 16 {
+        scores += "        {\n            var s = zc;\n";
+        for t in 0..dt {
+            scores += &format!(
+                "            s = coopMultiplyAdd(qa_{t}, coopLoad<MB>(&kv[{jt}u * 16u * DP + {t}u * 16u], DP), s);\n"
+            );
+        }
+        scores += &format!("            coopStoreT(s, &sc[st + {jt}u * 16u], BK);\n        }}\n");
+    }
+    let mut pv = String::new();
+    for t in 0..dt {
+        pv += "        {\n            var acc = zc;\n";
+        for jt in 0..bk / 16 {
+            pv += &format!(
+                "            acc = coopMultiplyAdd(coopLoadT<MA>(&pm[st + {jt}u * 16u], BK), \
+                 coopLoadT<MB>(&kv[BK * DP + {jt}u * 16u * DP + {t}u * 16u], DP), acc);\n"
+            );
+        }
+        pv += &format!(
+            "            coopStoreT(acc, &sc[st], 16u);
+            workgroupBarrier();
+            for (var e = 0u; e < OE; e++) {{ o[{t}u * OE + e] += sc[st + r * 16u + part * OE + e]; }}
+            workgroupBarrier();
+        }}\n"
+        );
+    }
+    vec![("Q_LOAD", qload), ("SCORES", scores), ("PV", pv)]
 }
 
 /// The subgroup kernel's straight-line code from its choices (D, G, R, SG); built on a
@@ -584,10 +689,14 @@ pub fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
     for d in [1, 3, 4, 8, 16, 40, 64, 80, 96, 160, 512] {
         for variant in Variant::all() {
-            if variant == Variant::Flash && d > FLASH_MAX_D {
+            let coop = matches!(variant, Variant::Coop { .. });
+            if (variant == Variant::Flash || coop) && d > FLASH_MAX_D {
                 continue;
             }
             for dt in [DType::F32, DType::F16] {
+                if coop && dt != DType::F16 {
+                    continue;
+                }
                 v.push(spec(variant, d, dt).0);
             }
         }
