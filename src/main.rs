@@ -80,6 +80,10 @@ enum Command {
         /// SHADER_F16, f32 on CPU drivers), f32 or f16.
         #[arg(long, default_value = "auto")]
         precision: wgsd::Precision,
+        /// Cooperative matrices (tensor cores): on, off, both (with --models: the same
+        /// models measured with and then without them), or env (WGSD_COOPMAT, default).
+        #[arg(long)]
+        coopmat: Option<String>,
     },
 }
 
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             sizes,
             model,
             precision,
+            coopmat,
         } => {
             let opts = BenchOptions {
                 quick,
@@ -121,10 +126,11 @@ fn main() -> ExitCode {
                     full.then_some(sizes.as_slice()),
                     precision,
                     repeats,
+                    coopmat.as_deref(),
                     json,
                 )
             } else {
-                cli::bench::main(&choice, &opts, json)
+                cli::bench::main(&choice, &opts, coopmat.as_deref(), json)
             }
         }
     };

@@ -319,7 +319,11 @@ fn coop_cases(gpu: &Gpu, cases: &mut Vec<Case>, b: usize, side: usize, n: usize)
                 format!("attention {what} f16 [{variant:?}]"),
                 format!("{b}x{n} x {nk} tokens x 5 x 64"),
                 work,
-                vec![(vec![b, n, 320], h), (vec![b, nk, 320], h), (vec![b, nk, 320], h)],
+                vec![
+                    (vec![b, n, 320], h),
+                    (vec![b, nk, 320], h),
+                    (vec![b, nk, 320], h),
+                ],
                 move |rec, t| {
                     ops::attention::attention_with(
                         rec, &t[0], &t[1], &t[2], 5, 0.125, false, variant,

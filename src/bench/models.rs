@@ -64,6 +64,8 @@ pub struct ModelsReport {
     /// The FMA peak of this run (see `bench::probe`), GFLOP/s, and its layout.
     pub fma_peak_gflops: f64,
     pub fma_layout: String,
+    /// Whether the cooperative-matrix kernels ran (and their tile edge).
+    pub cooperative_matrices: Option<u32>,
     pub results: Vec<ModelResult>,
 }
 
@@ -100,6 +102,7 @@ pub fn run(
         dtype: dtype.wgsl().to_string(),
         fma_peak_gflops,
         fma_layout,
+        cooperative_matrices: gpu.caps.coop.tile,
         results,
     })
 }
@@ -299,14 +302,19 @@ pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, reps: usize) -> Result<Vec
 
 /// A plain-text table of model results.
 pub fn table(report: &ModelsReport) -> String {
+    let coop = match report.cooperative_matrices {
+        Some(t) => format!("on ({t}x{t} tiles; % peak is still of the FMA probe)"),
+        None => "off".to_string(),
+    };
     let mut s = format!(
-        "adapter: {} ({})\nprecision: {} (weights {}); FMA peak {:.1} GFLOP/s ({})\n\n",
+        "adapter: {} ({})\nprecision: {} (weights {}); FMA peak {:.1} GFLOP/s ({}); cooperative matrices {}\n\n",
         report.adapter,
         report.backend,
         report.precision,
         report.dtype,
         report.fma_peak_gflops,
-        report.fma_layout
+        report.fma_layout,
+        coop
     );
     s.push_str(&format!(
         "{:<34} {:<28} {:>9} {:>12} {:>9} {:>7} {:>10} {:>11} {:>10}\n",

@@ -1,10 +1,34 @@
 //! `wgsd bench`: kernel speed against the device's measured peaks.
 
 use wgsd::bench::{BenchOptions, run};
+use wgsd::gpu::coopmat::CoopMode;
 use wgsd::gpu::{AdapterChoice, Gpu};
 
-pub fn main(choice: &AdapterChoice, opts: &BenchOptions, json: bool) -> anyhow::Result<()> {
-    let gpu = Gpu::new(choice)?;
+/// The cooperative-matrix modes `--coopmat` asks to run, in order: `both` measures the
+/// same adapter with and then without them, side by side in one run.
+pub fn coop_modes(arg: Option<&str>) -> anyhow::Result<Vec<CoopMode>> {
+    Ok(
+        match arg.map(|a| a.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("env") => vec![CoopMode::from_env()],
+            Some("on") => vec![CoopMode::On],
+            Some("off") => vec![CoopMode::Off],
+            Some("both") => vec![CoopMode::On, CoopMode::Off],
+            Some(other) => anyhow::bail!("--coopmat {other}: use on, off, both or env"),
+        },
+    )
+}
+
+pub fn main(
+    choice: &AdapterChoice,
+    opts: &BenchOptions,
+    coop: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mode = match coop_modes(coop)?.as_slice() {
+        [m] => *m,
+        _ => CoopMode::On, // `both`: the kernel table already has FMA rows beside [Coop]
+    };
+    let gpu = Gpu::new_with_coop(choice, mode)?;
     if !json {
         eprintln!(
             "benchmarking on {} ({:?})...",
@@ -27,15 +51,39 @@ pub fn models(
     full_sizes: Option<&[usize]>,
     precision: wgsd::Precision,
     repeats: usize,
+    coop: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
     use wgsd::bench::models;
-    let gpu = Gpu::new(choice)?;
-    let report = models::run(&gpu, tiny_archive, full_sizes, precision, repeats.max(1))?;
+    let mut reports = Vec::new();
+    for mode in coop_modes(coop)? {
+        let gpu = Gpu::new_with_coop(choice, mode)?;
+        if mode == CoopMode::On && gpu.caps.coop.tile.is_none() {
+            eprintln!(
+                "cooperative matrices: not available on {} ({}); measuring without them",
+                gpu.info.name,
+                gpu.caps
+                    .coop
+                    .why_not
+                    .as_deref()
+                    .unwrap_or("the adapter reports none")
+            );
+            if coop_modes(coop)?.len() > 1 {
+                continue; // `both`: the `off` pass measures the same thing
+            }
+        }
+        let report = models::run(&gpu, tiny_archive, full_sizes, precision, repeats.max(1))?;
+        if !json {
+            println!("{}", models::table(&report));
+        }
+        reports.push(report);
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", models::table(&report));
+        // One report as before; `--coopmat both` prints the list of both.
+        match reports.as_slice() {
+            [one] => println!("{}", serde_json::to_string_pretty(one)?),
+            all => println!("{}", serde_json::to_string_pretty(all)?),
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use wgsd::gpu::adapter::{
     AdapterChoice, INSTALL_HINT, choose_adapter, instance_for, list_adapters,
 };
+use wgsd::gpu::coopmat;
 
 #[derive(Serialize)]
 struct AdapterReport {
@@ -24,6 +25,10 @@ struct AdapterReport {
     workgroup_memory_bytes: u32,
     max_invocations_per_workgroup: u32,
     max_workgroups_per_dimension: u32,
+    /// Cooperative-matrix configurations (`MxNxK A/B -> C`), empty without the feature.
+    cooperative_matrix: Vec<String>,
+    /// Whether wgsd's cooperative kernels would run here, and why not.
+    cooperative_kernels: String,
 }
 
 pub fn run(choice: &AdapterChoice, json: bool) -> anyhow::Result<()> {
@@ -42,7 +47,22 @@ pub fn run(choice: &AdapterChoice, json: bool) -> anyhow::Result<()> {
             let info = a.get_info();
             let f = a.features();
             let l = a.limits();
+            let configs = coopmat::adapter_configs(a);
+            let decision = coopmat::decide(
+                configs.clone(),
+                coopmat::CoopMode::from_env(),
+                f.contains(wgpu::Features::SHADER_F16),
+                f.contains(wgpu::Features::SUBGROUP)
+                    && info.subgroup_min_size == info.subgroup_max_size,
+            );
+            let cooperative_kernels = match (decision.tile, decision.why_not) {
+                (Some(t), _) => format!("on ({t}x{t} tiles)"),
+                (None, Some(why)) => format!("off: {why}"),
+                (None, None) => "off: the adapter has no cooperative matrices".to_string(),
+            };
             AdapterReport {
+                cooperative_matrix: configs.iter().map(|c| c.describe()).collect(),
+                cooperative_kernels,
                 index,
                 chosen: chosen.as_ref() == Some(&info),
                 backend: format!("{:?}", info.backend),
@@ -86,6 +106,13 @@ pub fn run(choice: &AdapterChoice, json: bool) -> anyhow::Result<()> {
             r.max_invocations_per_workgroup,
             r.max_workgroups_per_dimension
         );
+        let configs = if r.cooperative_matrix.is_empty() {
+            "none".to_string()
+        } else {
+            r.cooperative_matrix.join(", ")
+        };
+        println!("      cooperative matrices: {configs}");
+        println!("      cooperative kernels: {}", r.cooperative_kernels);
     }
     match reports.iter().find(|r| r.chosen) {
         Some(r) => println!("\nwgsd would use [{}] {} ({})", r.index, r.name, r.backend),

@@ -70,11 +70,18 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// Opens the adapter chosen by `choice` (see [`AdapterChoice`]).
+    /// Opens the adapter chosen by `choice` (see [`AdapterChoice`]); cooperative
+    /// matrices as `WGSD_COOPMAT` / `WGSD_NO_COOPMAT` say.
     pub fn new(choice: &AdapterChoice) -> Result<Gpu> {
+        Gpu::new_with_coop(choice, coopmat::CoopMode::from_env())
+    }
+
+    /// [`Gpu::new`] with an explicit cooperative-matrix mode (benchmarks open the same
+    /// adapter with and without them).
+    pub fn new_with_coop(choice: &AdapterChoice, mode: coopmat::CoopMode) -> Result<Gpu> {
         let (instance, backends) = instance_for(choice)?;
         let adapter = choose_adapter(&instance, backends, choice)?;
-        Gpu::from_adapter(adapter)
+        Gpu::from_adapter_with(adapter, mode)
     }
 
     /// Opens the adapter chosen by the environment (`WGSD_ADAPTER`, `WGSD_BACKEND`).
@@ -84,6 +91,11 @@ impl Gpu {
 
     /// Opens a device on `adapter` with its real limits and the features wgsd uses.
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Gpu::from_adapter_with(adapter, coopmat::CoopMode::from_env())
+    }
+
+    /// [`Gpu::from_adapter`] with an explicit cooperative-matrix mode.
+    pub fn from_adapter_with(adapter: wgpu::Adapter, mode: coopmat::CoopMode) -> Result<Gpu> {
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
         let wanted =
@@ -91,7 +103,7 @@ impl Gpu {
         let mut features = adapter.features() & wanted;
         let coop = coopmat::decide(
             coopmat::adapter_configs(&adapter),
-            coopmat::CoopMode::from_env(),
+            mode,
             features.contains(wgpu::Features::SHADER_F16),
             features.contains(wgpu::Features::SUBGROUP)
                 && info.subgroup_min_size == info.subgroup_max_size,

@@ -71,6 +71,10 @@ impl Variant {
 }
 
 impl KernelVariant for Variant {
+    fn is_coop(self) -> bool {
+        matches!(self, Variant::Coop { .. })
+    }
+
     /// Subgroup tiles at the lane counts of CPU drivers (8), wider CPUs (16) and NVIDIA
     /// (32), and the portable variants.
     fn all() -> Vec<Variant> {
@@ -143,8 +147,7 @@ pub fn attention(
         lanes: gpu.caps.subgroup_size,
     };
     let d = q.shape().last().copied().unwrap_or(0) / heads.max(1);
-    let variant = if coop.supported(gpu) && q.dtype() == DType::F16 && !causal && d <= FLASH_MAX_D
-    {
+    let variant = if coop.supported(gpu) && q.dtype() == DType::F16 && !causal && d <= FLASH_MAX_D {
         coop
     } else {
         Variant::for_caps(&gpu.caps)
@@ -629,9 +632,8 @@ fn coop_generated(spec: &KernelSpec) -> Vec<(&'static str, String)> {
     let (dt, bk) = (num("DT"), num("BK"));
     let mut qload = String::new();
     for t in 0..dt {
-        qload += &format!(
-            "    let qa_{t} = coopLoadT<MA>(&kv[sg_id * 16u * DP + {t}u * 16u], DP);\n"
-        );
+        qload +=
+            &format!("    let qa_{t} = coopLoadT<MA>(&kv[sg_id * 16u * DP + {t}u * 16u], DP);\n");
     }
     let mut scores = String::new();
     for jt in 0..bk / 16 {

@@ -12,11 +12,17 @@ pub trait KernelVariant: Copy + std::fmt::Debug + PartialEq + Sized + 'static {
     fn supported(self, gpu: &Gpu) -> bool;
     /// The variant this adapter runs fastest.
     fn auto(gpu: &Gpu) -> Self;
-    /// Every variant this adapter can run (tests run them all).
+    /// A cooperative-matrix variant: f16 operands only, enabled on request, tested by
+    /// tests/device_coopmat.rs on a GPU.
+    fn is_coop(self) -> bool {
+        false
+    }
+    /// Every variant this adapter can run on any operand type (the kernel tests run
+    /// them all): the cooperative ones are left out.
     fn all_supported(gpu: &Gpu) -> Vec<Self> {
         Self::all()
             .into_iter()
-            .filter(|v| v.supported(gpu))
+            .filter(|v| v.supported(gpu) && !v.is_coop())
             .collect()
     }
 }

@@ -67,6 +67,10 @@ pub fn coop_dtypes(at: DType, wt: DType) -> bool {
 }
 
 impl KernelVariant for MatmulVariant {
+    fn is_coop(self) -> bool {
+        matches!(self, MatmulVariant::Coop)
+    }
+
     fn all() -> Vec<Self> {
         vec![
             MatmulVariant::Subgroup,
@@ -139,6 +143,10 @@ pub enum Conv2dVariant {
 }
 
 impl KernelVariant for Conv2dVariant {
+    fn is_coop(self) -> bool {
+        matches!(self, Conv2dVariant::Coop)
+    }
+
     fn all() -> Vec<Self> {
         vec![
             Conv2dVariant::Subgroup,
