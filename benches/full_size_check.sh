@@ -3,7 +3,8 @@
 # weights) against diffusers at 768 px, and full-size timings. Needs python3 with torch
 # and diffusers, and a release build. Usage: bash benches/full_size_check.sh
 #   WGSD     the wgsd binary (default target/release/wgsd)
-#   TESTBIN  folder with the release test binaries named kernels, models, pipeline
+#   TESTBIN  folder with the release test binaries named kernels, models, pipeline,
+#            device_coopmat (cargo test --release --features device-tests --no-run)
 #   OUT      where the images go (default /tmp/wgsd-check)
 cd "$(dirname "$0")/.."
 W=${WGSD:-target/release/wgsd}
@@ -22,6 +23,8 @@ fi
 step build-full-model
 (python3 benches/sd2_full_reference.py build /tmp/sd2full > /tmp/build.json 2>/tmp/build.err; echo "build rc=$?") &
 BPID=$!
+step coopmat-tests; WGSD_COOPMAT=on timeout 120 $T/device_coopmat 2>&1 | grep -E "^test |test result|panicked|got" | tail -20
+step pipeline-tests-coopmat; WGSD_COOPMAT=on timeout 90 $T/pipeline f16 2>&1 | grep -E "^test |test result|panicked|dB" | tail -20
 step kernels-tests; timeout 150 $T/kernels --test-threads=4 2>&1 | grep -v "^test .* ok$" | tail -40
 step models-tests; timeout 60 $T/models 2>&1 | grep -E "^test |test result|panicked|PSNR|max" | tail -20
 step pipeline-tests; timeout 90 $T/pipeline 2>&1 | grep -E "^test |test result|panicked|dB" | tail -20
@@ -33,11 +36,15 @@ for P in f32 f16; do
   timeout 200 $W generate --precision $P --model /tmp/sd2full --width 768 --height 768 --steps 10 --seed 42 --json -o $OUT/wgsd768-$P.png "a red fox in the snow" 2>&1 | tail -30
   step psnr-$P; python3 benches/sd2_full_reference.py psnr $OUT/ref768.png $OUT/wgsd768-$P.png
 done
-step wgsd-f16-768-50steps
-timeout 200 $W generate --precision f16 --model /tmp/sd2full --width 768 --height 768 --steps 50 --seed 42 --json -o $OUT/wgsd768-f16-50.png "a red fox in the snow" 2>&1 | tail -30
-step bench-kernels; timeout 60 $W bench --quick 2>&1 | tail -40
-for P in f32 f16; do
-  step bench-models-full-$P; timeout 150 $W bench --models --full --sizes 512,768 --precision $P 2>&1 | tail -12
+step wgsd-f16-coopmat-768-10steps
+WGSD_COOPMAT=on timeout 200 $W generate --precision f16 --model /tmp/sd2full --width 768 --height 768 --steps 10 --seed 42 --json -o $OUT/wgsd768-f16-coop.png "a red fox in the snow" 2>&1 | tail -30
+step psnr-f16-coopmat; python3 benches/sd2_full_reference.py psnr $OUT/ref768.png $OUT/wgsd768-f16-coop.png
+for C in off on; do
+  step wgsd-f16-768-50steps-coopmat-$C
+  WGSD_COOPMAT=$C timeout 200 $W generate --precision f16 --model /tmp/sd2full --width 768 --height 768 --steps 50 --seed 42 --json -o $OUT/wgsd768-f16-50-$C.png "a red fox in the snow" 2>&1 | tail -30
 done
+step bench-kernels; timeout 90 $W bench --quick --coopmat on 2>&1 | tail -50
+step bench-models-full-f32; timeout 150 $W bench --models --full --sizes 512,768 --precision f32 --coopmat off 2>&1 | tail -12
+step bench-models-full-f16; timeout 200 $W bench --models --full --sizes 512,768 --precision f16 --coopmat both 2>&1 | tail -26
 step diffusers-f16-768-50steps; timeout 60 python3 benches/sd2_full_reference.py speed /tmp/sd2full --steps 50 --repeats 2 2>/dev/null
 step done
