@@ -209,6 +209,7 @@ fn cooperative_matrix_variants_lower_to_spirv() {
         .into_iter()
         .filter(|s| s.coop)
         .collect();
+    eprintln!("{} cooperative-matrix variants", specs.len());
     let families: HashSet<&str> = specs.iter().map(|s| s.name).collect();
     for f in ["matmul_coop", "conv2d_coop", "attention_coop", "probe_coop"] {
         assert!(families.contains(f), "no cooperative variant of {f}");
