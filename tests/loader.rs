@@ -237,13 +237,46 @@ fn zip_slip_entries_are_refused() {
 
 #[test]
 fn extraction_size_is_bounded() {
-    let big = vec![0u8; 1 << 20];
+    // Incompressible, so the ratio bound does not refuse it first.
+    let mut rng = common::Rng::new(3);
+    let big: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
     refuse(
         &[("model_index.json", INDEX), ("big.bin", &big)],
         &[],
         Some(100_000),
         "more than 100000 bytes",
     );
+}
+
+/// A zip bomb (64 MiB of zeros deflates ~1000x) is refused from the central directory,
+/// before anything is written, under the default 16 GiB size bound.
+#[test]
+fn zip_bombs_are_refused_by_ratio() {
+    let zeros = vec![0u8; 64 << 20];
+    refuse(
+        &[("model_index.json", INDEX), ("unet/weights.bin", &zeros)],
+        &[],
+        None,
+        "zip bomb",
+    );
+}
+
+/// Archives with more entries than a model can have are refused before extraction.
+#[test]
+fn entry_count_is_bounded() {
+    let names: Vec<String> = (0..=wgsd::loader::archive::DEFAULT_MAX_ENTRIES)
+        .map(|i| format!("f/{i}"))
+        .collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("model_index.json", INDEX)];
+    files.extend(names.iter().map(|n| (n.as_str(), &b""[..])));
+    refuse(&files, &[], None, "entries");
+}
+
+/// An archive that is not a pipeline is extracted, found wanting, and removed: the
+/// cache holds nothing afterwards.
+#[test]
+fn a_refused_pipeline_leaves_nothing_in_the_cache() {
+    refuse(&[("readme.txt", b"hello")], &[], None, "model_index.json");
 }
 
 #[test]

@@ -19,6 +19,13 @@ use super::error::LoadError;
 
 /// Default bound on the bytes one archive may unpack to (SD 2 in f32 is about 5 GiB).
 pub const DEFAULT_MAX_EXTRACT_BYTES: u64 = 16 << 30;
+/// Default bound on the entries of one zip (a diffusers pipeline has about 20 files).
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+/// Default bound on one entry's compression ratio (uncompressed / compressed). Weights
+/// deflate by at most ~1.2x and JSON/vocabulary files by ~4x; a zip bomb by 1000x.
+pub const DEFAULT_MAX_RATIO: u64 = 200;
+/// Entries smaller than this are not ratio-checked (a tiny all-zero file is harmless).
+const RATIO_MIN_BYTES: u64 = 1 << 20;
 
 /// Where and how archives are extracted.
 #[derive(Debug, Clone)]
@@ -28,6 +35,19 @@ pub struct ArchiveOptions {
     /// Refuse archives that unpack to more than this many bytes (default
     /// `$WGSD_MAX_EXTRACT_BYTES`, else [`DEFAULT_MAX_EXTRACT_BYTES`]).
     pub max_extract_bytes: u64,
+    /// Refuse zips with more entries than this ([`DEFAULT_MAX_ENTRIES`]).
+    pub max_entries: usize,
+    /// Refuse entries over 1 MiB that inflate by more than this factor
+    /// ([`DEFAULT_MAX_RATIO`]).
+    pub max_ratio: u64,
+}
+
+/// The bounds one extraction runs under.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    bytes: u64,
+    entries: usize,
+    ratio: u64,
 }
 
 impl Default for ArchiveOptions {
@@ -38,6 +58,18 @@ impl Default for ArchiveOptions {
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(DEFAULT_MAX_EXTRACT_BYTES),
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_ratio: DEFAULT_MAX_RATIO,
+        }
+    }
+}
+
+impl ArchiveOptions {
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            bytes: self.max_extract_bytes,
+            entries: self.max_entries,
+            ratio: self.max_ratio,
         }
     }
 }
@@ -128,7 +160,12 @@ pub fn open_model_with(path: &Path, opts: &ArchiveOptions) -> Result<ModelDir, L
             .prefix(".partial-")
             .tempdir_in(&cache)
             .map_err(|e| LoadError::io(&cache, e))?;
-        extract_archive(path, tmp.path(), opts.max_extract_bytes)?;
+        // On any error below `tmp` is dropped, which deletes what was written: a refused
+        // or broken archive leaves nothing in the cache.
+        extract_with(path, tmp.path(), opts.bounds())?;
+        find_pipeline_root(tmp.path()).map_err(|_| LoadError::NotAPipeline {
+            path: path.to_path_buf(),
+        })?;
         let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, &target) {
             Ok(()) => extracted_now = true,
@@ -253,14 +290,23 @@ fn read_manifest_handler(dir: &Path) -> Result<Option<String>, LoadError> {
 /// `MAR-INF/MANIFEST.json`) has its inner `model.zip` extracted into `dest/model/` too,
 /// sharing the same size budget.
 pub fn extract_archive(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), LoadError> {
-    let mut budget = max_bytes;
-    extract_zip(archive, archive, dest, &mut budget, max_bytes)?;
+    let bounds = ArchiveOptions {
+        max_extract_bytes: max_bytes,
+        ..ArchiveOptions::default()
+    }
+    .bounds();
+    extract_with(archive, dest, bounds)
+}
+
+fn extract_with(archive: &Path, dest: &Path, bounds: Bounds) -> Result<(), LoadError> {
+    let mut budget = bounds.bytes;
+    extract_zip(archive, archive, dest, &mut budget, bounds)?;
     if dest.join("MAR-INF").join("MANIFEST.json").is_file() {
         let inner = dest.join("model.zip");
         if inner.is_file() {
             let inner_dest = dest.join("model");
             fs::create_dir_all(&inner_dest).map_err(|e| LoadError::io(&inner_dest, e))?;
-            extract_zip(&inner, archive, &inner_dest, &mut budget, max_bytes)?;
+            extract_zip(&inner, archive, &inner_dest, &mut budget, bounds)?;
             fs::remove_file(&inner).map_err(|e| LoadError::io(&inner, e))?;
         }
     }
@@ -301,15 +347,24 @@ fn extract_zip(
     reported: &Path,
     dest: &Path,
     budget: &mut u64,
-    limit: u64,
+    bounds: Bounds,
 ) -> Result<(), LoadError> {
+    let limit = bounds.bytes;
     let bad = |msg: String| LoadError::Archive {
         path: reported.to_path_buf(),
         msg,
     };
     let file = File::open(zip_path).map_err(|e| LoadError::io(zip_path, e))?;
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
-    // First pass: validate every name and the declared total before writing anything.
+    // First pass: validate the entry count, every name, each entry's compression ratio
+    // and the declared total before writing anything.
+    if zip.len() > bounds.entries {
+        return Err(LoadError::TooManyEntries {
+            archive: reported.to_path_buf(),
+            count: zip.len(),
+            limit: bounds.entries,
+        });
+    }
     let mut declared: u64 = 0;
     for i in 0..zip.len() {
         let entry = zip.by_index_raw(i).map_err(|e| bad(e.to_string()))?;
@@ -322,7 +377,16 @@ fn extract_zip(
                 reason: "symbolic links are not allowed",
             });
         }
-        declared = declared.saturating_add(entry.size());
+        let (size, packed) = (entry.size(), entry.compressed_size());
+        if size >= RATIO_MIN_BYTES && size / packed.max(1) > bounds.ratio {
+            return Err(LoadError::Suspicious {
+                archive: reported.to_path_buf(),
+                entry: name,
+                ratio: size / packed.max(1),
+                limit: bounds.ratio,
+            });
+        }
+        declared = declared.saturating_add(size);
     }
     if declared > *budget {
         return Err(LoadError::TooLarge {
@@ -343,14 +407,21 @@ fn extract_zip(
             fs::create_dir_all(parent).map_err(|e| LoadError::io(parent, e))?;
         }
         let mut f = File::create(&out).map_err(|e| LoadError::io(&out, e))?;
-        // The declared size may lie: count what is really inflated.
-        let mut limited = (&mut entry).take(*budget + 1);
+        // The declared size may lie: count what is really inflated, and stop one byte
+        // past the declared size (the ratio and total checks above trusted it).
+        let declared_size = entry.size();
+        let mut limited = (&mut entry).take((*budget).min(declared_size) + 1);
         let n = io::copy(&mut limited, &mut f).map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
                 bad(format!("entry {name:?}: {e}"))
             }
             _ => LoadError::io(&out, e),
         })?;
+        if n > declared_size {
+            return Err(bad(format!(
+                "entry {name:?} inflates past its declared size of {declared_size} bytes"
+            )));
+        }
         if n > *budget {
             return Err(LoadError::TooLarge {
                 archive: reported.to_path_buf(),

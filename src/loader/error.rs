@@ -28,6 +28,23 @@ pub enum LoadError {
         "{archive}: unpacks to more than {limit} bytes (the extraction limit; raise it with WGSD_MAX_EXTRACT_BYTES if the archive is trusted)"
     )]
     TooLarge { archive: PathBuf, limit: u64 },
+    /// The zip has more entries than allowed.
+    #[error("{archive}: has {count} entries, more than the {limit} a model archive may have")]
+    TooManyEntries {
+        archive: PathBuf,
+        count: usize,
+        limit: usize,
+    },
+    /// An entry inflates by more than a model file can (a zip bomb).
+    #[error(
+        "{archive}: refusing entry {entry:?}: it inflates {ratio}x, more than the {limit}x a model file can (zip bomb?)"
+    )]
+    Suspicious {
+        archive: PathBuf,
+        entry: String,
+        ratio: u64,
+        limit: u64,
+    },
     /// No `model_index.json` at the root or one level down.
     #[error(
         "{path}: no model_index.json found at the top or one folder down; is this a diffusers pipeline saved with save_pretrained?"
