@@ -297,7 +297,7 @@ impl UNetConfig {
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             check(
                 "norm_num_groups",
-                c % self.norm_num_groups == 0,
+                self.norm_num_groups > 0 && c % self.norm_num_groups == 0,
                 format!("{} (does not divide {c} channels)", self.norm_num_groups),
             )?;
             let heads = self.heads(i)?;
@@ -399,7 +399,7 @@ impl VaeConfig {
         for &c in &self.block_out_channels {
             check(
                 "norm_num_groups",
-                c % self.norm_num_groups == 0,
+                self.norm_num_groups > 0 && c % self.norm_num_groups == 0,
                 format!("{} (does not divide {c} channels)", self.norm_num_groups),
             )?;
         }

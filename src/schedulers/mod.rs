@@ -63,6 +63,9 @@ pub trait Scheduler: Send + Sync {
     }
 }
 
+/// Largest `num_train_timesteps` accepted (diffusers' SD schedulers use 1000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// The supported scheduler classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerClass {
@@ -360,8 +363,14 @@ impl Base {
             }
         }
         let n = cfg.num_train_timesteps.unwrap_or(1000);
-        if n < 2 {
-            return Err(unsupported(name, "num_train_timesteps", n, ">= 2"));
+        // Bounded above too: the schedule is a table of n entries (SD uses 1000).
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+            return Err(unsupported(
+                name,
+                "num_train_timesteps",
+                n,
+                &format!("2 to {MAX_TRAIN_TIMESTEPS}"),
+            ));
         }
         let alphas_cumprod = betas::alphas_cumprod(
             name,

@@ -24,6 +24,8 @@ pub enum TsConfigError {
     },
     #[error("config.properties does not parse: {0}")]
     Syntax(#[from] java_properties::PropertiesError),
+    #[error("config.properties is not UTF-8 text: {0}")]
+    Encoding(#[from] std::str::Utf8Error),
     #[error("config.properties line {line}: {key}: {message}")]
     Value {
         line: usize,
@@ -163,6 +165,9 @@ impl TsConfig {
     /// Parses the file's bytes (UTF-8; `\uXXXX` escapes as in Java).
     pub fn parse(bytes: &[u8]) -> Result<TsConfig> {
         let mut out = TsConfig::default();
+        // Checked first: java-properties' decoder panics on some invalid UTF-8 (found
+        // by tests/fuzz_parsers.rs).
+        std::str::from_utf8(bytes)?;
         let lines = java_properties::PropertiesIter::new_with_encoding(bytes, encoding_rs::UTF_8);
         for line in lines {
             let line = line?;

@@ -1,0 +1,375 @@
+//! Mutation fuzzing of everything wgsd parses from files a user (or a network peer) hands
+//! it: model archives (zip), safetensors headers, the UNet / VAE / scheduler configs,
+//! TorchServe's config.properties and prompts through the tokenizer. Each target starts
+//! from valid inputs and applies seeded random mutations (byte flips, truncation,
+//! splices, JSON values swapped for hostile ones); the parser must return Ok or an
+//! error, never panic, and what it accepts must be usable (a scheduler that parses can
+//! plan its steps, a tokenizer output has at most 77 ids).
+//!
+//! CI runs a short pass (`WGSD_FUZZ_ITERS`, default 300 per target); a long run is
+//! `WGSD_FUZZ_ITERS=200000 cargo test --release --test fuzz_parsers` (README). A panic
+//! prints the seed and the input, so it can be replayed.
+
+mod common;
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use common::Rng;
+use serde_json::Value;
+use wgsd::loader::{ArchiveOptions, SafetensorsFile, open_model_with};
+
+fn iters() -> usize {
+    std::env::var("WGSD_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Runs `f` on `input`, turning a panic into a test failure that shows the input.
+fn no_panic<T: AsRef<[u8]>>(target: &str, seed: u64, input: T, f: impl FnOnce(&[u8])) {
+    let bytes = input.as_ref();
+    if catch_unwind(AssertUnwindSafe(|| f(bytes))).is_err() {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(2000)]).into_owned();
+        panic!(
+            "{target}: panicked on seed {seed}; input ({} bytes): {shown:?}",
+            bytes.len()
+        );
+    }
+}
+
+/// One random byte-level mutation of `data`.
+fn mutate_bytes(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
+    let mut v = data.to_vec();
+    let rounds = 1 + rng.range(0, 4);
+    for _ in 0..rounds {
+        if v.is_empty() {
+            v.push(rng.next_u64() as u8);
+            continue;
+        }
+        let at = rng.range(0, v.len());
+        match rng.range(0, 6) {
+            0 => v[at] ^= 1 << rng.range(0, 8),
+            1 => v[at] = rng.next_u64() as u8,
+            2 => v.truncate(at),
+            3 => {
+                let len = rng.range(0, 16.min(v.len() - at) + 1);
+                v.drain(at..at + len);
+            }
+            4 => {
+                let from = rng.range(0, v.len());
+                let len = rng.range(0, 32.min(v.len() - from) + 1);
+                let chunk = v[from..from + len].to_vec();
+                v.splice(at..at, chunk);
+            }
+            _ => {
+                // Interesting values: 0xff.., huge lengths, separators.
+                let pick: &[u8] = match rng.range(0, 5) {
+                    0 => &[0xff; 8],
+                    1 => b"18446744073709551615",
+                    2 => b"-1",
+                    3 => b"\"",
+                    _ => b"\0",
+                };
+                v.splice(at..at, pick.iter().copied());
+            }
+        }
+    }
+    v
+}
+
+/// A hostile JSON value.
+fn hostile_value(rng: &mut Rng) -> Value {
+    match rng.range(0, 10) {
+        0 => Value::Null,
+        1 => Value::from(-1),
+        2 => Value::from(0),
+        3 => Value::from(u64::MAX),
+        4 => Value::from(1e308),
+        5 => Value::from("x"),
+        6 => Value::from(vec![0; 0]),
+        7 => Value::from(vec![1_000_000_000u64; 3]),
+        8 => serde_json::json!({"a": [1, {"b": null}]}),
+        _ => Value::from(true),
+    }
+}
+
+/// Replaces, removes or perturbs fields of a JSON object (recursively into arrays).
+fn mutate_json(rng: &mut Rng, v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            if keys.is_empty() {
+                return;
+            }
+            for _ in 0..1 + rng.range(0, 3) {
+                let key = &keys[rng.range(0, keys.len())];
+                match rng.range(0, 4) {
+                    0 => {
+                        map.remove(key);
+                    }
+                    1 => {
+                        map.insert(key.clone(), hostile_value(rng));
+                    }
+                    _ => {
+                        if let Some(inner) = map.get_mut(key) {
+                            mutate_json(rng, inner);
+                        }
+                    }
+                }
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let i = rng.range(0, items.len());
+            match rng.range(0, 3) {
+                0 => {
+                    items.remove(i);
+                }
+                1 => items.push(hostile_value(rng)),
+                _ => mutate_json(rng, &mut items[i]),
+            }
+        }
+        Value::Number(_) => *v = hostile_value(rng),
+        _ => {}
+    }
+}
+
+/// Valid JSON mutated structurally, or (one time in four) at the byte level.
+fn json_inputs(seed_text: &str, seed: u64) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
+    let base: Value = serde_json::from_str(seed_text).expect("seed JSON");
+    (0..iters() as u64).map(move |i| {
+        let s = seed * 1_000_003 + i;
+        let mut rng = Rng::new(s);
+        let bytes = if rng.range(0, 4) == 0 {
+            mutate_bytes(&mut rng, seed_text.as_bytes())
+        } else {
+            let mut v = base.clone();
+            mutate_json(&mut rng, &mut v);
+            serde_json::to_vec(&v).expect("serialize")
+        };
+        (s, bytes)
+    })
+}
+
+#[test]
+fn unet_and_vae_configs_never_panic() {
+    use wgsd::bench::models::{SD2_UNET_CONFIG, SD2_VAE_CONFIG};
+    use wgsd::models::config::{UNetConfig, VaeConfig};
+    for (s, input) in json_inputs(SD2_UNET_CONFIG, 1) {
+        no_panic("unet config", s, &input, |b| {
+            if let Ok(c) = serde_json::from_slice::<UNetConfig>(b) {
+                let _ = c.validate();
+            }
+        });
+    }
+    for (s, input) in json_inputs(SD2_VAE_CONFIG, 2) {
+        no_panic("vae config", s, &input, |b| {
+            if let Ok(c) = serde_json::from_slice::<VaeConfig>(b) {
+                let _ = c.validate();
+            }
+        });
+    }
+}
+
+const SCHEDULER: &str = r#"{"_class_name":"DDIMScheduler","beta_end":0.012,"beta_schedule":"scaled_linear",
+"beta_start":0.00085,"clip_sample":false,"num_train_timesteps":1000,"prediction_type":"v_prediction",
+"set_alpha_to_one":false,"skip_prk_steps":true,"steps_offset":1,"timestep_spacing":"leading",
+"trained_betas":null}"#;
+
+/// A scheduler config that parses either builds a scheduler that can plan every step,
+/// or fails with an error.
+#[test]
+fn scheduler_configs_never_panic() {
+    for (s, input) in json_inputs(SCHEDULER, 3) {
+        no_panic("scheduler config", s, &input, |b| {
+            let Ok(text) = std::str::from_utf8(b) else {
+                return;
+            };
+            let Ok(cfg) = wgsd::schedulers::SchedulerConfig::from_json_str(text) else {
+                return;
+            };
+            for class in [
+                None,
+                Some("euler"),
+                Some("dpm++2m"),
+                Some("lms"),
+                Some("pndm"),
+            ] {
+                let class = class.map(|c| wgsd::schedulers::SchedulerClass::parse(c).unwrap());
+                let Ok(mut sched) = wgsd::schedulers::from_config(&cfg, class) else {
+                    continue;
+                };
+                for steps in [1, 7, 50] {
+                    if sched.set_timesteps(steps).is_ok() {
+                        for i in 0..sched.timesteps().len() {
+                            let _ = sched.step(i);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+const PROPERTIES: &str = "inference_address=http://127.0.0.1:8080
+management_address=http://127.0.0.1:8081
+metrics_address=http://127.0.0.1:8082
+model_store=/tmp/model-store
+load_models=all
+max_request_size=65535000
+max_response_size=65535000
+default_workers_per_model=1
+job_queue_size=100
+enable_envvars_config=true
+models={\"sd\": {\"1.0\": {\"marName\": \"sd.mar\", \"batchSize\": 4, \"maxBatchDelay\": 100, \"responseTimeout\": 600}}}
+";
+
+#[test]
+fn config_properties_never_panic() {
+    for i in 0..iters() as u64 {
+        let s = 4_000_000 + i;
+        let mut rng = Rng::new(s);
+        let input = mutate_bytes(&mut rng, PROPERTIES.as_bytes());
+        no_panic("config.properties", s, &input, |b| {
+            let _ = wgsd::serve::ts_config::TsConfig::parse(b);
+        });
+    }
+}
+
+/// A small valid safetensors file: two tensors (f32 and f16).
+fn small_safetensors() -> Vec<u8> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let a: Vec<u8> = (0..24u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let b: Vec<u8> = (0..8u16).flat_map(|i| i.to_le_bytes()).collect();
+    let views = vec![
+        (
+            "a".to_string(),
+            TensorView::new(Dtype::F32, vec![2, 3, 4], &a).unwrap(),
+        ),
+        (
+            "b".to_string(),
+            TensorView::new(Dtype::F16, vec![8], &b).unwrap(),
+        ),
+    ];
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn safetensors_headers_never_panic() {
+    let base = small_safetensors();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("w.safetensors");
+    for i in 0..iters() as u64 {
+        let s = 5_000_000 + i;
+        let mut rng = Rng::new(s);
+        // Mostly the header (the first ~120 bytes), where the parser's work is.
+        let mut input = base.clone();
+        let head = input.len().min(160);
+        let mutated = mutate_bytes(&mut rng, &input[..head]);
+        input.splice(..head, mutated);
+        std::fs::write(&path, &input).unwrap();
+        no_panic("safetensors", s, &input, |_| {
+            if let Ok(f) = SafetensorsFile::open(&path) {
+                for key in f.keys() {
+                    let _ = f.read_f32(&key, None);
+                    let _ = f.read_f32(&key, Some(&[24]));
+                }
+            }
+        });
+    }
+}
+
+/// A tiny but complete-looking pipeline zip.
+fn small_zip() -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in [
+            ("model_index.json", &br#"{"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNet2DConditionModel"]}"#[..]),
+            ("unet/config.json", br#"{"in_channels":4}"#),
+            ("scheduler/scheduler_config.json", SCHEDULER.as_bytes()),
+        ] {
+            z.start_file(name, o).unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+#[test]
+fn archives_never_panic() {
+    let base = small_zip();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.zip");
+    // Extraction writes files: a tenth of the other targets' count.
+    for i in 0..(iters() / 10).max(20) as u64 {
+        let s = 6_000_000 + i;
+        let mut rng = Rng::new(s);
+        let input = mutate_bytes(&mut rng, &base);
+        std::fs::write(&path, &input).unwrap();
+        let cache = tmp.path().join(format!("cache{i}"));
+        no_panic("archive", s, &input, |_| {
+            let opts = ArchiveOptions {
+                cache_dir: Some(cache.clone()),
+                ..ArchiveOptions::default()
+            };
+            let _ = open_model_with(&path, &opts);
+        });
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
+
+#[test]
+fn prompts_never_panic_and_stay_within_77_tokens() {
+    let opts = ArchiveOptions {
+        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-cache")),
+        ..ArchiveOptions::default()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = open_model_with(&root.join("weights/sd2-tiny.zip"), &opts).unwrap();
+    let tok = wgsd::tokenizer::Tokenizer::from_dir(&model.root.join("tokenizer")).unwrap();
+    let pieces = [
+        "a",
+        " ",
+        "(",
+        ")",
+        "[",
+        "]",
+        ":",
+        "1.5",
+        "<|endoftext|>",
+        "<|startoftext|>",
+        "\u{0}",
+        "é",
+        "日本",
+        "🦊",
+        "\u{202e}",
+        "\\",
+        "\n",
+        "BREAK",
+        "’",
+        "ﬁ",
+    ];
+    for i in 0..iters() as u64 {
+        let s = 7_000_000 + i;
+        let mut rng = Rng::new(s);
+        let n = rng.range(0, 200);
+        let mut prompt = String::new();
+        for _ in 0..n {
+            if rng.range(0, 4) == 0 {
+                prompt.push(char::from_u32(rng.range(0, 0x3_0000) as u32).unwrap_or('?'));
+            } else {
+                prompt.push_str(pieces[rng.range(0, pieces.len())]);
+            }
+        }
+        no_panic("tokenizer", s, prompt.as_bytes(), |_| {
+            if let Ok(enc) = tok.encode(&prompt) {
+                assert!(enc.ids.len() <= 77, "{} ids", enc.ids.len());
+            }
+        });
+    }
+}
