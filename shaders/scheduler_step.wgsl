@@ -8,7 +8,9 @@
 //   d  = dx * x + de * e           (optional "derived" value, e.g. DDIM's predicted x0,
 //                                  optionally clamped to [lo, hi] as clip_sample does)
 //   x' = ox * x + oe * e + od * d + sum_k oh[k] * h_k + on * noise
-//   h_k <- wx[k] * x + we[k] * e + wd[k] * d    for each slot k flagged for writing
+//   h_k <- wx[k] * x + we[k] * e + wd[k] * d + sum_j wh_k[j] * h_j   for each slot k
+//                                  flagged for writing (old slot values: UniPC's corrected
+//                                  sample combines past outputs)
 //
 // All reads of an element happen before its writes, so a slot may be read (old value)
 // and rewritten (new value) in the same step; x is updated in place.
@@ -69,7 +71,8 @@ fn scheduler_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (on(8u)) { acc = acc + p.out_coef.w * noise[p.s_n + i]; }
     x[p.s_x + i] = acc;
 
-    let w = p.w_x * xv + p.w_e * e + p.w_d * d;
+    let wh = vec4<f32>(dot(p.w_h0, hv), dot(p.w_h1, hv), dot(p.w_h2, hv), dot(p.w_h3, hv));
+    let w = p.w_x * xv + p.w_e * e + p.w_d * d + wh;
     if (on(256u)) { h0[p.s_h.x + i] = w.x; }
     if (on(512u)) { h1[p.s_h.y + i] = w.y; }
     if (on(1024u)) { h2[p.s_h.z + i] = w.z; }

@@ -38,7 +38,7 @@ pub use crate::models::vae_tiling::VaeTiling;
 use crate::ops;
 use crate::precision::Precision;
 use crate::rng::TorchGenerator;
-use crate::schedulers::{self, SchedulerClass, SchedulerConfig};
+use crate::schedulers::{self, Sampler, SchedulerConfig, Spacing};
 use crate::tokenizer::Tokenizer;
 
 /// The original deployment's defaults (SD 2 at 768 x 768).
@@ -81,7 +81,10 @@ pub struct GenerateRequest {
     pub height: usize,
     pub num_images_per_prompt: usize,
     /// `None`: the archive's `scheduler_config.json` class.
-    pub scheduler: Option<SchedulerClass>,
+    pub scheduler: Option<Sampler>,
+    /// Overrides the scheduler config's `timestep_spacing` (`Trailing` for few-step models
+    /// such as SD-Turbo).
+    pub timestep_spacing: Option<Spacing>,
     /// Read back the intermediate tensors into [`Generated::trace`] (slower; for tests).
     pub trace: bool,
     /// Decode in tiles as diffusers' `vae.enable_tiling()`; `Auto` tiles when the untiled
@@ -101,6 +104,7 @@ impl Default for GenerateRequest {
             height: DEFAULT_SIZE,
             num_images_per_prompt: 1,
             scheduler: None,
+            timestep_spacing: None,
             trace: false,
             vae_tiling: VaeTiling::Auto,
         }
@@ -159,7 +163,7 @@ pub struct Generated {
     /// `B * n` images, in diffusers' order (`[p0 img0, p0 img1, p1 img0, ...]`).
     pub images: Vec<Image>,
     pub seed: u64,
-    pub scheduler: SchedulerClass,
+    pub scheduler: Sampler,
     /// The timesteps the UNet saw (PNDM: steps + 1).
     pub timesteps: Vec<f64>,
     pub timings: Timings,
@@ -188,7 +192,7 @@ pub struct Pipeline<'g> {
     unet: UNet2DConditionModel,
     vae: VaeDecoder,
     scheduler_config: SchedulerConfig,
-    default_scheduler: SchedulerClass,
+    default_scheduler: Sampler,
     weight_dtype: DType,
     unused_weights: Vec<String>,
 }
@@ -273,8 +277,9 @@ impl<'g> Pipeline<'g> {
         &self.model
     }
 
-    /// The archive's scheduler class (`scheduler_config.json` `_class_name`).
-    pub fn default_scheduler(&self) -> SchedulerClass {
+    /// The plain sampler of the archive's scheduler class (`scheduler_config.json`
+    /// `_class_name`).
+    pub fn default_scheduler(&self) -> Sampler {
         self.default_scheduler
     }
 
@@ -365,6 +370,7 @@ impl<'g> Pipeline<'g> {
             steps: req.steps,
             guidance_bits: req.guidance.to_bits(),
             scheduler: req.scheduler.unwrap_or(self.default_scheduler),
+            timestep_spacing: req.timestep_spacing,
             vae_tiling: req.vae_tiling,
         })
     }
@@ -483,7 +489,8 @@ impl<'g> Pipeline<'g> {
         // 2. Timesteps and initial latents, each request's from its own generator.
         let t1 = Instant::now();
         let class = req.scheduler.unwrap_or(self.default_scheduler);
-        let mut sched = schedulers::from_config(&self.scheduler_config, Some(class))?;
+        let config = self.scheduler_config.with_spacing(req.timestep_spacing);
+        let mut sched = schedulers::from_config(&config, Some(class))?;
         sched.set_timesteps(req.steps)?;
         let timesteps = sched.timesteps().to_vec();
         let mut generators: Vec<TorchGenerator> =
@@ -618,8 +625,9 @@ pub struct BatchKey {
     pub steps: usize,
     /// The guidance scale's bits: the fused combine takes one scale for the batch.
     pub guidance_bits: u32,
-    /// The resolved scheduler class.
-    pub scheduler: SchedulerClass,
+    /// The resolved sampler.
+    pub scheduler: Sampler,
+    pub timestep_spacing: Option<Spacing>,
     /// Tiled and untiled decodes differ at the seams.
     pub vae_tiling: VaeTiling,
 }

@@ -234,6 +234,86 @@ fn generate_two_images_ancestral_negative_prompt() {
     }
 }
 
+/// Samplers by their AUTOMATIC1111 name and trailing spacing through the binary: cases of
+/// tests/fixtures/samplers (DPM++ 2M SDE Karras, two images from one generator; Euler a,
+/// trailing, one step, guidance 0 as SD-Turbo is run).
+#[test]
+fn generate_with_a1111_sampler_names_and_trailing_spacing() {
+    let dir = out_dir("samplers");
+    let sde = dir.join("sde.png");
+    let out = ok(&[
+        "generate",
+        "--model",
+        sd2().to_str().unwrap(),
+        "--prompt",
+        "a lighthouse on a cliff, stormy sea",
+        "--negative-prompt",
+        "blurry",
+        "--seed",
+        "303",
+        "--steps",
+        "5",
+        "--scheduler",
+        "DPM++ 2M SDE Karras",
+        "--num-images",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--precision",
+        "f32",
+        "--json",
+        "-o",
+        sde.to_str().unwrap(),
+    ]);
+    let j: Value = serde_json::from_slice(&out.stdout).expect("--json output");
+    assert_eq!(j["scheduler"], "DPMSolverMultistepScheduler");
+    assert_eq!(j["sampler"], "dpm++2m_sde_karras");
+    for (i, want) in reference_images("samplers", "03_dpm++2m_sde_karras")
+        .iter()
+        .enumerate()
+    {
+        let (_, _, px) = png_pixels(&dir.join(format!("sde-{i}.png")));
+        assert_matches(&format!("cli DPM++ 2M SDE Karras image {i}"), &px, want);
+    }
+    let turbo = dir.join("turbo.png");
+    let out = ok(&[
+        "generate",
+        "--model",
+        sd2().to_str().unwrap(),
+        "--prompt",
+        "a lighthouse on a cliff, stormy sea",
+        "--seed",
+        "306",
+        "--steps",
+        "1",
+        "--guidance",
+        "0",
+        "--scheduler",
+        "Euler a",
+        "--timestep-spacing",
+        "trailing",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--precision",
+        "f32",
+        "--json",
+        "-o",
+        turbo.to_str().unwrap(),
+    ]);
+    let j: Value = serde_json::from_slice(&out.stdout).expect("--json output");
+    assert_eq!(j["timestep_spacing"], "trailing");
+    let (_, _, px) = png_pixels(&turbo);
+    assert_matches(
+        "cli trailing one step",
+        &px,
+        &reference_images("samplers", "06_euler_a_trailing")[0],
+    );
+}
+
 /// The SD1-style fp16 archive with its own PNDM scheduler (case 00), written as .npy only.
 #[test]
 fn generate_sd1_fp16_archive_npy() {
@@ -321,6 +401,10 @@ fn bad_inputs_fail_cleanly_without_output() {
         (
             vec!["--model", m, "x", "--scheduler", "warp-drive", "-o", o],
             "unknown scheduler",
+        ),
+        (
+            vec!["--model", m, "x", "--timestep-spacing", "sideways", "-o", o],
+            "unknown timestep spacing",
         ),
         (vec!["--model", m, "x", "--steps", "0", "-o", o], "steps"),
         (

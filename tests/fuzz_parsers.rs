@@ -196,7 +196,7 @@ fn scheduler_configs_never_panic() {
                 Some("lms"),
                 Some("pndm"),
             ] {
-                let class = class.map(|c| wgsd::schedulers::SchedulerClass::parse(c).unwrap());
+                let class = class.map(|c| wgsd::schedulers::Sampler::parse(c).unwrap());
                 let Ok(mut sched) = wgsd::schedulers::from_config(&cfg, class) else {
                     continue;
                 };

@@ -23,7 +23,7 @@ use serde_json::Value;
 use wgsd::Error;
 use wgsd::loader::ArchiveOptions;
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions, VaeTiling};
-use wgsd::schedulers::{SchedulerClass, quote_nonfinite_tokens};
+use wgsd::schedulers::{Sampler, quote_nonfinite_tokens};
 
 const EMBED_TOL: f64 = 1e-5;
 const INIT_TOL: f64 = 1e-7;
@@ -104,7 +104,8 @@ fn request(case: &Value) -> GenerateRequest {
         width: n("width"),
         height: n("height"),
         num_images_per_prompt: n("num_images_per_prompt"),
-        scheduler: Some(SchedulerClass::parse(case["scheduler"].as_str().unwrap()).unwrap()),
+        scheduler: Some(Sampler::parse(case["scheduler"].as_str().unwrap()).unwrap()),
+        timestep_spacing: None,
         trace: true,
         vae_tiling: VaeTiling::Off,
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::gpu;
 use wgsd::loader::ArchiveOptions;
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
-use wgsd::schedulers::SchedulerClass;
+use wgsd::schedulers::Sampler;
 
 fn tiny() -> Pipeline<'static> {
     let archive = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/sd2-tiny.zip");
@@ -48,8 +48,8 @@ fn after_warm_up_a_generate_at_that_size_builds_no_pipeline() {
         "a request at the warmed-up size compiled new pipelines"
     );
 
-    // Every scheduler uses the kernels the archive's scheduler warmed up.
-    for &class in &SchedulerClass::ALL {
+    // Every sampler uses the kernels the archive's scheduler warmed up.
+    for class in Sampler::all() {
         let r = GenerateRequest {
             scheduler: Some(class),
             ..req.clone()

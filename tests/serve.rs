@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
+use wgsd::schedulers::{Sampler, Spacing};
 use wgsd::serve::{ServeConfig, start};
 
 mod serve_common;
@@ -86,6 +87,34 @@ fn serve_inference_api() {
     assert_eq!((img.width(), img.height()), (64, 48));
     assert_eq!(img.into_raw(), want.images[0].data);
 
+    // A sampler by its AUTOMATIC1111 name with an overridden timestep spacing.
+    let mut r = agent
+        .post(format!("{base}/predictions/sd?format=png"))
+        .header("Content-Type", "application/json")
+        .send(
+            r#"{"prompt": "a red apple", "seed": 7, "num_inference_steps": 3, "width": 64,
+                "height": 48, "scheduler": "DPM++ 2M SDE Karras", "timestep_spacing": "trailing"}"#,
+        )
+        .expect("sampler");
+    assert_eq!(r.status(), 200);
+    let img = image::load_from_memory(&r.body_mut().read_to_vec().expect("body")).expect("png");
+    let want = pipe
+        .generate(&GenerateRequest {
+            seed: 7,
+            steps: 3,
+            width: 64,
+            height: 48,
+            scheduler: Some(Sampler::parse("dpm++2m_sde_karras").expect("sampler")),
+            timestep_spacing: Some(Spacing::Trailing),
+            ..GenerateRequest::new("a red apple")
+        })
+        .expect("generate");
+    assert_eq!(
+        img.to_rgb8().into_raw(),
+        want.images[0].data,
+        "sampler via serve"
+    );
+
     // Raw text (what `curl -d` sends) with the server's defaults, and `{"data": ...}`
     // with ?format=png.
     let mut r = agent
@@ -124,6 +153,7 @@ fn serve_inference_api() {
         (r#"{"prompt": "x", "height": 4096}"#, true),
         (r#"{"prompt": "x", "seed": -1}"#, true),
         (r#"{"prompt": "x", "scheduler": "nope"}"#, true),
+        (r#"{"prompt": "x", "timestep_spacing": "sideways"}"#, true),
         (r#"{"prompt": ""}"#, true),
         ("", false),
     ];

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wgsd::Error;
 use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
-use wgsd::schedulers::SchedulerClass;
+use wgsd::schedulers::Sampler;
 use wgsd::serve::{ModelSettings, ServeConfig, start};
 
 mod serve_common;
@@ -85,7 +85,7 @@ impl Ask {
             height: self.height,
             scheduler: self
                 .scheduler
-                .map(|s| SchedulerClass::parse(s).expect("scheduler")),
+                .map(|s| Sampler::parse(s).expect("scheduler")),
             ..GenerateRequest::new(self.prompt.clone())
         }
     }

@@ -19,7 +19,7 @@ use wgsd::pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
     PipelineOptions, Progress, VaeTiling,
 };
-use wgsd::schedulers::SchedulerClass;
+use wgsd::schedulers::{Sampler, Spacing};
 
 #[derive(Args, Debug)]
 #[command(
@@ -54,10 +54,16 @@ pub struct GenerateArgs {
     /// Image height in pixels, a multiple of 8.
     #[arg(long, default_value_t = DEFAULT_SIZE)]
     height: usize,
-    /// Scheduler: ddim, pndm, euler, euler_a, dpm++2m, lms or a diffusers class name;
-    /// default: the archive's scheduler_config.json.
+    /// Scheduler (sampler): euler_a, euler, euler_karras, lms, lms_karras, dpm++2m,
+    /// dpm++2m_karras, dpm++2m_sde, dpm++2m_sde_karras, unipc, ddim, pndm; or an
+    /// AUTOMATIC1111 name ("DPM++ 2M Karras") or a diffusers class name. Default: the
+    /// archive's scheduler_config.json.
     #[arg(long)]
     scheduler: Option<String>,
+    /// Override the scheduler config's timestep_spacing: leading, trailing (few-step
+    /// models such as SD-Turbo, with --guidance 0) or linspace.
+    #[arg(long)]
+    timestep_spacing: Option<String>,
     /// Images to generate (one seed, drawn as one batch as diffusers does).
     #[arg(long, default_value_t = 1)]
     num_images: usize,
@@ -147,6 +153,9 @@ struct Summary {
     height: usize,
     num_images: usize,
     scheduler: &'static str,
+    /// wgsd's sampler name (`--scheduler`'s short form).
+    sampler: &'static str,
+    timestep_spacing: Option<&'static str>,
     weight_dtype: &'static str,
     /// The precision asked for (`auto`, `f32`, `f16`) and what it resolved to here.
     precision_requested: Precision,
@@ -322,10 +331,11 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     if !args.guidance.is_finite() {
         bail!("--guidance must be a finite number");
     }
-    let scheduler = args
-        .scheduler
+    let scheduler = args.scheduler.as_deref().map(Sampler::parse).transpose()?;
+    let timestep_spacing = args
+        .timestep_spacing
         .as_deref()
-        .map(SchedulerClass::parse)
+        .map(Spacing::parse)
         .transpose()?;
     let vae_tiling = VaeTiling::parse(&args.vae_tiling)?;
     let format = Format::of(&args.output)?;
@@ -387,6 +397,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         height: args.height,
         num_images_per_prompt: args.num_images,
         scheduler,
+        timestep_spacing,
         trace: false,
         vae_tiling,
     };
@@ -436,6 +447,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             height: args.height,
             num_images: n,
             scheduler: out.scheduler.diffusers_name(),
+            sampler: out.scheduler.name(),
+            timestep_spacing: timestep_spacing.map(Spacing::as_str),
             weight_dtype: pipe.weight_dtype().wgsl(),
             precision_requested: options.precision,
             precision: pipe.precision().wgsl(),
@@ -468,7 +481,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             eprintln!("wrote {}", p.display());
         }
         eprintln!(
-            "seed {seed}, {} on {} in {:.1}s",
+            "seed {seed}, {} ({}) on {} in {:.1}s",
+            out.scheduler.a1111_name(),
             out.scheduler.diffusers_name(),
             gpu.info.name,
             start.elapsed().as_secs_f64()

@@ -131,7 +131,8 @@ pub struct StepPlan {
     pub derived: Option<Derived>,
     /// The next latents.
     pub out: Lin,
-    /// New values of history slots (in `x`, `e`, `d` only), written after every read.
+    /// New values of history slots (in `x`, `e`, `d` and the slots' old values; no
+    /// noise), written after every read.
     pub writes: [Option<Lin>; SLOTS],
     /// diffusers draws fresh noise at this step (ancestral samplers draw even when its
     /// coefficient is 0, at the last step): the caller must draw it from the generator
@@ -140,9 +141,11 @@ pub struct StepPlan {
 }
 
 impl StepPlan {
-    /// Whether the kernel reads history slot `k`.
+    /// Whether the kernel reads history slot `k` (for the output or for a write).
     pub fn reads(&self, k: usize) -> bool {
-        self.out.h.get(k).is_some_and(|&c| c != 0.0)
+        std::iter::once(&self.out)
+            .chain(self.writes.iter().flatten())
+            .any(|l| l.h.get(k).is_some_and(|&c| c != 0.0))
     }
 
     /// Whether the kernel reads the noise tensor.
@@ -178,8 +181,8 @@ impl StepPlan {
         {
             return bad("uses d without a derived value");
         }
-        if self.writes.iter().flatten().any(|w| !w.uses_only_x_e_d()) {
-            return bad("history writes may only combine x, e and d");
+        if self.writes.iter().flatten().any(|w| w.n != 0.0) {
+            return bad("history writes may not use noise");
         }
         Ok(())
     }
@@ -206,6 +209,11 @@ crate::shader_params! {
         w_x: [f32; 4],
         w_e: [f32; 4],
         w_d: [f32; 4],
+        // Row k: write k's coefficients of the old slot values h0..h3.
+        w_h0: [f32; 4],
+        w_h1: [f32; 4],
+        w_h2: [f32; 4],
+        w_h3: [f32; 4],
     }
 }
 
@@ -331,6 +339,7 @@ pub fn scheduler_step(
         }
         out
     };
+    let w_h = |k: usize| plan.writes[k].map_or([0.0; 4], |l| l.h.map(f));
     let (lo, hi) = plan.derived.and_then(|d| d.clamp).unwrap_or((0.0, 0.0));
     let dv = plan.derived.map(|d| d.value).unwrap_or_default();
     let base = Params {
@@ -350,6 +359,10 @@ pub fn scheduler_step(
         w_x: w(|l| l.x),
         w_e: w(|l| l.e),
         w_d: w(|l| l.d),
+        w_h0: w_h(0),
+        w_h1: w_h(1),
+        w_h2: w_h(2),
+        w_h3: w_h(3),
         ..Default::default()
     };
     let per_band = gpu.max_binding_elems(DType::F32) / WG * WG;

@@ -1,9 +1,8 @@
 //! `DDIMScheduler` (eta = 0, as the Stable Diffusion pipeline calls it).
 
 use super::betas;
-use super::{
-    Base, Derived, Lin, Prediction, Scheduler, SchedulerClass, SchedulerConfig, Spacing, StepPlan,
-};
+use super::registry::{ClassDef, Overrides, SamplerDef};
+use super::{Base, Derived, Lin, Prediction, Scheduler, SchedulerConfig, Spacing, StepPlan};
 use crate::error::Result;
 
 /// diffusers' `DDIMScheduler`.
@@ -21,7 +20,7 @@ impl Ddim {
     pub fn new(cfg: &SchedulerConfig) -> Result<Ddim> {
         let base = Base::new(
             cfg,
-            SchedulerClass::Ddim,
+            CLASS.name,
             Spacing::Leading,
             &[
                 ("thresholding", cfg.thresholding),
@@ -110,3 +109,22 @@ impl Scheduler for Ddim {
         })
     }
 }
+
+/// The registry's entry for this class.
+pub(super) const CLASS: ClassDef = ClassDef {
+    name: "DDIMScheduler",
+    build,
+};
+
+fn build(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(Box::new(Ddim::new(cfg)?))
+}
+
+/// The samplers built on this class (the plain one first).
+pub(super) const SAMPLERS: &[SamplerDef] = &[SamplerDef {
+    name: "ddim",
+    a1111: "DDIM",
+    aliases: &[],
+    class: &CLASS,
+    overrides: Overrides::NONE,
+}];

@@ -1,10 +1,12 @@
-//! `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`, orders 1 and 2
-//! (DPM++ 2M), midpoint or heun.
+//! `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"` (DPM++ 2M) or
+//! `"sde-dpmsolver++"` (DPM++ 2M SDE: fresh noise every step), orders 1 and 2, midpoint or
+//! heun, with or without Karras sigmas.
 //!
 //! History slot 0 holds the previous step's predicted x0 (diffusers' `model_outputs[-2]`).
 
 use super::betas;
-use super::{Base, Lin, Prediction, Scheduler, SchedulerClass, SchedulerConfig, Spacing, StepPlan};
+use super::registry::{ClassDef, Overrides, SamplerDef};
+use super::{Base, Lin, Prediction, Scheduler, SchedulerConfig, Spacing, StepPlan};
 use crate::error::Result;
 
 /// diffusers' `DPMSolverMultistepScheduler` (dpmsolver++ only).
@@ -13,6 +15,9 @@ pub struct DpmSolverMultistep {
     base: Base,
     order: usize,
     heun: bool,
+    /// `sde-dpmsolver++`.
+    sde: bool,
+    karras: bool,
     lower_order_final: bool,
     euler_at_final: bool,
     final_zero: bool,
@@ -33,11 +38,10 @@ impl DpmSolverMultistep {
     pub fn new(cfg: &SchedulerConfig) -> Result<DpmSolverMultistep> {
         let base = Base::new(
             cfg,
-            SchedulerClass::DpmSolverMultistep,
+            CLASS.name,
             Spacing::Linspace,
             &[
                 ("thresholding", cfg.thresholding),
-                ("use_karras_sigmas", cfg.use_karras_sigmas),
                 ("use_exponential_sigmas", cfg.use_exponential_sigmas),
                 ("use_beta_sigmas", cfg.use_beta_sigmas),
                 ("use_lu_lambdas", cfg.use_lu_lambdas),
@@ -47,17 +51,18 @@ impl DpmSolverMultistep {
             ],
         )?;
         let class = base.class;
-        match cfg.algorithm_type.as_deref().unwrap_or("dpmsolver++") {
-            "dpmsolver++" => {}
+        let sde = match cfg.algorithm_type.as_deref().unwrap_or("dpmsolver++") {
+            "dpmsolver++" => false,
+            "sde-dpmsolver++" => true,
             other => {
                 return Err(super::unsupported(
                     class,
                     "algorithm_type",
                     other,
-                    "dpmsolver++",
+                    "dpmsolver++, sde-dpmsolver++",
                 ));
             }
-        }
+        };
         // diffusers maps the retired solver types logrho/bh1/bh2 to midpoint.
         let heun = match cfg.solver_type.as_deref().unwrap_or("midpoint") {
             "midpoint" | "logrho" | "bh1" | "bh2" => false,
@@ -96,6 +101,8 @@ impl DpmSolverMultistep {
             base,
             order,
             heun,
+            sde,
+            karras: cfg.use_karras_sigmas.unwrap_or(false),
             lower_order_final: cfg.lower_order_final.unwrap_or(true),
             euler_at_final: cfg.euler_at_final.unwrap_or(false),
             final_zero,
@@ -146,9 +153,37 @@ impl Scheduler for DpmSolverMultistep {
             }
             Spacing::Trailing => betas::trailing(last, t, n),
         };
-        self.timesteps = ts.iter().map(|&v| v as f64).collect();
         let final_sigma = if self.final_zero { 0.0 } else { self.table[0] };
-        self.sigmas = betas::sigmas_at(&self.table, &self.timesteps, final_sigma);
+        if self.karras {
+            // The whole table's range, whatever the spacing; timesteps rounded back.
+            let (max, min) = match (self.table.last(), self.table.first()) {
+                (Some(&a), Some(&b)) => (a, b),
+                _ => return Err(super::step_out_of_range(self.base.class, 0, 0)),
+            };
+            let levels = super::karras::sigmas(max, min, n);
+            let logs = super::karras::log_table(&self.table);
+            let cosine = self.base.beta_schedule == "squaredcos_cap_v2";
+            self.timesteps = levels
+                .iter()
+                .map(|&s| {
+                    let t = super::karras::sigma_to_t(s, &logs);
+                    // astype(int64) truncates when the cosine schedule skips the rounding.
+                    if cosine {
+                        t.trunc()
+                    } else {
+                        betas::np_round(t)
+                    }
+                })
+                .collect();
+            self.sigmas = levels
+                .into_iter()
+                .chain(std::iter::once(final_sigma))
+                .map(|s| f64::from(s as f32))
+                .collect();
+        } else {
+            self.timesteps = ts.iter().map(|&v| v as f64).collect();
+            self.sigmas = betas::sigmas_at(&self.table, &self.timesteps, final_sigma);
+        }
         Ok(())
     }
 
@@ -182,22 +217,43 @@ impl Scheduler for DpmSolverMultistep {
             Prediction::V => Lin::x(alpha_s0) - Lin::e(sigma_s0),
         };
         let h = lambda_t - lambda_s0;
-        let em1 = (-h).exp() - 1.0;
-        // With a final sigma of 0: sigma_t = 0, h = inf, so x_t = x0 exactly.
-        let sample_coef = sigma_t / sigma_s0;
         // `lower_order_nums` is min(i, order) when step i starts.
-        let out = if self.order == 1 || i < 1 || lower_order_final {
-            Lin::x(sample_coef) - m0 * (alpha_t * em1)
-        } else {
+        let first_order = self.order == 1 || i < 1 || lower_order_final;
+        let d1 = || {
             let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[i - 1]);
             let r0 = (lambda_s0 - lambda_s1) / h;
-            let d1 = (m0 - Lin::h(0, 1.0)) * (1.0 / r0);
-            let d1_coef = if self.heun {
-                alpha_t * (em1 / h + 1.0)
+            (m0 - Lin::h(0, 1.0)) * (1.0 / r0)
+        };
+        // With a final sigma of 0: sigma_t = 0, h = inf, so x_t = x0 exactly.
+        let out = if self.sde {
+            // x_t = sigma_t/sigma_s e^-h x + alpha_t (1 - e^-2h) (D0 + c D1)
+            //       + sigma_t sqrt(1 - e^-2h) noise
+            let e2 = (-2.0 * h).exp();
+            let drift = Lin::x(sigma_t / sigma_s0 * (-h).exp()) + m0 * (alpha_t * (1.0 - e2));
+            let noise = Lin::noise(sigma_t * (1.0 - e2).sqrt());
+            if first_order {
+                drift + noise
             } else {
-                -0.5 * (alpha_t * em1)
-            };
-            Lin::x(sample_coef) - m0 * (alpha_t * em1) + d1 * d1_coef
+                let c = if self.heun {
+                    alpha_t * ((1.0 - e2) / (-2.0 * h) + 1.0)
+                } else {
+                    0.5 * (alpha_t * (1.0 - e2))
+                };
+                drift + d1() * c + noise
+            }
+        } else {
+            let em1 = (-h).exp() - 1.0;
+            let sample_coef = sigma_t / sigma_s0;
+            if first_order {
+                Lin::x(sample_coef) - m0 * (alpha_t * em1)
+            } else {
+                let d1_coef = if self.heun {
+                    alpha_t * (em1 / h + 1.0)
+                } else {
+                    -0.5 * (alpha_t * em1)
+                };
+                Lin::x(sample_coef) - m0 * (alpha_t * em1) + d1() * d1_coef
+            }
         };
         let mut writes = [None; super::SLOTS];
         if self.order == 2 {
@@ -206,7 +262,64 @@ impl Scheduler for DpmSolverMultistep {
         Ok(StepPlan {
             out,
             writes,
+            // diffusers draws the SDE noise at every step, the last one included.
+            draws_noise: self.sde,
             ..StepPlan::default()
         })
     }
 }
+
+/// The registry's entry for this class.
+pub(super) const CLASS: ClassDef = ClassDef {
+    name: "DPMSolverMultistepScheduler",
+    build,
+};
+
+fn build(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(Box::new(DpmSolverMultistep::new(cfg)?))
+}
+
+/// The samplers built on this class (the plain one first).
+pub(super) const SAMPLERS: &[SamplerDef] = &[
+    SamplerDef {
+        name: "dpm++2m",
+        a1111: "DPM++ 2M",
+        aliases: &[
+            "dpm",
+            "dpm++",
+            "dpmpp2m",
+            "dpmpp_2m",
+            "dpm-solver",
+            "dpmsolver",
+        ],
+        class: &CLASS,
+        overrides: Overrides::NONE,
+    },
+    SamplerDef {
+        name: "dpm++2m_karras",
+        a1111: "DPM++ 2M Karras",
+        aliases: &["dpmpp2m_karras", "dpmpp_2m_karras"],
+        class: &CLASS,
+        overrides: Overrides::KARRAS,
+    },
+    SamplerDef {
+        name: "dpm++2m_sde",
+        a1111: "DPM++ 2M SDE",
+        aliases: &["dpmpp2m_sde", "dpmpp_2m_sde"],
+        class: &CLASS,
+        overrides: Overrides {
+            use_karras_sigmas: None,
+            algorithm_type: Some("sde-dpmsolver++"),
+        },
+    },
+    SamplerDef {
+        name: "dpm++2m_sde_karras",
+        a1111: "DPM++ 2M SDE Karras",
+        aliases: &["dpmpp2m_sde_karras", "dpmpp_2m_sde_karras"],
+        class: &CLASS,
+        overrides: Overrides {
+            use_karras_sigmas: Some(true),
+            algorithm_type: Some("sde-dpmsolver++"),
+        },
+    },
+];

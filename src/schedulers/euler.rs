@@ -1,7 +1,9 @@
-//! `EulerDiscreteScheduler` (s_churn = 0, as the Stable Diffusion pipeline calls it).
+//! `EulerDiscreteScheduler` (s_churn = 0, as the Stable Diffusion pipeline calls it), with
+//! or without Karras sigmas.
 
 use super::betas;
-use super::{Base, Lin, Prediction, Scheduler, SchedulerClass, SchedulerConfig, Spacing, StepPlan};
+use super::registry::{ClassDef, Overrides, SamplerDef};
+use super::{Base, Lin, Prediction, Scheduler, SchedulerConfig, Spacing, StepPlan};
 use crate::error::Result;
 
 /// The predicted x0 of the sigma-parameterised schedulers (Euler, Euler ancestral, LMS):
@@ -25,23 +27,47 @@ pub(crate) fn derivative(pred: Prediction, sigma: f64) -> Lin {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SigmaSchedule {
     pub table: Vec<f64>,
+    /// `use_karras_sigmas`: Karras noise levels between the grid's first and last sigma,
+    /// with fractional timesteps found back from them.
+    pub karras: bool,
     pub timesteps: Vec<f64>,
     pub sigmas: Vec<f64>,
 }
 
 impl SigmaSchedule {
-    pub fn new(base: &Base) -> SigmaSchedule {
+    pub fn new(base: &Base, karras: bool) -> SigmaSchedule {
         SigmaSchedule {
             table: betas::sigma_table(&base.alphas_cumprod),
+            karras,
             ..SigmaSchedule::default()
         }
     }
 
     pub fn set(&mut self, base: &Base, n: usize, last: f64) -> Result<()> {
         base.check_steps(n)?;
-        self.timesteps =
+        let grid =
             betas::float_timesteps(base.spacing, base.num_train_timesteps, n, base.steps_offset);
-        self.sigmas = betas::sigmas_at(&self.table, &self.timesteps, last);
+        if self.karras {
+            let at = |t: f64| betas::interp_index(t, &self.table);
+            let (max, min) = match (grid.first(), grid.last()) {
+                (Some(&a), Some(&b)) => (at(a), at(b)),
+                _ => return Err(super::step_out_of_range(base.class, 0, 0)),
+            };
+            let levels = super::karras::sigmas(max, min, n);
+            let logs = super::karras::log_table(&self.table);
+            self.timesteps = levels
+                .iter()
+                .map(|&s| f64::from(super::karras::sigma_to_t(s, &logs) as f32))
+                .collect();
+            self.sigmas = levels
+                .into_iter()
+                .chain(std::iter::once(last))
+                .map(|s| f64::from(s as f32))
+                .collect();
+        } else {
+            self.timesteps = grid;
+            self.sigmas = betas::sigmas_at(&self.table, &self.timesteps, last);
+        }
         Ok(())
     }
 
@@ -80,10 +106,9 @@ impl EulerDiscrete {
     pub fn new(cfg: &SchedulerConfig) -> Result<EulerDiscrete> {
         let base = Base::new(
             cfg,
-            SchedulerClass::EulerDiscrete,
+            CLASS.name,
             Spacing::Linspace,
             &[
-                ("use_karras_sigmas", cfg.use_karras_sigmas),
                 ("use_exponential_sigmas", cfg.use_exponential_sigmas),
                 ("use_beta_sigmas", cfg.use_beta_sigmas),
                 ("rescale_betas_zero_snr", cfg.rescale_betas_zero_snr),
@@ -109,7 +134,7 @@ impl EulerDiscrete {
                 "discrete (continuous with v_prediction is not implemented)",
             ));
         }
-        let sched = SigmaSchedule::new(&base);
+        let sched = SigmaSchedule::new(&base, cfg.use_karras_sigmas.unwrap_or(false));
         let last_sigma = match cfg.final_sigmas_type.as_deref().unwrap_or("zero") {
             "zero" => 0.0,
             "sigma_min" => sched.table[0],
@@ -164,3 +189,31 @@ impl Scheduler for EulerDiscrete {
         })
     }
 }
+
+/// The registry's entry for this class.
+pub(super) const CLASS: ClassDef = ClassDef {
+    name: "EulerDiscreteScheduler",
+    build,
+};
+
+fn build(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(Box::new(EulerDiscrete::new(cfg)?))
+}
+
+/// The samplers built on this class (the plain one first).
+pub(super) const SAMPLERS: &[SamplerDef] = &[
+    SamplerDef {
+        name: "euler",
+        a1111: "Euler",
+        aliases: &[],
+        class: &CLASS,
+        overrides: Overrides::NONE,
+    },
+    SamplerDef {
+        name: "euler_karras",
+        a1111: "Euler Karras",
+        aliases: &["euler-karras"],
+        class: &CLASS,
+        overrides: Overrides::KARRAS,
+    },
+];

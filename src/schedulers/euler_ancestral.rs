@@ -3,7 +3,8 @@
 //! at every step (even the last, where `sigma_up` is 0): `StepPlan::draws_noise`.
 
 use super::euler::{SigmaSchedule, derivative};
-use super::{Base, Lin, Scheduler, SchedulerClass, SchedulerConfig, Spacing, StepPlan};
+use super::registry::{ClassDef, Overrides, SamplerDef};
+use super::{Base, Lin, Scheduler, SchedulerConfig, Spacing, StepPlan};
 use crate::error::Result;
 
 /// diffusers' `EulerAncestralDiscreteScheduler`.
@@ -17,11 +18,11 @@ impl EulerAncestralDiscrete {
     pub fn new(cfg: &SchedulerConfig) -> Result<EulerAncestralDiscrete> {
         let base = Base::new(
             cfg,
-            SchedulerClass::EulerAncestralDiscrete,
+            CLASS.name,
             Spacing::Linspace,
             &[("rescale_betas_zero_snr", cfg.rescale_betas_zero_snr)],
         )?;
-        let sched = SigmaSchedule::new(&base);
+        let sched = SigmaSchedule::new(&base, false);
         Ok(EulerAncestralDiscrete { base, sched })
     }
 }
@@ -65,3 +66,22 @@ impl Scheduler for EulerAncestralDiscrete {
         })
     }
 }
+
+/// The registry's entry for this class.
+pub(super) const CLASS: ClassDef = ClassDef {
+    name: "EulerAncestralDiscreteScheduler",
+    build,
+};
+
+fn build(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(Box::new(EulerAncestralDiscrete::new(cfg)?))
+}
+
+/// The samplers built on this class (the plain one first).
+pub(super) const SAMPLERS: &[SamplerDef] = &[SamplerDef {
+    name: "euler_a",
+    a1111: "Euler a",
+    aliases: &["euler-a", "euler_ancestral", "euler-ancestral"],
+    class: &CLASS,
+    overrides: Overrides::NONE,
+}];

@@ -3,7 +3,8 @@
 //! History slots 0..2 hold past derivatives: step `i`'s in slot `i % 3`.
 
 use super::euler::{SigmaSchedule, derivative};
-use super::{Base, Lin, Scheduler, SchedulerClass, SchedulerConfig, Spacing, StepPlan};
+use super::registry::{ClassDef, Overrides, SamplerDef};
+use super::{Base, Lin, Scheduler, SchedulerConfig, Spacing, StepPlan};
 use crate::error::Result;
 
 const ORDER: usize = 4;
@@ -19,15 +20,14 @@ impl LmsDiscrete {
     pub fn new(cfg: &SchedulerConfig) -> Result<LmsDiscrete> {
         let base = Base::new(
             cfg,
-            SchedulerClass::LmsDiscrete,
+            CLASS.name,
             Spacing::Linspace,
             &[
-                ("use_karras_sigmas", cfg.use_karras_sigmas),
                 ("use_exponential_sigmas", cfg.use_exponential_sigmas),
                 ("use_beta_sigmas", cfg.use_beta_sigmas),
             ],
         )?;
-        let sched = SigmaSchedule::new(&base);
+        let sched = SigmaSchedule::new(&base, cfg.use_karras_sigmas.unwrap_or(false));
         Ok(LmsDiscrete { base, sched })
     }
 
@@ -97,3 +97,31 @@ impl Scheduler for LmsDiscrete {
         })
     }
 }
+
+/// The registry's entry for this class.
+pub(super) const CLASS: ClassDef = ClassDef {
+    name: "LMSDiscreteScheduler",
+    build,
+};
+
+fn build(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(Box::new(LmsDiscrete::new(cfg)?))
+}
+
+/// The samplers built on this class (the plain one first).
+pub(super) const SAMPLERS: &[SamplerDef] = &[
+    SamplerDef {
+        name: "lms",
+        a1111: "LMS",
+        aliases: &[],
+        class: &CLASS,
+        overrides: Overrides::NONE,
+    },
+    SamplerDef {
+        name: "lms_karras",
+        a1111: "LMS Karras",
+        aliases: &["lms-karras"],
+        class: &CLASS,
+        overrides: Overrides::KARRAS,
+    },
+];

@@ -1,7 +1,8 @@
 //! Noise schedulers mirroring diffusers 0.42 step for step: `DDIMScheduler`,
 //! `PNDMScheduler` (PLMS, `skip_prk_steps`), `EulerDiscreteScheduler`,
-//! `EulerAncestralDiscreteScheduler`, `DPMSolverMultistepScheduler` (DPM++ 1S/2M) and
-//! `LMSDiscreteScheduler`.
+//! `EulerAncestralDiscreteScheduler`, `DPMSolverMultistepScheduler` (DPM++ 1S/2M, 2M SDE),
+//! `LMSDiscreteScheduler` and `UniPCMultistepScheduler`, with Karras sigmas where diffusers
+//! has them. [`registry`] lists the classes and the samplers users pick by name.
 //!
 //! A scheduler never touches tensors: `step(i)` returns a [`StepPlan`] (the scalar
 //! coefficients of diffusers' update at step `i`, computed on the CPU) that the fused GPU
@@ -18,8 +19,11 @@ mod ddim;
 mod dpm_solver;
 mod euler;
 mod euler_ancestral;
+mod karras;
 mod lms;
 mod pndm;
+pub mod registry;
+mod unipc;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -35,6 +39,8 @@ pub use euler::EulerDiscrete;
 pub use euler_ancestral::EulerAncestralDiscrete;
 pub use lms::LmsDiscrete;
 pub use pndm::Pndm;
+pub use registry::Sampler;
+pub use unipc::UniPcMultistep;
 
 /// One diffusers scheduler class.
 pub trait Scheduler: Send + Sync {
@@ -65,80 +71,6 @@ pub trait Scheduler: Send + Sync {
 
 /// Largest `num_train_timesteps` accepted (diffusers' SD schedulers use 1000).
 pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
-
-/// The supported scheduler classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchedulerClass {
-    Ddim,
-    Pndm,
-    EulerDiscrete,
-    EulerAncestralDiscrete,
-    DpmSolverMultistep,
-    LmsDiscrete,
-}
-
-impl SchedulerClass {
-    pub const ALL: [SchedulerClass; 6] = [
-        SchedulerClass::Ddim,
-        SchedulerClass::Pndm,
-        SchedulerClass::EulerDiscrete,
-        SchedulerClass::EulerAncestralDiscrete,
-        SchedulerClass::DpmSolverMultistep,
-        SchedulerClass::LmsDiscrete,
-    ];
-
-    /// The diffusers class name.
-    pub fn diffusers_name(self) -> &'static str {
-        match self {
-            SchedulerClass::Ddim => "DDIMScheduler",
-            SchedulerClass::Pndm => "PNDMScheduler",
-            SchedulerClass::EulerDiscrete => "EulerDiscreteScheduler",
-            SchedulerClass::EulerAncestralDiscrete => "EulerAncestralDiscreteScheduler",
-            SchedulerClass::DpmSolverMultistep => "DPMSolverMultistepScheduler",
-            SchedulerClass::LmsDiscrete => "LMSDiscreteScheduler",
-        }
-    }
-
-    /// Short names accepted besides the class name (e.g. by `--scheduler`).
-    pub fn aliases(self) -> &'static [&'static str] {
-        match self {
-            SchedulerClass::Ddim => &["ddim"],
-            SchedulerClass::Pndm => &["pndm", "plms"],
-            SchedulerClass::EulerDiscrete => &["euler"],
-            SchedulerClass::EulerAncestralDiscrete => {
-                &["euler_a", "euler-a", "euler_ancestral", "euler-ancestral"]
-            }
-            SchedulerClass::DpmSolverMultistep => &[
-                "dpm",
-                "dpm++",
-                "dpm++2m",
-                "dpmpp2m",
-                "dpm-solver",
-                "dpmsolver",
-            ],
-            SchedulerClass::LmsDiscrete => &["lms"],
-        }
-    }
-
-    /// Parses a class name or alias, case-insensitively.
-    pub fn parse(name: &str) -> Result<SchedulerClass> {
-        let lower = name.trim().to_ascii_lowercase();
-        SchedulerClass::ALL
-            .into_iter()
-            .find(|c| {
-                c.diffusers_name().eq_ignore_ascii_case(&lower)
-                    || c.diffusers_name().trim_end_matches("Scheduler").eq_ignore_ascii_case(&lower)
-                    || c.aliases().contains(&lower.as_str())
-            })
-            .ok_or_else(|| {
-                let names: Vec<&str> = SchedulerClass::ALL.iter().map(|c| c.diffusers_name()).collect();
-                Error::InvalidInput(format!(
-                    "unknown scheduler {name:?}; supported: {} (or ddim, pndm, euler, euler_a, dpm++2m, lms)",
-                    names.join(", ")
-                ))
-            })
-    }
-}
 
 /// `scheduler_config.json`. Every field is optional: a missing one takes the default of
 /// the class being built (as diffusers does), so the same config can build any class.
@@ -182,6 +114,8 @@ pub struct SchedulerConfig {
     #[serde(deserialize_with = "lenient_f64")]
     pub lambda_min_clipped: Option<f64>,
     pub variance_type: Option<String>,
+    pub predict_x0: Option<bool>,
+    pub disable_corrector: Option<Vec<i64>>,
 }
 
 /// Accepts a JSON number, null, or the strings the NaN/Infinity pre-pass produces.
@@ -277,10 +211,19 @@ impl SchedulerConfig {
             .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))
     }
 
-    /// The class named by `_class_name`.
-    pub fn class(&self) -> Result<SchedulerClass> {
+    /// This config with `timestep_spacing` replaced (when `Some`).
+    pub fn with_spacing(&self, spacing: Option<Spacing>) -> SchedulerConfig {
+        let mut cfg = self.clone();
+        if let Some(s) = spacing {
+            cfg.timestep_spacing = Some(s.as_str().to_string());
+        }
+        cfg
+    }
+
+    /// The plain sampler of the class named by `_class_name`.
+    pub fn class(&self) -> Result<Sampler> {
         match &self.class_name {
-            Some(name) => SchedulerClass::parse(name),
+            Some(name) => Sampler::of_class(name),
             None => Err(Error::InvalidInput(
                 "scheduler config: no _class_name; pass the scheduler explicitly".into(),
             )),
@@ -288,24 +231,15 @@ impl SchedulerConfig {
     }
 }
 
-/// Builds the config's own class (`_class_name`), or `class` when given (diffusers'
-/// `Cls.from_config(config)`).
-pub fn from_config(
-    cfg: &SchedulerConfig,
-    class: Option<SchedulerClass>,
-) -> Result<Box<dyn Scheduler>> {
-    let class = match class {
-        Some(c) => c,
+/// Builds the config's own class (`_class_name`), or `sampler` when given (diffusers'
+/// `Cls.from_config(config, **overrides)`). [`SchedulerConfig::with_spacing`] overrides
+/// the spacing.
+pub fn from_config(cfg: &SchedulerConfig, sampler: Option<Sampler>) -> Result<Box<dyn Scheduler>> {
+    let sampler = match sampler {
+        Some(s) => s,
         None => cfg.class()?,
     };
-    Ok(match class {
-        SchedulerClass::Ddim => Box::new(Ddim::new(cfg)?),
-        SchedulerClass::Pndm => Box::new(Pndm::new(cfg)?),
-        SchedulerClass::EulerDiscrete => Box::new(EulerDiscrete::new(cfg)?),
-        SchedulerClass::EulerAncestralDiscrete => Box::new(EulerAncestralDiscrete::new(cfg)?),
-        SchedulerClass::DpmSolverMultistep => Box::new(DpmSolverMultistep::new(cfg)?),
-        SchedulerClass::LmsDiscrete => Box::new(LmsDiscrete::new(cfg)?),
-    })
+    sampler.build(cfg)
 }
 
 /// A config value this implementation does not support, naming the field.
@@ -327,12 +261,39 @@ pub(crate) enum Prediction {
     V,
 }
 
-/// `timestep_spacing`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Spacing {
+/// `timestep_spacing`: how the inference timesteps are spread over the training ones
+/// (Table 2 of "Common Diffusion Noise Schedules and Sample Steps are Flawed").
+/// `Trailing` starts at the last training timestep: what few-step models (SD-Turbo) use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Spacing {
     Leading,
     Trailing,
     Linspace,
+}
+
+impl Spacing {
+    pub const ALL: [Spacing; 3] = [Spacing::Leading, Spacing::Trailing, Spacing::Linspace];
+
+    /// diffusers' config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spacing::Leading => "leading",
+            Spacing::Trailing => "trailing",
+            Spacing::Linspace => "linspace",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Spacing> {
+        let want = s.trim().to_ascii_lowercase();
+        Spacing::ALL
+            .into_iter()
+            .find(|v| v.as_str() == want)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "unknown timestep spacing {s:?}; use leading, trailing or linspace"
+                ))
+            })
+    }
 }
 
 /// What every class reads the same way: the training schedule, prediction type,
@@ -341,6 +302,7 @@ pub(crate) enum Spacing {
 pub(crate) struct Base {
     pub class: &'static str,
     pub num_train_timesteps: usize,
+    pub beta_schedule: String,
     /// `alphas_cumprod` as torch computes it (float32 values).
     pub alphas_cumprod: Vec<f64>,
     pub prediction: Prediction,
@@ -352,11 +314,10 @@ impl Base {
     /// `flags`: boolean options of this class that must be false (unsupported when true).
     pub fn new(
         cfg: &SchedulerConfig,
-        class: SchedulerClass,
+        name: &'static str,
         default_spacing: Spacing,
         flags: &[(&str, Option<bool>)],
     ) -> Result<Base> {
-        let name = class.diffusers_name();
         for (field, v) in flags {
             if *v == Some(true) {
                 return Err(unsupported(name, field, true, "false"));
@@ -409,6 +370,7 @@ impl Base {
         Ok(Base {
             class: name,
             num_train_timesteps: n,
+            beta_schedule: cfg.beta_schedule.clone().unwrap_or_else(|| "linear".into()),
             alphas_cumprod,
             prediction,
             spacing,

@@ -4,7 +4,8 @@
 //! append index `j` in slot `j % 3`), slot 3 the first step's sample (`cur_sample`).
 
 use super::betas;
-use super::{Base, Lin, Prediction, Scheduler, SchedulerClass, SchedulerConfig, Spacing, StepPlan};
+use super::registry::{ClassDef, Overrides, SamplerDef};
+use super::{Base, Lin, Prediction, Scheduler, SchedulerConfig, Spacing, StepPlan};
 use crate::error::Result;
 
 const CUR_SAMPLE: usize = 3;
@@ -21,7 +22,7 @@ pub struct Pndm {
 
 impl Pndm {
     pub fn new(cfg: &SchedulerConfig) -> Result<Pndm> {
-        let base = Base::new(cfg, SchedulerClass::Pndm, Spacing::Leading, &[])?;
+        let base = Base::new(cfg, CLASS.name, Spacing::Leading, &[])?;
         if !cfg.skip_prk_steps.unwrap_or(false) {
             return Err(super::unsupported(
                 base.class,
@@ -149,3 +150,22 @@ impl Scheduler for Pndm {
         })
     }
 }
+
+/// The registry's entry for this class.
+pub(super) const CLASS: ClassDef = ClassDef {
+    name: "PNDMScheduler",
+    build,
+};
+
+fn build(cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    Ok(Box::new(Pndm::new(cfg)?))
+}
+
+/// The samplers built on this class (the plain one first).
+pub(super) const SAMPLERS: &[SamplerDef] = &[SamplerDef {
+    name: "pndm",
+    a1111: "PLMS",
+    aliases: &["plms"],
+    class: &CLASS,
+    overrides: Overrides::NONE,
+}];

@@ -17,7 +17,7 @@ use super::registry::ModelEntry;
 use super::worker::{Job, SubmitError};
 use crate::error::Error;
 use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Generated, VaeTiling};
-use crate::schedulers::SchedulerClass;
+use crate::schedulers::{Sampler, Spacing};
 
 /// Largest accepted `num_inference_steps`.
 pub const MAX_STEPS: usize = 500;
@@ -397,6 +397,8 @@ pub(crate) struct Params {
     width: Option<usize>,
     height: Option<usize>,
     scheduler: Option<String>,
+    /// Overrides the scheduler config's `timestep_spacing` (leading, trailing, linspace).
+    timestep_spacing: Option<String>,
     /// wgsd's own: decode in tiles (true) or not (false); absent: the model's setting.
     vae_tiling: Option<bool>,
     num_images: Option<usize>,
@@ -482,9 +484,11 @@ impl Params {
         }
         let scheduler = match self.scheduler.as_deref() {
             None | Some("") => None,
-            Some(s) => {
-                Some(SchedulerClass::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
-            }
+            Some(s) => Some(Sampler::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        };
+        let timestep_spacing = match self.timestep_spacing.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(Spacing::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
         };
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -502,6 +506,7 @@ impl Params {
             height,
             num_images_per_prompt: n,
             scheduler,
+            timestep_spacing,
             trace: false,
             vae_tiling: VaeTiling::from_bool(self.vae_tiling),
         })

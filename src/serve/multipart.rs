@@ -12,7 +12,14 @@ use serde_json::{Map, Value};
 use super::inference::{ApiError, Params, params_from_json};
 
 /// Fields whose text is kept as text; the others are read as JSON numbers.
-const TEXT_FIELDS: [&str; 5] = ["data", "prompt", "body", "negative_prompt", "scheduler"];
+const TEXT_FIELDS: [&str; 6] = [
+    "data",
+    "prompt",
+    "body",
+    "negative_prompt",
+    "scheduler",
+    "timestep_spacing",
+];
 
 /// Whether the request is a multipart form.
 pub(crate) fn is_multipart(headers: &HeaderMap) -> bool {

@@ -5,7 +5,8 @@ use crate::common::{Rng, assert_close, gpu};
 use crate::f16data::stored;
 
 /// A random plan using every feature selected by `mask`: bit 0 derived, 1 clamp, 2 noise,
-/// 4.. reads of slot k, 8.. writes of slot k.
+/// 4.. reads of slot k, 8.. writes of slot k, 12 writes that also combine the old values
+/// of the slots in use (UniPC's corrected sample).
 fn plan(rng: &mut Rng, mask: u32) -> StepPlan {
     let mut c = || rng.uniform() as f64;
     let derived = (mask & 1 != 0).then(|| Derived {
@@ -25,6 +26,13 @@ fn plan(rng: &mut Rng, mask: u32) -> StepPlan {
         if mask & (256 << k) != 0 {
             let dw = if derived.is_some() { c() } else { 0.0 };
             *write = Some(Lin::x(c()) + Lin::e(c()) + Lin::d(dw));
+        }
+    }
+    if mask & 0x1000 != 0 {
+        for write in writes.iter_mut().flatten() {
+            for j in (0..SLOTS).filter(|j| mask & ((16 | 256) << j) != 0) {
+                *write = *write + Lin::h(j, c());
+            }
         }
     }
     StepPlan {
@@ -107,7 +115,8 @@ fn hand_checked_ddim_like_step() {
 #[test]
 fn random_plans_and_sizes() {
     let masks = [
-        0x0, 0x1, 0x3, 0x4, 0x7, 0x11, 0x101, 0x1f3, 0xf0f, 0x773, 0xfff, 0x8f5,
+        0x0, 0x1, 0x3, 0x4, 0x7, 0x11, 0x101, 0x1f3, 0xf0f, 0x773, 0xfff, 0x8f5, 0x1f00, 0x1731,
+        0x1e15,
     ];
     for (i, &mask) in masks.iter().enumerate() {
         for (j, &n) in [1usize, 7, 256, 1000, 4 * 3 * 37 * 41].iter().enumerate() {
@@ -143,6 +152,16 @@ fn bad_plans_are_errors() {
     };
     assert!(
         scheduler_step::scheduler_step(&mut rec, &no_derived, &tx, &tm, None, &[], None).is_err()
+    );
+    let noisy_write = StepPlan {
+        out: Lin::e(1.0),
+        writes: [Some(Lin::noise(1.0)), None, None, None],
+        ..StepPlan::default()
+    };
+    let h0 = Tensor::from_f32(gpu, &[4], &[0.0; 4], DType::F32).unwrap();
+    assert!(
+        scheduler_step::scheduler_step(&mut rec, &noisy_write, &tx, &tm, None, &[h0], None)
+            .is_err()
     );
     // guidance needs a model output of twice x's size
     let ok = StepPlan {
