@@ -90,6 +90,9 @@ pub struct GenerateRequest {
     /// Decode in tiles as diffusers' `vae.enable_tiling()`; `Auto` tiles when the untiled
     /// decode would not fit the memory budget (see `models::vae_tiling`).
     pub vae_tiling: VaeTiling,
+    /// Seamless tiling (AUTOMATIC1111's `tiling`): every UNet and VAE convolution pads
+    /// circularly, so the image repeats without seams. Needs an untiled VAE decode.
+    pub tiling: bool,
 }
 
 impl Default for GenerateRequest {
@@ -107,6 +110,7 @@ impl Default for GenerateRequest {
             timestep_spacing: None,
             trace: false,
             vae_tiling: VaeTiling::Auto,
+            tiling: false,
         }
     }
 }
@@ -337,6 +341,11 @@ impl<'g> Pipeline<'g> {
                 req.guidance
             ));
         }
+        if req.tiling && req.vae_tiling == VaeTiling::On {
+            return bad(
+                "seamless tiling wraps the whole image around: it cannot be combined with a tiled VAE decode".into(),
+            );
+        }
         let (nn, np) = (req.negative_prompts.len(), req.prompts.len());
         if nn > 1 && nn != np {
             return bad(format!(
@@ -372,6 +381,7 @@ impl<'g> Pipeline<'g> {
             scheduler: req.scheduler.unwrap_or(self.default_scheduler),
             timestep_spacing: req.timestep_spacing,
             vae_tiling: req.vae_tiling,
+            tiling: req.tiling,
         })
     }
 
@@ -429,6 +439,13 @@ impl<'g> Pipeline<'g> {
             ..Trace::default()
         });
         let mut rec = Recorder::new(gpu);
+        rec.set_circular_padding(req.tiling);
+        // A seamless image is decoded whole: tiles would wrap around themselves.
+        let vae_tiling = if req.tiling {
+            VaeTiling::Off
+        } else {
+            req.vae_tiling
+        };
 
         // 1. Text encoder: rows [uncond...; cond...], each prompt repeated n times, the
         // requests one after another within each half.
@@ -583,9 +600,7 @@ impl<'g> Pipeline<'g> {
         if let Some(tr) = trace.as_mut() {
             tr.final_latents = rec.read_f32(&latents)?;
         }
-        let decoded = self
-            .vae
-            .forward_tiling(&mut rec, &latents, req.vae_tiling)?;
+        let decoded = self.vae.forward_tiling(&mut rec, &latents, vae_tiling)?;
         let u8s = ops::image::to_u8(&mut rec, &decoded)?;
         let mut images = u8s.read(&mut rec)?.into_iter().map(|data| Image {
             width: u8s.width,
@@ -630,4 +645,5 @@ pub struct BatchKey {
     pub timestep_spacing: Option<Spacing>,
     /// Tiled and untiled decodes differ at the seams.
     pub vae_tiling: VaeTiling,
+    pub tiling: bool,
 }

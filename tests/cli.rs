@@ -314,6 +314,40 @@ fn generate_with_a1111_sampler_names_and_trailing_spacing() {
     );
 }
 
+/// `--tiling` (seamless, circular convolutions) through the binary: case 00 of
+/// tests/fixtures/tiling (diffusers with every Conv2d circular).
+#[test]
+fn generate_seamless_tiling() {
+    let dir = out_dir("tiling");
+    let out = dir.join("wall.png");
+    ok(&[
+        "generate",
+        "--model",
+        sd2().to_str().unwrap(),
+        "--prompt",
+        "a seamless stone wall texture",
+        "--seed",
+        "11",
+        "--steps",
+        "4",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--precision",
+        "f32",
+        "--tiling",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let (_, _, px) = png_pixels(&out);
+    assert_matches(
+        "cli --tiling",
+        &px,
+        &reference_images("tiling", "00_circular")[0],
+    );
+}
+
 /// The SD1-style fp16 archive with its own PNDM scheduler (case 00), written as .npy only.
 #[test]
 fn generate_sd1_fp16_archive_npy() {

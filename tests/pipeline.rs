@@ -108,6 +108,7 @@ fn request(case: &Value) -> GenerateRequest {
         timestep_spacing: None,
         trace: true,
         vae_tiling: VaeTiling::Off,
+        tiling: false,
     }
 }
 

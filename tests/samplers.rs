@@ -119,6 +119,7 @@ fn check_case(name: &str) {
             .map(|s| Spacing::parse(s).expect("spacing")),
         trace: true,
         vae_tiling: VaeTiling::Off,
+        tiling: false,
     };
     let out = pipeline().generate(&req).expect("generate");
     let want_ts: Vec<f64> = case["timesteps"]

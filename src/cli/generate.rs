@@ -60,6 +60,10 @@ pub struct GenerateArgs {
     /// archive's scheduler_config.json.
     #[arg(long)]
     scheduler: Option<String>,
+    /// Seamless tiling: every UNet and VAE convolution pads circularly, so the image
+    /// repeats without seams (AUTOMATIC1111's "Tiling").
+    #[arg(long)]
+    tiling: bool,
     /// Override the scheduler config's timestep_spacing: leading, trailing (few-step
     /// models such as SD-Turbo, with --guidance 0) or linspace.
     #[arg(long)]
@@ -156,6 +160,7 @@ struct Summary {
     /// wgsd's sampler name (`--scheduler`'s short form).
     sampler: &'static str,
     timestep_spacing: Option<&'static str>,
+    tiling: bool,
     weight_dtype: &'static str,
     /// The precision asked for (`auto`, `f32`, `f16`) and what it resolved to here.
     precision_requested: Precision,
@@ -400,6 +405,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         timestep_spacing,
         trace: false,
         vae_tiling,
+        tiling: args.tiling,
     };
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),
@@ -449,6 +455,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             scheduler: out.scheduler.diffusers_name(),
             sampler: out.scheduler.name(),
             timestep_spacing: timestep_spacing.map(Spacing::as_str),
+            tiling: args.tiling,
             weight_dtype: pipe.weight_dtype().wgsl(),
             precision_requested: options.precision,
             precision: pipe.precision().wgsl(),

@@ -28,6 +28,7 @@ pub struct Recorder<'g> {
     commands: Vec<Command>,
     params: Vec<u8>,
     dispatches_total: u64,
+    circular_padding: bool,
 }
 
 impl<'g> Recorder<'g> {
@@ -37,7 +38,20 @@ impl<'g> Recorder<'g> {
             commands: Vec::new(),
             params: Vec::new(),
             dispatches_total: 0,
+            circular_padding: false,
         }
+    }
+
+    /// Seamless tiling for the work recorded from now on: every padded convolution of the
+    /// models (`models::nn::Conv2d`) pads circularly, as PyTorch's
+    /// `Conv2d(padding_mode="circular")` that AUTOMATIC1111's `tiling` sets on every UNet
+    /// and VAE convolution. A per-run choice, so it lives with the run's recorder.
+    pub fn set_circular_padding(&mut self, on: bool) {
+        self.circular_padding = on;
+    }
+
+    pub fn circular_padding(&self) -> bool {
+        self.circular_padding
     }
 
     pub fn gpu(&self) -> &'g Gpu {

@@ -90,19 +90,28 @@ impl Conv2d {
 
     /// x `[B, in, H, W]` -> `[B, out, Ho, Wo]`.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d::conv2d(rec, x, &self.weight, self.bias.as_ref(), self.args, None)
+        self.run(rec, x, None)
     }
 
     /// The convolution with `residual` added in the same kernel.
     pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        ops::conv2d::conv2d(
-            rec,
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.args,
-            Some(residual),
-        )
+        self.run(rec, x, Some(residual))
+    }
+
+    /// Zero padding in the kernel, or, when the recorder asks for seamless tiling,
+    /// circular padding first and an unpadded convolution (what PyTorch does for
+    /// `padding_mode="circular"`).
+    fn run(&self, rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let bias = self.bias.as_ref();
+        if rec.circular_padding() && self.args.padding > 0 {
+            let padded = ops::pad::pad_circular(rec, x, self.args.padding)?;
+            let args = Conv2dArgs {
+                padding: 0,
+                ..self.args
+            };
+            return ops::conv2d::conv2d(rec, &padded, &self.weight, bias, args, residual);
+        }
+        ops::conv2d::conv2d(rec, x, &self.weight, bias, self.args, residual)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod gemm;
 pub mod image;
 pub mod norm;
+pub mod pad;
 pub mod scheduler_step;
 pub mod split;
 pub mod tile_blend;
@@ -34,6 +35,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         gemm::variants(),
         image::variants(),
         norm::variants(),
+        pad::variants(),
         scheduler_step::variants(),
         split::variants(),
         tile_blend::variants(),

@@ -399,6 +399,8 @@ pub(crate) struct Params {
     scheduler: Option<String>,
     /// Overrides the scheduler config's `timestep_spacing` (leading, trailing, linspace).
     timestep_spacing: Option<String>,
+    /// Seamless tiling (circular padding in every convolution).
+    tiling: Option<bool>,
     /// wgsd's own: decode in tiles (true) or not (false); absent: the model's setting.
     vae_tiling: Option<bool>,
     num_images: Option<usize>,
@@ -509,6 +511,7 @@ impl Params {
             timestep_spacing,
             trace: false,
             vae_tiling: VaeTiling::from_bool(self.vae_tiling),
+            tiling: self.tiling.unwrap_or(false),
         })
     }
 }

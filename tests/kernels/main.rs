@@ -15,6 +15,7 @@ mod f16data;
 mod image;
 mod matmul;
 mod norm;
+mod pad;
 mod runtime;
 mod scheduler_step;
 mod split;
