@@ -292,6 +292,7 @@ function follow(id) {
   state.job = job;
   $("progress").dataset.job = id;
   $("progress").dataset.events = "0";
+  $("preview").dataset.updates = "0";
   try { localStorage.setItem(STORE_JOB, id); } catch (e) { /* private mode */ }
   setBusy(true);
   showPreview(null);
@@ -373,11 +374,11 @@ function finish(job, data) {
     loadHistory(true);
   } else if (data.status === "cancelled") {
     $("progress-text").textContent = `Cancelled at step ${data.step || 0} of ${steps}.`;
-    showPreview(null);
+    restoreViewer();
   } else {
     $("progress-text").textContent = "Failed.";
     showError(`Generation failed: ${data.error || "the server gave no reason"}`);
-    showPreview(null);
+    restoreViewer();
   }
 }
 
@@ -409,6 +410,14 @@ function showPreview(dataUrl) {
   img.hidden = false;
   $("viewer-image").hidden = true;
   $("viewer-empty").hidden = true;
+}
+
+// After a job without images: back to the image that was shown before it, if any.
+function restoreViewer() {
+  showPreview(null);
+  const shown = Boolean(state.selected);
+  $("viewer-image").hidden = !shown;
+  $("viewer-empty").hidden = shown;
 }
 
 // A1111's parameters text for params that came without it (a job's own reply).
