@@ -684,6 +684,8 @@ function wire() {
       generate();
     } else if (e.key === "Escape" && state.job && !state.job.finished) {
       cancel();
+    } else if (e.key === "Enter" && e.target.tagName === "INPUT") {
+      e.preventDefault(); // Enter in a number field confirms it; only Ctrl+Enter generates
     }
   });
   setupDrop();
