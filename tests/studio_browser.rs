@@ -108,9 +108,12 @@ impl Studio {
                     println!("studio: {line}");
                     let url = line
                         .split_whitespace()
-                        .find(|w| w.starts_with("http://") && w.contains(&want));
+                        .map(|w| w.trim_end_matches(['.', ',', ')']))
+                        .find(|w| {
+                            w.starts_with("http://") && w.trim_end_matches('/').ends_with(&want)
+                        });
                     if let Some(url) = url {
-                        return url.trim_end_matches(['.', ',', ')']).to_string();
+                        return url.to_string();
                     }
                     seen.push(line);
                 }

@@ -312,12 +312,15 @@ function follow(id) {
   source.onmessage = onState;
   source.addEventListener("state", onState);
   source.addEventListener("job", onState);
+  // A stream opens with the current state, which may be a `progress` event of a job still
+  // queued (step 0); only finished steps count in data-events.
   source.addEventListener("progress", (ev) => {
     const data = parse(ev);
     if (!current() || !data) return;
     const el = $("progress");
-    el.dataset.events = String(Number(el.dataset.events || 0) + 1);
-    showProgress("running", data.step, data.steps, data.elapsed_s, data.eta_s);
+    if (data.step > 0) el.dataset.events = String(Number(el.dataset.events || 0) + 1);
+    const status = data.status && !FINAL.has(data.status) ? data.status : "running";
+    showProgress(data.step > 0 ? "running" : status, data.step || 0, data.steps || 0, data.elapsed_s, data.eta_s);
     if (data.preview) showPreview(data.preview);
   });
   for (const name of ["done", "cancelled"]) {
