@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 
 /// Largest archive a registration downloads (a full SD2 `.mar` in f32 is ~5 GB).
 pub const MAX_DOWNLOAD_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 fn download_error(url: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "DownloadModelException",
-        format!("Failed to download model from: {url}: {why}"),
+    ApiError::new(ErrorKind::DownloadModel, format!("Failed to download model from: {url}: {why}"),
     )
 }
 
@@ -49,10 +46,7 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
     })?;
     let dest = store.join(&name);
     if dest.exists() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "FileAlreadyExistsException",
-            format!("{name} already exists in the model store; register it by name"),
+        return Err(ApiError::new(ErrorKind::FileAlreadyExists, format!("{name} already exists in the model store; register it by name"),
         ));
     }
     // No redirects: a redirect could lead outside `allowed_urls`.
@@ -82,10 +76,7 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
     tmp.flush().map_err(|e| download_error(url, e))?;
     tmp.persist_noclobber(&dest).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "FileAlreadyExistsException",
-                format!("{name} already exists in the model store; register it by name"),
+            ApiError::new(ErrorKind::FileAlreadyExists, format!("{name} already exists in the model store; register it by name"),
             )
         } else {
             download_error(url, e.error)

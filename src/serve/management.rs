@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::registry::ModelEntry;
 use super::{AppState, ModelSettings, auth, download};
 use crate::error::Error;
@@ -59,10 +59,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFoundException",
-        "Requested resource is not found, please refer to API document.",
+    ApiError::new(ErrorKind::ResourceNotFound, "Requested resource is not found, please refer to API document.",
     )
 }
 
@@ -121,10 +118,7 @@ fn param<T: FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T
 }
 
 fn model_not_found(model: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ModelNotFoundException",
-        format!("Model not found: {model}"),
+    ApiError::new(ErrorKind::ModelNotFound, format!("Model not found: {model}"),
     )
 }
 
@@ -135,10 +129,7 @@ fn find(state: &AppState, model: &str, version: Option<&str>) -> Result<Arc<Mode
         .get(model)
         .ok_or_else(|| model_not_found(model))?;
     match version {
-        Some(v) if v != entry.version && v != "all" => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ModelVersionNotFoundException",
-            format!("Model version: {v} does not exist for model: {model}"),
+        Some(v) if v != entry.version && v != "all" => Err(ApiError::new(ErrorKind::ModelVersionNotFound, format!("Model version: {v} does not exist for model: {model}"),
         )),
         _ => Ok(entry),
     }
@@ -263,10 +254,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         )));
     }
     let conflict = || {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "ConflictStatusException",
-            format!("Model version 1.0 is already registered for model {name}"),
+        ApiError::new(ErrorKind::Conflict, format!("Model version 1.0 is already registered for model {name}"),
         )
     };
     if m.app.registry.contains(&name) {
@@ -299,10 +287,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         Ok(entry) => entry,
         Err(_) if m.app.registry.contains(&name) => return Err(conflict()),
         Err(Error::OutOfMemory(msg)) => {
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "OutOfMemoryException",
-                format!("out of GPU memory loading {url}: {msg}"),
+            return Err(ApiError::new(ErrorKind::OutOfMemory, format!("out of GPU memory loading {url}: {msg}"),
             ));
         }
         Err(e) => {
@@ -322,10 +307,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
 }
 
 fn internal(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "InternalServerException",
-        message,
+    ApiError::new(ErrorKind::Internal, message,
     )
 }
 
@@ -352,7 +334,7 @@ fn canonical_store(app: &AppState) -> Result<PathBuf, ApiError> {
 }
 
 fn forbidden(message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "ForbiddenException", message)
+    ApiError::new(ErrorKind::Forbidden, message)
 }
 
 /// Whether `url` matches one of `allowed_urls` as a whole (Java's `matches()`,
@@ -403,10 +385,7 @@ async fn resolve_url(app: &Arc<AppState>, url: &str) -> Result<PathBuf, ApiError
         store.join(path)
     };
     let real = candidate.canonicalize().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ModelNotFoundException",
-            format!("Model not found at: {url}"),
+        ApiError::new(ErrorKind::ModelNotFound, format!("Model not found at: {url}"),
         )
     })?;
     // Canonical paths have symlinks resolved: a link out of the store is refused too.

@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 use crate::pipeline::Image;
 
 /// One piece of a JSON reply.
@@ -91,10 +91,7 @@ pub(crate) fn nested_parts(images: Vec<Image>) -> Vec<Part> {
 /// (its frontend drops the worker's frame). A 4xx would tell the client its request is
 /// malformed; 413 is about the request body and 507 is kept for GPU out of memory.
 pub(crate) fn too_large(len: usize, limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "ResponseTooLargeException",
-        format!(
+    ApiError::new(ErrorKind::ResponseTooLarge, format!(
             "the reply would be {len} bytes, over max_response_size ({limit} bytes); \
              raise max_response_size, or ask for fewer or smaller images, or a PNG \
              (Accept: image/png)"
@@ -276,8 +273,8 @@ mod tests {
         let parts = nested_parts(vec![image(2, 2, 0)]);
         let len: usize = parts.iter().map(Part::len).sum();
         let e = json(parts, len - 1).expect_err("over");
-        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(e.kind, "ResponseTooLargeException");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.kind.name(), "ResponseTooLargeException");
         assert!(json(nested_parts(vec![image(2, 2, 0)]), len).is_ok());
     }
 }
