@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 
 use super::error::{ApiError, ErrorKind};
 

@@ -148,7 +148,7 @@ impl Outputs {
         };
         let mut names = Vec::with_capacity(images.len());
         for png in &encoded {
-            let name = format!("{number:0NUMBER_DIGITS$}-{}.png", params.seed);
+            let name = format!("{number:0w$}-{}.png", params.seed, w = NUMBER_DIGITS);
             self.write_atomic(&name, png)?;
             names.push(name);
             number += 1;

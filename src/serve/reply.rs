@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorKind};
@@ -187,6 +187,7 @@ impl Iterator for Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn image(w: usize, h: usize, seed: u8) -> Image {
         let data = (0..w * h * 3)

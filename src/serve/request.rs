@@ -61,11 +61,14 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
 
 /// A seed: a number, or absent, `null` or `-1` for a random one (A1111's convention).
 fn seed_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    match Option::<i128>::deserialize(d)? {
-        None | Some(-1) => Ok(None),
-        Some(v) => u64::try_from(v).map(Some).map_err(|_| {
-            serde::de::Error::custom(format!("seed must be 0..=2^64-1 or -1 (random), got {v}"))
-        }),
+    let bad = |v: &serde_json::Value| {
+        serde::de::Error::custom(format!("seed must be 0..=2^64-1 or -1 (random), got {v}"))
+    };
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) if n.as_i64() == Some(-1) => Ok(None),
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(other) => Err(bad(&other)),
     }
 }
 

@@ -153,14 +153,14 @@ async fn create_job(State(state): State<Arc<AppState>>, req: Request) -> Result<
     tokio::spawn(async move {
         let answer = rx.await;
         let outcome = outcome(&state, &entry, &job, &request, answer).await;
-        if let Outcome::Done(names) = &outcome
-            && !state.jobs.finish(&job, outcome.clone())
-        {
+        let written = match &outcome {
+            Outcome::Done(names) => names.clone(),
+            _ => Vec::new(),
+        };
+        if !state.jobs.finish(&job, outcome) {
             // Cancelled while its images were written: it leaves nothing behind.
-            state.outputs.remove(names);
-            return;
+            state.outputs.remove(&written);
         }
-        state.jobs.finish(&job, outcome);
     });
     Ok(json_reply(StatusCode::ACCEPTED, json!({ "id": id })))
 }
@@ -312,8 +312,9 @@ async fn image(
             ApiError::new(ErrorKind::ResourceNotFound, format!("Image not found: {name}"))
         }
     })?;
-    let bytes = tokio::fs::read(&path)
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
         .await
+        .map_err(|e| ApiError::internal(format!("reading {name}: {e}")))?
         .map_err(|e| ApiError::internal(format!("reading {name}: {e}")))?;
     let download = q.get("download").is_some_and(|v| v != "0" && v != "false");
     let mut res = ([(header::CONTENT_TYPE, "image/png")], bytes).into_response();
