@@ -191,7 +191,10 @@ pub fn parse(text: &str) -> ParsedParams {
     let lines: Vec<&str> = text.lines().collect();
     let settings = lines.iter().enumerate().rev().find_map(|(i, l)| {
         let fields = split_fields(l)?;
-        fields.iter().any(|(k, _)| k == "Steps").then_some((i, fields))
+        fields
+            .iter()
+            .any(|(k, _)| k == "Steps")
+            .then_some((i, fields))
     });
     let (body, fields) = match settings {
         Some((i, f)) => (&lines[..i], f),
@@ -395,7 +398,13 @@ mod tests {
 
     #[test]
     fn garbage_is_all_prompt() {
-        for text in ["", "just words", "Steps twenty", "a: b, \"c", "\u{0}\u{ff}x"] {
+        for text in [
+            "",
+            "just words",
+            "Steps twenty",
+            "a: b, \"c",
+            "\u{0}\u{ff}x",
+        ] {
             let got = parse(text);
             assert_eq!(got.prompt, text.lines().collect::<Vec<_>>().join("\n"));
             assert_eq!(got.steps, None);

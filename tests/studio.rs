@@ -56,7 +56,10 @@ fn wait_for(base: &str, id: &str, done: impl Fn(&str) -> bool) -> Value {
         if done(v["status"].as_str().expect("status")) {
             return v;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "job {id} stuck: {v}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "job {id} stuck: {v}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -147,14 +150,20 @@ fn studio_page_jobs_history_and_errors() {
     assert_eq!(opts["models"][0]["name"], "sd");
     assert_eq!(opts["models"][0]["default_width"], 32);
     assert_eq!(opts["models"][0]["default_scheduler"], "ddim");
-    assert_eq!(opts["limits"], json!({"max_steps": 500, "max_size": 2048, "max_images": 16}));
+    assert_eq!(
+        opts["limits"],
+        json!({"max_steps": 500, "max_size": 2048, "max_images": 16})
+    );
     let names: Vec<&str> = opts["schedulers"]
         .as_array()
         .expect("schedulers")
         .iter()
         .map(|s| s["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["ddim", "pndm", "euler", "euler_a", "dpm++2m", "lms"]);
+    assert_eq!(
+        names,
+        ["ddim", "pndm", "euler", "euler_a", "dpm++2m", "lms"]
+    );
 
     // A long job holds the worker; the watched job waits behind it (different steps, so
     // the two never share a batch), then the long one is cancelled while it runs.
@@ -204,8 +213,14 @@ fn studio_page_jobs_history_and_errors() {
     assert_eq!(done["status"], "done");
     assert_eq!(done["params"]["seed"], 42);
     assert_eq!(done["params"]["scheduler"], "euler_a");
-    let image_url = done["images"][0]["url"].as_str().expect("image url").to_string();
-    let image_name = done["images"][0]["name"].as_str().expect("name").to_string();
+    let image_url = done["images"][0]["url"]
+        .as_str()
+        .expect("image url")
+        .to_string();
+    let image_name = done["images"][0]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
     assert_eq!(image_name, "00000-42.png");
 
     // The cancelled job wrote nothing and stays cancelled.
@@ -251,7 +266,9 @@ fn studio_page_jobs_history_and_errors() {
         json!({"prompt": "second", "num_inference_steps": 2, "seed": -1}),
     );
     let v = wait_for(&base, &third, |s| s == "done");
-    let seed = v["params"]["seed"].as_u64().expect("the chosen seed is reported");
+    let seed = v["params"]["seed"]
+        .as_u64()
+        .expect("the chosen seed is reported");
     let (code, h) = get_json(&base, "/api/v1/history?limit=10");
     assert_eq!(code, 200);
     assert_eq!(h["total"], 2);
@@ -260,7 +277,11 @@ fn studio_page_jobs_history_and_errors() {
     assert_eq!(h["items"][1]["name"], image_name);
     assert_eq!(h["items"][1]["parameters"], text);
     assert_eq!(h["items"][1]["params"]["prompt"], "a red circle\non white");
-    assert!(h["items"][1]["created"].as_u64().is_some_and(|t| t > 1_600_000_000));
+    assert!(
+        h["items"][1]["created"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000)
+    );
     let (_, page) = get_json(&base, "/api/v1/history?limit=1&offset=1");
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(page["items"][0]["name"], image_name);
@@ -285,8 +306,15 @@ fn studio_page_jobs_history_and_errors() {
         .expect("predict png");
     assert_eq!(r.status(), 200);
     let reply = r.body_mut().read_to_vec().expect("png");
-    let p = png_info::parse(&png_info::read_parameters(&reply).expect("png").expect("chunk"));
-    assert_eq!((p.prompt.as_str(), p.seed, p.steps), ("a png reply", Some(9), Some(2)));
+    let p = png_info::parse(
+        &png_info::read_parameters(&reply)
+            .expect("png")
+            .expect("chunk"),
+    );
+    assert_eq!(
+        (p.prompt.as_str(), p.seed, p.steps),
+        ("a png reply", Some(9), Some(2))
+    );
 
     // Bad input, in TorchServe's error shape.
     let (code, v) = post_job(&base, json!({"prompt": "x", "model": "nope"}));
@@ -302,7 +330,12 @@ fn studio_page_jobs_history_and_errors() {
         .header("Content-Type", "application/json")
         .send("{not json")
         .expect("POST");
-    assert_error(r.status().as_u16(), &json_of(&mut r), 400, "BadRequestException");
+    assert_error(
+        r.status().as_u16(),
+        &json_of(&mut r),
+        400,
+        "BadRequestException",
+    );
     let (code, v) = get_json(&base, "/api/v1/jobs/doesnotexist");
     assert_error(code, &v, 404, "ResourceNotFoundException");
     let (code, v) = get_json(&base, "/api/v1/jobs/doesnotexist/events");
@@ -311,7 +344,12 @@ fn studio_page_jobs_history_and_errors() {
         .delete(format!("{base}/api/v1/jobs/doesnotexist"))
         .call()
         .expect("DELETE");
-    assert_error(r.status().as_u16(), &json_of(&mut r), 404, "ResourceNotFoundException");
+    assert_error(
+        r.status().as_u16(),
+        &json_of(&mut r),
+        404,
+        "ResourceNotFoundException",
+    );
     let (code, v) = get_json(&base, "/api/v1/images/..%2F..%2Fsecret.png");
     assert_error(code, &v, 400, "BadRequestException");
     let (code, v) = get_json(&base, "/api/v1/images/..png");
@@ -324,7 +362,12 @@ fn studio_page_jobs_history_and_errors() {
         .post(format!("{base}/api/v1/png-info"))
         .send("GIF89a, not a PNG")
         .expect("png-info");
-    assert_error(r.status().as_u16(), &json_of(&mut r), 400, "BadRequestException");
+    assert_error(
+        r.status().as_u16(),
+        &json_of(&mut r),
+        400,
+        "BadRequestException",
+    );
     drop(server);
 
     // A restart on the same folder (with token auth this time): the history is still
@@ -407,7 +450,10 @@ fn studio_binary_starts_and_prints_the_url() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
-    assert!(status.success(), "studio exits cleanly on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "studio exits cleanly on SIGTERM: {status}"
+    );
 
     // No model given and none bundled where it runs: a clear error.
     let out = wgsd_command()
@@ -429,8 +475,17 @@ fn cli_generate_png_has_parameters() {
         .args(["generate", "--model"])
         .arg(&model)
         .args([
-            "--width", "32", "--height", "32", "--steps", "2", "--seed", "5",
-            "--negative-prompt", "dull", "-o",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--negative-prompt",
+            "dull",
+            "-o",
         ])
         .arg(&png)
         .arg("a cli prompt")

@@ -425,9 +425,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             .sha256
             .as_deref()
             .map(wgsd::png_info::short_hash),
-        model: model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned()),
+        model: model.file_stem().map(|s| s.to_string_lossy().into_owned()),
     });
     let n = out.images.len();
     let mut outputs = Vec::new();

@@ -130,8 +130,8 @@ pub mod cpu {
                 (0..hw)
                     .flat_map(|p| (0..3).map(move |k| (p, k)))
                     .map(|(p, k)| {
-                        let v: f32 = (0..4).map(|c| img[c * hw + p] * m.rows[c][k]).sum::<f32>()
-                            + m.bias[k];
+                        let v: f32 =
+                            (0..4).map(|c| img[c * hw + p] * m.rows[c][k]).sum::<f32>() + m.bias[k];
                         (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round_ties_even() as u8
                     })
                     .collect()

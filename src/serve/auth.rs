@@ -45,7 +45,9 @@ pub(crate) async fn require_token(
     {
         return next.run(req).await;
     }
-    let mut res = ApiError::new(ErrorKind::InvalidKey, "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
+    let mut res = ApiError::new(
+        ErrorKind::InvalidKey,
+        "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
     )
     .into_response();
     res.headers_mut()

@@ -6,14 +6,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-
 use super::error::{ApiError, ErrorKind};
 
 /// Largest archive a registration downloads (a full SD2 `.mar` in f32 is ~5 GB).
 pub const MAX_DOWNLOAD_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 fn download_error(url: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorKind::DownloadModel, format!("Failed to download model from: {url}: {why}"),
+    ApiError::new(
+        ErrorKind::DownloadModel,
+        format!("Failed to download model from: {url}: {why}"),
     )
 }
 
@@ -45,7 +46,9 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
     })?;
     let dest = store.join(&name);
     if dest.exists() {
-        return Err(ApiError::new(ErrorKind::FileAlreadyExists, format!("{name} already exists in the model store; register it by name"),
+        return Err(ApiError::new(
+            ErrorKind::FileAlreadyExists,
+            format!("{name} already exists in the model store; register it by name"),
         ));
     }
     // No redirects: a redirect could lead outside `allowed_urls`.
@@ -75,7 +78,9 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
     tmp.flush().map_err(|e| download_error(url, e))?;
     tmp.persist_noclobber(&dest).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            ApiError::new(ErrorKind::FileAlreadyExists, format!("{name} already exists in the model store; register it by name"),
+            ApiError::new(
+                ErrorKind::FileAlreadyExists,
+                format!("{name} already exists in the model store; register it by name"),
             )
         } else {
             download_error(url, e.error)

@@ -152,7 +152,10 @@ mod tests {
     #[test]
     fn pipeline_errors_map_to_statuses() {
         let e = ApiError::from(Error::InvalidInput("bad size".into()));
-        assert_eq!((e.status(), e.kind.name()), (StatusCode::BAD_REQUEST, "BadRequestException"));
+        assert_eq!(
+            (e.status(), e.kind.name()),
+            (StatusCode::BAD_REQUEST, "BadRequestException")
+        );
         let e = ApiError::from(Error::OutOfMemory("1 GiB".into()));
         assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
         assert!(e.message.contains("1 GiB"));

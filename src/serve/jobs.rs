@@ -261,7 +261,10 @@ impl JobRegistry {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
-        let id = format!("{:012x}{n:04x}", nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16);
+        let id = format!(
+            "{:012x}{n:04x}",
+            nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16
+        );
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let job = Arc::new(JobEntry {
             id: id.clone(),
@@ -349,12 +352,17 @@ mod tests {
         assert_eq!(ev.data["step"], 1);
         assert_eq!(ev.data["eta_s"], 6.0);
         let url = ev.data["preview"].as_str().expect("preview");
-        let b64 = url.strip_prefix("data:image/png;base64,").expect("data URL");
+        let b64 = url
+            .strip_prefix("data:image/png;base64,")
+            .expect("data URL");
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .expect("base64");
         assert_eq!(
-            image::load_from_memory(&png).expect("png").to_rgb8().dimensions(),
+            image::load_from_memory(&png)
+                .expect("png")
+                .to_rgb8()
+                .dimensions(),
             (2, 2)
         );
         assert!(jobs.finish(&job, Outcome::Done(vec!["00000-1.png".into()])));

@@ -59,7 +59,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(ErrorKind::ResourceNotFound, "Requested resource is not found, please refer to API document.",
+    ApiError::new(
+        ErrorKind::ResourceNotFound,
+        "Requested resource is not found, please refer to API document.",
     )
 }
 
@@ -118,7 +120,9 @@ fn param<T: FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T
 }
 
 fn model_not_found(model: &str) -> ApiError {
-    ApiError::new(ErrorKind::ModelNotFound, format!("Model not found: {model}"),
+    ApiError::new(
+        ErrorKind::ModelNotFound,
+        format!("Model not found: {model}"),
     )
 }
 
@@ -129,7 +133,9 @@ fn find(state: &AppState, model: &str, version: Option<&str>) -> Result<Arc<Mode
         .get(model)
         .ok_or_else(|| model_not_found(model))?;
     match version {
-        Some(v) if v != entry.version && v != "all" => Err(ApiError::new(ErrorKind::ModelVersionNotFound, format!("Model version: {v} does not exist for model: {model}"),
+        Some(v) if v != entry.version && v != "all" => Err(ApiError::new(
+            ErrorKind::ModelVersionNotFound,
+            format!("Model version: {v} does not exist for model: {model}"),
         )),
         _ => Ok(entry),
     }
@@ -254,7 +260,9 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         )));
     }
     let conflict = || {
-        ApiError::new(ErrorKind::Conflict, format!("Model version 1.0 is already registered for model {name}"),
+        ApiError::new(
+            ErrorKind::Conflict,
+            format!("Model version 1.0 is already registered for model {name}"),
         )
     };
     if m.app.registry.contains(&name) {
@@ -287,7 +295,9 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         Ok(entry) => entry,
         Err(_) if m.app.registry.contains(&name) => return Err(conflict()),
         Err(Error::OutOfMemory(msg)) => {
-            return Err(ApiError::new(ErrorKind::OutOfMemory, format!("out of GPU memory loading {url}: {msg}"),
+            return Err(ApiError::new(
+                ErrorKind::OutOfMemory,
+                format!("out of GPU memory loading {url}: {msg}"),
             ));
         }
         Err(e) => {
@@ -307,8 +317,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
 }
 
 fn internal(message: String) -> ApiError {
-    ApiError::new(ErrorKind::Internal, message,
-    )
+    ApiError::new(ErrorKind::Internal, message)
 }
 
 /// TorchServe names a model without `model_name` after its archive.
@@ -385,7 +394,9 @@ async fn resolve_url(app: &Arc<AppState>, url: &str) -> Result<PathBuf, ApiError
         store.join(path)
     };
     let real = candidate.canonicalize().map_err(|_| {
-        ApiError::new(ErrorKind::ModelNotFound, format!("Model not found at: {url}"),
+        ApiError::new(
+            ErrorKind::ModelNotFound,
+            format!("Model not found at: {url}"),
         )
     })?;
     // Canonical paths have symlinks resolved: a link out of the store is refused too.

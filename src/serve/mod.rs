@@ -35,9 +35,8 @@ pub mod ts_config;
 pub mod worker;
 
 pub use config::{
-    DEFAULT_ALLOWED_URLS, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_MAX_RESPONSE_SIZE,
-    DEFAULT_OUTPUTS_DIR, DEFAULT_QUEUE_SIZE, ServeConfig, WarmupSize, expand_models,
-    parse_model_spec,
+    DEFAULT_ALLOWED_URLS, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_OUTPUTS_DIR,
+    DEFAULT_QUEUE_SIZE, ServeConfig, WarmupSize, expand_models, parse_model_spec,
 };
 pub use error::{ApiError, ErrorKind};
 pub use metrics::Metrics;

@@ -20,17 +20,30 @@ use crate::png_info::{self, GenParams, ParsedParams};
 const NUMBER_DIGITS: usize = 5;
 
 /// What an image of `generated` (from `request` on `entry`) was made with.
-pub fn gen_params(entry: &ModelEntry, request: &GenerateRequest, generated: &Generated) -> GenParams {
+pub fn gen_params(
+    entry: &ModelEntry,
+    request: &GenerateRequest,
+    generated: &Generated,
+) -> GenParams {
     GenParams {
         prompt: request.prompts.first().cloned().unwrap_or_default(),
-        negative_prompt: request.negative_prompts.first().cloned().unwrap_or_default(),
+        negative_prompt: request
+            .negative_prompts
+            .first()
+            .cloned()
+            .unwrap_or_default(),
         steps: request.steps,
         scheduler: Some(generated.scheduler),
         guidance_scale: request.guidance,
         seed: generated.seed,
         width: request.width,
         height: request.height,
-        model_hash: entry.worker.info.sha256.as_deref().map(png_info::short_hash),
+        model_hash: entry
+            .worker
+            .info
+            .sha256
+            .as_deref()
+            .map(png_info::short_hash),
         model: Some(entry.name.clone()),
     }
 }
@@ -264,7 +277,10 @@ mod tests {
         assert_eq!(b, ["00001-9.png", "00002-9.png"]);
         // A fresh view of the same folder (a restart) continues the numbering.
         let again = Outputs::new(dir.path().join("outputs"));
-        assert_eq!(again.write(&[image()], &params(1)).expect("write"), ["00003-1.png"]);
+        assert_eq!(
+            again.write(&[image()], &params(1)).expect("write"),
+            ["00003-1.png"]
+        );
         let (total, items) = again.history(2, 1).expect("history");
         assert_eq!(total, 4);
         let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();

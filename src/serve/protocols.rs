@@ -31,9 +31,9 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ApiError, ErrorKind};
 use super::queue::{find_model, run_job};
-use super::request::{MAX_IMAGES, Params, params_from_json, read_body};
 use super::registry::ModelEntry;
 use super::reply::{self, Part};
+use super::request::{MAX_IMAGES, Params, params_from_json, read_body};
 use crate::pipeline::{GenerateRequest, Image};
 
 /// The routes, merged into the inference router (which adds its state and layers).
@@ -87,8 +87,7 @@ fn bad(m: impl Into<String>) -> ProtoError {
 }
 
 fn not_found(m: impl Into<String>) -> ProtoError {
-    ProtoError(ApiError::new(ErrorKind::ModelNotFound, m,
-    ))
+    ProtoError(ApiError::new(ErrorKind::ModelNotFound, m))
 }
 
 /// Parses a JSON body read under `max_request_size`.
@@ -152,11 +151,15 @@ async fn v1_verb(
     req: Request,
 ) -> Result<Response, ProtoError> {
     let Some((model, verb)) = model_verb.rsplit_once(':') else {
-        return Err(ProtoError(ApiError::new(ErrorKind::MethodNotAllowed, "POST needs a verb: /v1/models/{model}:predict",
+        return Err(ProtoError(ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            "POST needs a verb: /v1/models/{model}:predict",
         )));
     };
     if verb != "predict" {
-        return Err(ProtoError(ApiError::new(ErrorKind::NotImplemented, format!("\"{verb}\" is not supported; use :predict"),
+        return Err(ProtoError(ApiError::new(
+            ErrorKind::NotImplemented,
+            format!("\"{verb}\" is not supported; use :predict"),
         )));
     }
     let entry = find_model(&state, model)?;
@@ -422,7 +425,8 @@ fn v2_request(
     };
     let first = prompts.first().cloned().unwrap_or_default();
     fields.insert("prompt".into(), Value::String(first));
-    let mut request = params_from_json(Value::Object(fields))?.into_request(&state.defaults(entry))?;
+    let mut request =
+        params_from_json(Value::Object(fields))?.into_request(&state.defaults(entry))?;
     if prompts.iter().any(|p| p.trim().is_empty()) {
         return Err(bad("a prompt is empty"));
     }

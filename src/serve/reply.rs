@@ -91,7 +91,9 @@ pub(crate) fn nested_parts(images: Vec<Image>) -> Vec<Part> {
 /// (its frontend drops the worker's frame). A 4xx would tell the client its request is
 /// malformed; 413 is about the request body and 507 is kept for GPU out of memory.
 pub(crate) fn too_large(len: usize, limit: usize) -> ApiError {
-    ApiError::new(ErrorKind::ResponseTooLarge, format!(
+    ApiError::new(
+        ErrorKind::ResponseTooLarge,
+        format!(
             "the reply would be {len} bytes, over max_response_size ({limit} bytes); \
              raise max_response_size, or ask for fewer or smaller images, or a PNG \
              (Accept: image/png)"

@@ -226,7 +226,10 @@ mod tests {
     fn defaults_and_seeds() {
         let r = request(r#"{"prompt": "a cat", "seed": 7}"#).expect("valid");
         assert_eq!((r.steps, r.width, r.height, r.seed), (20, 64, 48, 7));
-        for random in [r#"{"prompt": "a", "seed": -1}"#, r#"{"prompt": "a", "seed": null}"#] {
+        for random in [
+            r#"{"prompt": "a", "seed": -1}"#,
+            r#"{"prompt": "a", "seed": null}"#,
+        ] {
             let r = request(random).expect("valid");
             assert!(r.seed < 1 << 53);
         }

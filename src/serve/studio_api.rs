@@ -110,7 +110,10 @@ fn job_params(entry: &ModelEntry, r: &GenerateRequest) -> Value {
     })
 }
 
-async fn create_job(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+async fn create_job(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let body = read_body(req, state.config.max_request_size).await?;
     let mut value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the JSON body does not parse: {e}")))?;
@@ -142,7 +145,13 @@ async fn create_job(State(state): State<Arc<AppState>>, req: Request) -> Result<
         let job = job.clone();
         Arc::new(move |p| job.progress(p))
     };
-    let rx = match submit(&state, &entry, request.clone(), job.cancel.clone(), Some(sink)) {
+    let rx = match submit(
+        &state,
+        &entry,
+        request.clone(),
+        job.cancel.clone(),
+        Some(sink),
+    ) {
         Ok(rx) => rx,
         Err(e) => {
             state.jobs.remove(&job.id);
@@ -196,9 +205,10 @@ async fn outcome(
 }
 
 fn find_job(state: &AppState, id: &str) -> Result<Arc<JobEntry>, ApiError> {
-    state.jobs.get(id).ok_or_else(|| {
-        ApiError::new(ErrorKind::ResourceNotFound, format!("Job not found: {id}"))
-    })
+    state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::new(ErrorKind::ResourceNotFound, format!("Job not found: {id}")))
 }
 
 async fn get_job(
@@ -251,7 +261,11 @@ async fn job_events(
         .into_response())
 }
 
-fn query_number(q: &HashMap<String, String>, name: &str, default: usize) -> Result<usize, ApiError> {
+fn query_number(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+) -> Result<usize, ApiError> {
     match q.get(name) {
         None => Ok(default),
         Some(v) => v.trim().parse().map_err(|_| {
@@ -272,11 +286,10 @@ async fn history(
         )));
     }
     let reader = state.clone();
-    let (total, items) =
-        tokio::task::spawn_blocking(move || reader.outputs.history(limit, offset))
-            .await
-            .map_err(|e| ApiError::internal(format!("reading the history: {e}")))?
-            .map_err(|e| ApiError::internal(format!("reading the history: {e}")))?;
+    let (total, items) = tokio::task::spawn_blocking(move || reader.outputs.history(limit, offset))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the history: {e}")))?
+        .map_err(|e| ApiError::internal(format!("reading the history: {e}")))?;
     let items: Vec<Value> = items
         .into_iter()
         .map(|item| {
@@ -308,9 +321,10 @@ async fn image(
         NameError::Invalid => ApiError::bad_request(format!(
             "image name {name:?}: expected a file name of the outputs folder"
         )),
-        NameError::Missing => {
-            ApiError::new(ErrorKind::ResourceNotFound, format!("Image not found: {name}"))
-        }
+        NameError::Missing => ApiError::new(
+            ErrorKind::ResourceNotFound,
+            format!("Image not found: {name}"),
+        ),
     })?;
     let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
         .await

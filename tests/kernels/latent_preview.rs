@@ -41,7 +41,9 @@ fn known_pixels() {
         bias: [0.0, 0.5, 0.0],
     };
     // [1, 4, 1, 3]: pixel 0 all zero, pixel 1 channel 0 = 1, pixel 2 channel 3 = 5.
-    let x = [0.0f32, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0];
+    let x = [
+        0.0f32, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0,
+    ];
     let t = Tensor::from_f32(gpu, &[1, 4, 1, 3], &x, DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
     let got = latent_preview(&mut rec, &t, &m)
