@@ -182,11 +182,12 @@ fn studio_page_in_headless_chromium() {
             path.display()
         );
     }
-    // The generated image is in the outputs folder, the cancelled job wrote none.
+    // The four generated images (one job of one, one of three) are in the outputs folder;
+    // the cancelled job wrote none.
     let pngs = std::fs::read_dir(outputs.path())
         .expect("outputs folder exists")
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
         .count();
-    assert_eq!(pngs, 1, "one image in the outputs folder");
+    assert_eq!(pngs, 4, "four images in the outputs folder");
 }

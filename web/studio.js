@@ -259,6 +259,7 @@ function showProgress(status, step, steps, elapsed, eta) {
 async function generate() {
   if (state.job && !state.job.finished) return;
   clearError();
+  $("notice").hidden = true;
   let body;
   try {
     body = jobBody();
