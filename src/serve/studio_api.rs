@@ -136,6 +136,12 @@ async fn create_job(
             .next()
             .ok_or_else(|| ApiError::new(ErrorKind::ModelNotFound, "no model is loaded"))?,
     };
+    // A1111's `-1` (random) is the studio's too; `/predictions` keeps refusing it.
+    if let Some(o) = value.as_object_mut()
+        && o.get("seed").and_then(Value::as_i64) == Some(-1)
+    {
+        o.remove("seed");
+    }
     let params = parse_body(value.to_string().as_bytes(), true)?;
     let request = params.into_request(&state.defaults(&entry))?;
     let job = state
