@@ -9,6 +9,7 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod pipeline_warmup;
+pub mod png_info;
 pub mod precision;
 pub mod rng;
 pub mod schedulers;

@@ -49,6 +49,9 @@ enum Command {
     /// Serve models over HTTP as TorchServe does: inference (TorchServe, KServe v1, OIP v2),
     /// management and Prometheus metrics APIs.
     Serve(cli::serve::ServeArgs),
+    /// The desktop web UI on http://127.0.0.1:7860/: one model, live previews, history
+    /// of the outputs folder (every API of `serve` answers there too).
+    Studio(cli::studio::StudioArgs),
     /// Measure kernel speed against this device's peak.
     Bench {
         /// Smaller shapes, fewer repeats.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Info { json } => cli::info::run(&choice, json),
         Command::Generate(args) => cli::generate::run(&choice, &args),
         Command::Serve(args) => cli::serve::run(&choice, &args),
+        Command::Studio(args) => cli::studio::run(&choice, &args),
         Command::Tokenize {
             model,
             verbose,

@@ -93,6 +93,10 @@ pub struct GenerateRequest {
     /// Seamless tiling (AUTOMATIC1111's `tiling`): every UNet and VAE convolution pads
     /// circularly, so the image repeats without seams. Needs an untiled VAE decode.
     pub tiling: bool,
+    /// Hand [`Progress::previews`] to the progress callback after each step: the latents
+    /// through the linear latent-to-RGB approximation, on the GPU at latent resolution.
+    /// Off, a step costs nothing more.
+    pub preview: bool,
 }
 
 impl Default for GenerateRequest {
@@ -111,6 +115,7 @@ impl Default for GenerateRequest {
             trace: false,
             vae_tiling: VaeTiling::Auto,
             tiling: false,
+            preview: false,
         }
     }
 }
@@ -178,13 +183,17 @@ pub struct Generated {
 
 /// Reported after each denoising step.
 #[derive(Debug, Clone, Copy)]
-pub struct Progress {
+pub struct Progress<'a> {
     /// Steps done (1-based after the first step).
     pub step: usize,
     pub total: usize,
     pub timestep: f64,
     /// Since the first step started.
     pub elapsed: Duration,
+    /// One preview per latent row of the batch (in the order of the images), latent
+    /// resolution, when a request asked for them ([`GenerateRequest::preview`]) and the
+    /// model has 4 latent channels; empty otherwise.
+    pub previews: &'a [Image],
 }
 
 /// A loaded Stable Diffusion pipeline on one GPU.
@@ -300,6 +309,13 @@ impl<'g> Pipeline<'g> {
     /// Weights in the files that no module read (the VAE encoder excepted).
     pub fn unused_weights(&self) -> &[String] {
         &self.unused_weights
+    }
+
+    /// The size the model was trained at: the UNet's `sample_size` (diffusers' default
+    /// 64 when absent) times the VAE scale factor, as (width, height).
+    pub fn native_size(&self) -> (usize, usize) {
+        let side = self.unet.config.sample_size.unwrap_or(64) * self.vae_scale_factor();
+        (side, side)
     }
 
     /// Pixels per latent cell: `2 ** (len(vae.block_out_channels) - 1)`, as diffusers.
@@ -535,6 +551,8 @@ impl<'g> Pipeline<'g> {
 
         // 3. Denoising.
         let total = timesteps.len();
+        // The preview factors are for 4-channel latents (SD 1.x / 2.x VAEs).
+        let want_previews = lc == 4 && items.iter().any(|r| r.preview);
         for (i, &t) in timesteps.iter().enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled {
@@ -580,9 +598,27 @@ impl<'g> Pipeline<'g> {
                 &history,
                 noise_t.as_ref(),
             )?;
+            let previews = if want_previews {
+                let p = ops::latent_preview::latent_preview(
+                    &mut rec,
+                    &latents,
+                    &ops::latent_preview::SD_LATENT_RGB,
+                )?;
+                let (h, w) = (p.height, p.width);
+                p.read(&mut rec)?
+                    .into_iter()
+                    .map(|data| Image {
+                        width: w,
+                        height: h,
+                        data,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if let Some(tr) = trace.as_mut() {
                 tr.steps.push(rec.read_f32(&latents)?);
-            } else {
+            } else if !want_previews {
                 rec.submit()?;
                 gpu.wait()?;
             }
@@ -591,6 +627,7 @@ impl<'g> Pipeline<'g> {
                 total,
                 timestep: t,
                 elapsed: t1.elapsed(),
+                previews: &previews,
             });
         }
         let denoise = t1.elapsed();

@@ -109,6 +109,7 @@ fn request(case: &Value) -> GenerateRequest {
         trace: true,
         vae_tiling: VaeTiling::Off,
         tiling: false,
+        preview: false,
     }
 }
 

@@ -120,6 +120,7 @@ fn check_case(name: &str) {
         trace: true,
         vae_tiling: VaeTiling::Off,
         tiling: false,
+        preview: false,
     };
     let out = pipeline().generate(&req).expect("generate");
     let want_ts: Vec<f64> = case["timesteps"]

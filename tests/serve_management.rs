@@ -396,7 +396,7 @@ fn management_api_lifecycle_and_refusals() {
     // The download cap: nothing is left behind when the archive is too large.
     let small = tempfile::tempdir().expect("tempdir");
     let err = wgsd::serve::download::fetch_limited(&dl, small.path(), 1000).expect_err("cap");
-    assert_eq!(err.status.as_u16(), 400);
+    assert_eq!(err.status().as_u16(), 400);
     assert_eq!(std::fs::read_dir(small.path()).expect("dir").count(), 0);
 
     let (s, v) = json_of(a.options(format!("{m}/")).call());

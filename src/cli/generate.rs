@@ -216,20 +216,22 @@ fn npy_bytes(img: &Image) -> Vec<u8> {
     out
 }
 
-fn encode(img: &Image, format: Format) -> anyhow::Result<Vec<u8>> {
-    if format == Format::Npy {
-        return Ok(npy_bytes(img));
+/// The image in `format`; a PNG carries `parameters` (A1111's text chunk).
+fn encode(img: &Image, format: Format, parameters: &str) -> anyhow::Result<Vec<u8>> {
+    match format {
+        Format::Npy => Ok(npy_bytes(img)),
+        Format::Png => wgsd::png_info::encode_png(img.width, img.height, &img.data, parameters)
+            .context("encoding the PNG"),
+        Format::Jpeg => {
+            let buf =
+                image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+                    .context("image buffer has the wrong size")?;
+            let mut out = std::io::Cursor::new(Vec::new());
+            buf.write_to(&mut out, image::ImageFormat::Jpeg)
+                .context("encoding the JPEG")?;
+            Ok(out.into_inner())
+        }
     }
-    let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
-        .context("image buffer has the wrong size")?;
-    let mut out = std::io::Cursor::new(Vec::new());
-    let fmt = match format {
-        Format::Png => image::ImageFormat::Png,
-        _ => image::ImageFormat::Jpeg,
-    };
-    buf.write_to(&mut out, fmt)
-        .with_context(|| format!("encoding {fmt:?}"))?;
-    Ok(out.into_inner())
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place.
@@ -406,6 +408,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         trace: false,
         vae_tiling,
         tiling: args.tiling,
+        preview: false,
     };
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),
@@ -425,11 +428,27 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     }
 
     let t_write = Instant::now();
+    let parameters = wgsd::png_info::format(&wgsd::png_info::GenParams {
+        prompt: prompt.clone(),
+        negative_prompt: args.negative_prompt.clone().unwrap_or_default(),
+        steps: args.steps,
+        scheduler: Some(out.scheduler),
+        guidance_scale: args.guidance,
+        seed,
+        width: args.width,
+        height: args.height,
+        model_hash: pipe
+            .model()
+            .sha256
+            .as_deref()
+            .map(wgsd::png_info::short_hash),
+        model: model.file_stem().map(|s| s.to_string_lossy().into_owned()),
+    });
     let n = out.images.len();
     let mut outputs = Vec::new();
     for (i, img) in out.images.iter().enumerate() {
         let path = numbered(&args.output, i, n);
-        write_atomic(&path, &encode(img, format)?)?;
+        write_atomic(&path, &encode(img, format, &parameters)?)?;
         outputs.push(path.clone());
         if args.npy && format != Format::Npy {
             let npy = path.with_extension("npy");

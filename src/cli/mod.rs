@@ -5,4 +5,5 @@ pub mod generate;
 pub mod info;
 pub mod serve;
 pub mod signals;
+pub mod studio;
 pub mod tokenize;

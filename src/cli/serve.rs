@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Report ready as soon as the weights are loaded (same as --warmup-size off).
     #[arg(long, conflicts_with = "warmup_size")]
     no_warmup: bool,
+    /// Where jobs of the studio API (/api/v1/jobs) write their images (config key
+    /// outputs_dir) [default: ./outputs, created on first write].
+    #[arg(long, value_name = "DIR")]
+    outputs: Option<PathBuf>,
 }
 
 fn warmup_size(s: &str) -> Result<WarmupSize, String> {
@@ -160,6 +164,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     if let Some(w) = args.warmup_size {
         config.warmup = w;
     }
+    if let Some(dir) = &args.outputs {
+        config.outputs_dir = dir.clone();
+    }
     if args.no_warmup {
         config.warmup = WarmupSize::Off;
     }
@@ -210,6 +217,7 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
     let a = server.addrs();
     eprintln!("wgsd serve: models: {}", names.join(", "));
     eprintln!("wgsd serve: inference API on http://{}", a.inference);
+    eprintln!("wgsd serve: studio page on http://{}/", a.inference);
     eprintln!("wgsd serve: management API on http://{}", a.management);
     eprintln!("wgsd serve: metrics API on http://{}", a.metrics);
     if auth {

@@ -112,6 +112,9 @@ pub struct ModelDir {
     pub extracted_now: bool,
     /// The TorchServe handler named by a `.mar`'s manifest.
     pub handler: Option<String>,
+    /// Hex SHA-256 of the archive file (`None` for a folder): the extraction cache's
+    /// key, and the model hash written into image parameters.
+    pub sha256: Option<String>,
 }
 
 impl ModelDir {
@@ -148,6 +151,7 @@ pub fn open_model_with(path: &Path, opts: &ArchiveOptions) -> Result<ModelDir, L
             kind: SourceKind::Folder,
             extracted_now: false,
             handler: read_manifest_handler(path)?,
+            sha256: None,
         });
     }
     let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
@@ -196,6 +200,7 @@ pub fn open_model_with(path: &Path, opts: &ArchiveOptions) -> Result<ModelDir, L
         kind,
         extracted_now,
         handler,
+        sha256: Some(digest),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
 pub mod image;
+pub mod latent_preview;
 pub mod norm;
 pub mod pad;
 pub mod scheduler_step;
@@ -34,6 +35,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         embedding::variants(),
         gemm::variants(),
         image::variants(),
+        latent_preview::variants(),
         norm::variants(),
         pad::variants(),
         scheduler_step::variants(),

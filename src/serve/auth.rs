@@ -1,22 +1,24 @@
 //! Token auth (`--auth-token`, config key `auth_token`): when a token is set, the
 //! management and inference APIs need `Authorization: Bearer TOKEN`, as TorchServe's
 //! token authorization has it. Health checks (`/ping`, `/v2/health/*`) stay open so
-//! load balancers can probe; the metrics API is not behind this layer.
+//! load balancers can probe, and so does the studio page (`/`, `/studio.js`,
+//! `/studio.css`); the metrics API is not behind this layer.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 
-/// Paths answered without a token (health probes).
+/// Paths answered without a token: health probes, and the studio page and its static
+/// assets (the page itself asks for the token and sends it with its API calls).
 fn is_open(path: &str) -> bool {
-    path == "/ping" || path.starts_with("/v2/health/")
+    path == "/ping" || path.starts_with("/v2/health/") || super::page::is_page_path(path)
 }
 
 /// Whether `header` is `Bearer TOKEN` for `token`, compared in constant time.
@@ -44,8 +46,7 @@ pub(crate) async fn require_token(
         return next.run(req).await;
     }
     let mut res = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "InvalidKeyException",
+        ErrorKind::InvalidKey,
         "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
     )
     .into_response();

@@ -6,17 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 
 /// Largest archive a registration downloads (a full SD2 `.mar` in f32 is ~5 GB).
 pub const MAX_DOWNLOAD_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 fn download_error(url: &str, why: impl std::fmt::Display) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "DownloadModelException",
+        ErrorKind::DownloadModel,
         format!("Failed to download model from: {url}: {why}"),
     )
 }
@@ -50,8 +47,7 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
     let dest = store.join(&name);
     if dest.exists() {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "FileAlreadyExistsException",
+            ErrorKind::FileAlreadyExists,
             format!("{name} already exists in the model store; register it by name"),
         ));
     }
@@ -83,8 +79,7 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
     tmp.persist_noclobber(&dest).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             ApiError::new(
-                StatusCode::CONFLICT,
-                "FileAlreadyExistsException",
+                ErrorKind::FileAlreadyExists,
                 format!("{name} already exists in the model store; register it by name"),
             )
         } else {

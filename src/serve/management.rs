@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::registry::ModelEntry;
 use super::{AppState, ModelSettings, auth, download};
 use crate::error::Error;
@@ -60,8 +60,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFoundException",
+        ErrorKind::ResourceNotFound,
         "Requested resource is not found, please refer to API document.",
     )
 }
@@ -122,8 +121,7 @@ fn param<T: FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T
 
 fn model_not_found(model: &str) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ModelNotFoundException",
+        ErrorKind::ModelNotFound,
         format!("Model not found: {model}"),
     )
 }
@@ -136,8 +134,7 @@ fn find(state: &AppState, model: &str, version: Option<&str>) -> Result<Arc<Mode
         .ok_or_else(|| model_not_found(model))?;
     match version {
         Some(v) if v != entry.version && v != "all" => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ModelVersionNotFoundException",
+            ErrorKind::ModelVersionNotFound,
             format!("Model version: {v} does not exist for model: {model}"),
         )),
         _ => Ok(entry),
@@ -264,8 +261,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
     }
     let conflict = || {
         ApiError::new(
-            StatusCode::CONFLICT,
-            "ConflictStatusException",
+            ErrorKind::Conflict,
             format!("Model version 1.0 is already registered for model {name}"),
         )
     };
@@ -300,8 +296,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
         Err(_) if m.app.registry.contains(&name) => return Err(conflict()),
         Err(Error::OutOfMemory(msg)) => {
             return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "OutOfMemoryException",
+                ErrorKind::OutOfMemory,
                 format!("out of GPU memory loading {url}: {msg}"),
             ));
         }
@@ -322,11 +317,7 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
 }
 
 fn internal(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "InternalServerException",
-        message,
-    )
+    ApiError::new(ErrorKind::Internal, message)
 }
 
 /// TorchServe names a model without `model_name` after its archive.
@@ -352,7 +343,7 @@ fn canonical_store(app: &AppState) -> Result<PathBuf, ApiError> {
 }
 
 fn forbidden(message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "ForbiddenException", message)
+    ApiError::new(ErrorKind::Forbidden, message)
 }
 
 /// Whether `url` matches one of `allowed_urls` as a whole (Java's `matches()`,
@@ -404,8 +395,7 @@ async fn resolve_url(app: &Arc<AppState>, url: &str) -> Result<PathBuf, ApiError
     };
     let real = candidate.canonicalize().map_err(|_| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ModelNotFoundException",
+            ErrorKind::ModelNotFound,
             format!("Model not found at: {url}"),
         )
     })?;

@@ -3,235 +3,58 @@
 //! and Open Inference Protocol routes), the management API and Prometheus metrics, on
 //! three addresses as TorchServe has them.
 //!
+//! The inference address also serves the studio (`wgsd studio`'s page and its jobs API,
+//! [`studio_api`], [`page`]).
+//!
 //! The HTTP side runs on a tokio runtime (axum); each model has one GPU worker thread
-//! (see [`worker`]) fed through a bounded queue; [`registry`] maps names to workers.
+//! (see [`worker`]) fed through a bounded queue ([`queue`]); [`registry`] maps names to
+//! workers.
+//!
+//! Imports go one way: the route modules (inference, protocols, studio_api, page,
+//! management, metrics) use the shared ones (error, request, queue, reply, jobs,
+//! outputs, registry, worker), never each other; this file composes the routers.
 
 pub mod auth;
+pub mod config;
 pub mod download;
-pub mod inference;
+pub mod error;
+mod inference;
+pub mod jobs;
 pub mod management;
 pub mod metrics;
 mod multipart;
+pub mod outputs;
+mod page;
 mod protocols;
+pub mod queue;
 pub mod registry;
 mod reply;
+pub mod request;
+mod studio_api;
 pub mod ts_config;
 pub mod worker;
 
+pub use config::{
+    DEFAULT_ALLOWED_URLS, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_OUTPUTS_DIR,
+    DEFAULT_QUEUE_SIZE, ServeConfig, WarmupSize, expand_models, parse_model_spec,
+};
+pub use error::{ApiError, ErrorKind};
 pub use metrics::Metrics;
 pub use registry::{ModelEntry, ModelSettings, Registry};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
 use crate::error::{Error, Result};
-use crate::gpu::AdapterChoice;
-use crate::pipeline::{DEFAULT_SIZE, DEFAULT_STEPS, PipelineOptions};
-
-/// TorchServe's default `max_request_size` (bytes).
-pub const DEFAULT_MAX_REQUEST_SIZE: usize = 6_553_500;
-/// TorchServe's default `job_queue_size`.
-pub const DEFAULT_QUEUE_SIZE: usize = 100;
-/// wgsd's default `max_response_size`: room for a 768 x 768 image as the compact JSON
-/// list (at most 14 bytes a pixel, 8.3 MB) several times over. TorchServe's own default,
-/// 6,553,500, is too small for the image it is asked for.
-pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 64 * 1024 * 1024;
-/// TorchServe's default `allowed_urls`: any file or http(s) URL.
-pub const DEFAULT_ALLOWED_URLS: &str = "file://.*|http(s)?://.*";
-
-/// What the server loads and how it answers.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// Where `--models` archives are looked up when relative.
-    pub model_store: PathBuf,
-    /// `(name, archive)`; the archive is relative to `model_store` or absolute.
-    pub models: Vec<(String, PathBuf)>,
-    pub inference_address: SocketAddr,
-    pub management_address: SocketAddr,
-    pub metrics_address: SocketAddr,
-    pub max_request_size: usize,
-    /// Replies larger than this are refused with a clear error (never cut short).
-    pub max_response_size: usize,
-    pub queue_size: usize,
-    /// Settings for models that `model_settings` does not name (TorchServe's
-    /// `default_response_timeout`, batch size 1).
-    pub default_settings: ModelSettings,
-    /// Per-model settings (`model_snapshot` in config.properties).
-    pub model_settings: std::collections::BTreeMap<String, ModelSettings>,
-    /// When set, the management API (and inference) need `Authorization: Bearer TOKEN`.
-    pub auth_token: Option<String>,
-    /// Regexes a registration URL must match (TorchServe's `allowed_urls`).
-    pub allowed_urls: Vec<String>,
-    /// Used when a request does not say (the deployment's 50 steps, 768 x 768).
-    pub default_steps: usize,
-    pub default_width: usize,
-    pub default_height: usize,
-    pub adapter: AdapterChoice,
-    pub pipeline: PipelineOptions,
-    /// Most bytes of GPU memory each model's worker may hold (weights, activations and
-    /// cached buffers); a request past it gets 507 and the worker goes on. Lets several
-    /// models (or servers) share one GPU. `None`: no limit.
-    pub gpu_memory_limit: Option<u64>,
-    /// What each model's worker warms up for before it reports ready.
-    pub warmup: WarmupSize,
-}
-
-/// The size a worker runs its warm-up pass at ([`Pipeline::warm_up`]) before the model
-/// reports ready, so the first request pays no pipeline compilation.
-///
-/// [`Pipeline::warm_up`]: crate::pipeline::Pipeline::warm_up
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WarmupSize {
-    /// The server's default request size (`default_width` x `default_height`).
-    #[default]
-    Default,
-    /// This width and height.
-    Size(usize, usize),
-    /// No warm-up: ready as soon as the weights are loaded.
-    Off,
-}
-
-impl WarmupSize {
-    /// `WxH` (e.g. `768x768`), `default`, or `off` / `none`.
-    pub fn parse(s: &str) -> Result<WarmupSize> {
-        let bad = || {
-            Error::InvalidInput(format!(
-                "warm-up size {s:?}: expected WxH (e.g. 768x768), `default` or `off`"
-            ))
-        };
-        match s.trim().to_ascii_lowercase().as_str() {
-            "default" => Ok(WarmupSize::Default),
-            "off" | "none" => Ok(WarmupSize::Off),
-            t => {
-                let (w, h) = t.split_once('x').ok_or_else(bad)?;
-                let w: usize = w.trim().parse().map_err(|_| bad())?;
-                let h: usize = h.trim().parse().map_err(|_| bad())?;
-                if w == 0 || h == 0 {
-                    return Err(bad());
-                }
-                Ok(WarmupSize::Size(w, h))
-            }
-        }
-    }
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            model_store: PathBuf::from("."),
-            models: Vec::new(),
-            inference_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            management_address: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            metrics_address: SocketAddr::from(([127, 0, 0, 1], 8082)),
-            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
-            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
-            queue_size: DEFAULT_QUEUE_SIZE,
-            default_settings: ModelSettings::default(),
-            model_settings: Default::default(),
-            auth_token: None,
-            allowed_urls: vec![DEFAULT_ALLOWED_URLS.to_string()],
-            default_steps: DEFAULT_STEPS,
-            default_width: DEFAULT_SIZE,
-            default_height: DEFAULT_SIZE,
-            adapter: AdapterChoice::default(),
-            pipeline: PipelineOptions::default(),
-            gpu_memory_limit: None,
-            warmup: WarmupSize::Default,
-        }
-    }
-}
-
-/// Parses `NAME=ARCHIVE` (a bare `ARCHIVE` is named after its file stem).
-pub fn parse_model_spec(spec: &str) -> Result<(String, PathBuf)> {
-    let (name, path) = match spec.split_once('=') {
-        Some((n, p)) => (n.trim().to_string(), PathBuf::from(p.trim())),
-        None => {
-            let p = PathBuf::from(spec.trim());
-            let stem = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            (stem, p)
-        }
-    };
-    if name.is_empty() || path.as_os_str().is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "--models {spec:?}: expected NAME=ARCHIVE"
-        )));
-    }
-    Ok((name, path))
-}
-
-/// Expands `--models` specs: `NAME=ARCHIVE`, a bare archive, or `all` (every `.mar`,
-/// `.zip` and diffusers folder, one with `model_index.json`, in the model store, each
-/// named after its file stem).
-pub fn expand_models(
-    model_store: &std::path::Path,
-    specs: &[String],
-) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for spec in specs {
-        if !spec.trim().eq_ignore_ascii_case("all") {
-            out.push(parse_model_spec(spec)?);
-            continue;
-        }
-        let io_err = |e: std::io::Error| Error::Io {
-            path: model_store.to_path_buf(),
-            source: e,
-        };
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(model_store).map_err(io_err)? {
-            let path = entry.map_err(io_err)?.path();
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            let archive = matches!(ext.as_deref(), Some("mar" | "zip")) && path.is_file();
-            if !archive && !path.join("model_index.json").is_file() {
-                continue;
-            }
-            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-                continue;
-            };
-            let Some(file) = path.file_name() else {
-                continue;
-            };
-            found.push((name.to_string(), PathBuf::from(file)));
-        }
-        found.sort();
-        if found.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "--models all: no .mar, .zip or diffusers folder in {}",
-                model_store.display()
-            )));
-        }
-        out.extend(found);
-    }
-    Ok(out)
-}
-
-impl ServeConfig {
-    /// The settings for `model`: its `model_snapshot` entry, else the defaults.
-    pub fn settings_for(&self, model: &str) -> ModelSettings {
-        self.model_settings
-            .get(model)
-            .copied()
-            .unwrap_or(self.default_settings)
-    }
-
-    /// An archive named relative to the model store, or absolute.
-    pub fn archive_path(&self, archive: &Path) -> PathBuf {
-        if archive.is_absolute() {
-            archive.to_path_buf()
-        } else {
-            self.model_store.join(archive)
-        }
-    }
-}
 
 /// What the request handlers of all three APIs share.
 pub struct AppState {
@@ -240,9 +63,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set on shutdown: new predictions get 503 while in-flight ones finish.
     pub shutting_down: AtomicBool,
+    /// The studio's jobs (running, and the last finished ones).
+    pub jobs: jobs::JobRegistry,
+    /// Where finished jobs write their images.
+    pub outputs: outputs::Outputs,
 }
 
 impl AppState {
+    /// What requests to `entry` that do not say get.
+    pub fn defaults(&self, entry: &ModelEntry) -> request::Defaults {
+        self.config.defaults(entry.worker.info.native_size)
+    }
+
     /// Starts a worker for `archive` (loads the model on the GPU; blocking) and adds it
     /// to the registry under `name`.
     pub fn load_model(
@@ -270,13 +102,8 @@ impl AppState {
             settings,
             metrics: self.metrics.clone(),
             memory_limit: self.config.gpu_memory_limit,
-            warmup: match self.config.warmup {
-                WarmupSize::Default => {
-                    Some((self.config.default_width, self.config.default_height))
-                }
-                WarmupSize::Size(w, h) => Some((w, h)),
-                WarmupSize::Off => None,
-            },
+            warmup: self.config.warmup,
+            default_size: (self.config.default_width, self.config.default_height),
         })?;
         self.metrics.model_added(name, &version);
         let entry = ModelEntry {
@@ -431,6 +258,8 @@ pub fn start(config: ServeConfig) -> Result<Server> {
         registry: Registry::default(),
         metrics: Arc::new(Metrics::new()),
         shutting_down: AtomicBool::new(false),
+        jobs: jobs::JobRegistry::default(),
+        outputs: outputs::Outputs::new(config.outputs_dir.clone()),
         config,
     });
     for (name, archive) in &state.config.models {
@@ -453,7 +282,7 @@ pub fn start(config: ServeConfig) -> Result<Server> {
             runtime.block_on(async move {
                 let [inference, management, metrics] = listeners;
                 let routers = [
-                    inference::router(serve_state.clone()),
+                    inference_router(serve_state.clone()),
                     management::router(serve_state.clone()),
                     metrics::router(serve_state.clone()),
                 ];
@@ -485,4 +314,50 @@ pub fn start(config: ServeConfig) -> Result<Server> {
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// The inference address: TorchServe's inference API, KServe v1 and OIP v2, the studio's
+/// page and jobs API, behind token auth (which leaves health probes and the page open)
+/// and request ids.
+fn inference_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(inference::routes())
+        .merge(protocols::routes())
+        .merge(studio_api::routes())
+        .merge(page::routes())
+        .fallback(not_found)
+        // The body limit is enforced by `read_body` (413 in TorchServe's shape).
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::resource_not_found()
+}
+
+/// Echoes the client's `x-request-id`, or makes one.
+async fn request_id(req: Request, next: Next) -> Response {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let s = format!("{:016x}-{:08x}-{n:08x}", t as u64, std::process::id());
+            HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("wgsd"))
+        });
+    let mut res = next.run(req).await;
+    res.headers_mut().insert("x-request-id", id);
+    res
 }

@@ -9,7 +9,8 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
 
-use super::inference::{ApiError, Params, params_from_json};
+use super::error::ApiError;
+use super::request::{Params, params_from_json};
 
 /// Fields whose text is kept as text; the others are read as JSON numbers.
 const TEXT_FIELDS: [&str; 6] = [

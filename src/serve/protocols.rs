@@ -29,11 +29,11 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::inference::{
-    ApiError, MAX_IMAGES, Params, find_model, params_from_json, read_body, run_job,
-};
+use super::error::{ApiError, ErrorKind};
+use super::queue::{find_model, run_job};
 use super::registry::ModelEntry;
 use super::reply::{self, Part};
+use super::request::{MAX_IMAGES, Params, params_from_json, read_body};
 use crate::pipeline::{GenerateRequest, Image};
 
 /// The routes, merged into the inference router (which adds its state and layers).
@@ -69,7 +69,7 @@ impl From<ApiError> for ProtoError {
 
 impl IntoResponse for ProtoError {
     fn into_response(self) -> Response {
-        json_value(self.0.status, json!({ "error": self.0.message }))
+        json_value(self.0.status(), json!({ "error": self.0.message }))
     }
 }
 
@@ -87,11 +87,7 @@ fn bad(m: impl Into<String>) -> ProtoError {
 }
 
 fn not_found(m: impl Into<String>) -> ProtoError {
-    ProtoError(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ModelNotFoundException",
-        m,
-    ))
+    ProtoError(ApiError::new(ErrorKind::ModelNotFound, m))
 }
 
 /// Parses a JSON body read under `max_request_size`.
@@ -156,15 +152,13 @@ async fn v1_verb(
 ) -> Result<Response, ProtoError> {
     let Some((model, verb)) = model_verb.rsplit_once(':') else {
         return Err(ProtoError(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowedException",
+            ErrorKind::MethodNotAllowed,
             "POST needs a verb: /v1/models/{model}:predict",
         )));
     };
     if verb != "predict" {
         return Err(ProtoError(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "MethodNotAllowedException",
+            ErrorKind::NotImplemented,
             format!("\"{verb}\" is not supported; use :predict"),
         )));
     }
@@ -207,7 +201,7 @@ async fn v1_predict(
     }
     let mut requests = Vec::with_capacity(instances.len());
     for instance in instances {
-        requests.push(v1_instance(instance)?.into_request(&state.config)?);
+        requests.push(v1_instance(instance)?.into_request(&state.defaults(entry))?);
     }
     let images: usize = requests.iter().map(|r| r.num_images_per_prompt).sum();
     if images > MAX_IMAGES {
@@ -395,7 +389,11 @@ fn bytes_input(input: &Value) -> Result<(Vec<String>, bool), ProtoError> {
 }
 
 /// An OIP inference request to one (batched) generation request.
-fn v2_request(state: &AppState, body: &Value) -> Result<(GenerateRequest, bool), ProtoError> {
+fn v2_request(
+    state: &AppState,
+    entry: &ModelEntry,
+    body: &Value,
+) -> Result<(GenerateRequest, bool), ProtoError> {
     let inputs = body
         .get("inputs")
         .and_then(Value::as_array)
@@ -427,7 +425,8 @@ fn v2_request(state: &AppState, body: &Value) -> Result<(GenerateRequest, bool),
     };
     let first = prompts.first().cloned().unwrap_or_default();
     fields.insert("prompt".into(), Value::String(first));
-    let mut request = params_from_json(Value::Object(fields))?.into_request(&state.config)?;
+    let mut request =
+        params_from_json(Value::Object(fields))?.into_request(&state.defaults(entry))?;
     if prompts.iter().any(|p| p.trim().is_empty()) {
         return Err(bad("a prompt is empty"));
     }
@@ -461,7 +460,7 @@ async fn v2_infer_model(
 ) -> Result<Response, ProtoError> {
     let header_id = request_id(req.headers());
     let body = json_body(state, req).await?;
-    let (request, one) = v2_request(state, &body)?;
+    let (request, one) = v2_request(state, entry, &body)?;
     let limit = state.config.max_response_size;
     let n = request.prompts.len() * request.num_images_per_prompt;
     // The flat data is about half the nested list; at least 2 bytes a value.

@@ -6,10 +6,10 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::inference::ApiError;
+use super::error::{ApiError, ErrorKind};
 use crate::pipeline::Image;
 
 /// One piece of a JSON reply.
@@ -92,8 +92,7 @@ pub(crate) fn nested_parts(images: Vec<Image>) -> Vec<Part> {
 /// malformed; 413 is about the request body and 507 is kept for GPU out of memory.
 pub(crate) fn too_large(len: usize, limit: usize) -> ApiError {
     ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "ResponseTooLargeException",
+        ErrorKind::ResponseTooLarge,
         format!(
             "the reply would be {len} bytes, over max_response_size ({limit} bytes); \
              raise max_response_size, or ask for fewer or smaller images, or a PNG \
@@ -190,6 +189,7 @@ impl Iterator for Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn image(w: usize, h: usize, seed: u8) -> Image {
         let data = (0..w * h * 3)
@@ -276,8 +276,8 @@ mod tests {
         let parts = nested_parts(vec![image(2, 2, 0)]);
         let len: usize = parts.iter().map(Part::len).sum();
         let e = json(parts, len - 1).expect_err("over");
-        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(e.kind, "ResponseTooLargeException");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.kind.name(), "ResponseTooLargeException");
         assert!(json(nested_parts(vec![image(2, 2, 0)]), len).is_ok());
     }
 }

@@ -119,6 +119,9 @@ pub struct TsConfig {
     pub metrics_address: Option<SocketAddr>,
     /// Relative paths are taken from the config file's folder.
     pub model_store: Option<PathBuf>,
+    /// wgsd's own key `outputs_dir`: where studio jobs write their images (relative:
+    /// from the config file's folder).
+    pub outputs_dir: Option<PathBuf>,
     /// `load_models`: `all`, or `name=archive` / `archive` items (as `--models`).
     pub load_models: Option<Vec<String>>,
     pub max_request_size: Option<usize>,
@@ -146,18 +149,22 @@ pub struct TsConfig {
 }
 
 impl TsConfig {
-    /// Reads `path`; a relative `model_store` is resolved against the file's folder.
+    /// Reads `path`; a relative `model_store` or `outputs_dir` is resolved against the
+    /// file's folder.
     pub fn read(path: &Path) -> Result<TsConfig> {
         let text = std::fs::read(path).map_err(|e| TsConfigError::Read {
             path: path.to_path_buf(),
             source: e,
         })?;
         let mut config = TsConfig::parse(&text)?;
-        if let Some(store) = &mut config.model_store
-            && store.is_relative()
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for folder in [&mut config.model_store, &mut config.outputs_dir]
+            .into_iter()
+            .flatten()
         {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            *store = dir.join(&*store);
+            if folder.is_relative() {
+                *folder = dir.join(&*folder);
+            }
         }
         Ok(config)
     }
@@ -194,6 +201,12 @@ impl TsConfig {
             }
             "metrics_address" => self.metrics_address = Some(parse_address(value).map_err(bad)?),
             "model_store" => self.model_store = Some(PathBuf::from(value)),
+            "outputs_dir" => {
+                if value.is_empty() {
+                    return Err(bad("the folder is empty".into()));
+                }
+                self.outputs_dir = Some(PathBuf::from(value))
+            }
             "load_models" => {
                 let items = split_list(value);
                 if items.is_empty() {
@@ -324,6 +337,9 @@ impl TsConfig {
         set(&mut config.metrics_address, self.metrics_address);
         if let Some(s) = &self.model_store {
             config.model_store = s.clone();
+        }
+        if let Some(d) = &self.outputs_dir {
+            config.outputs_dir = d.clone();
         }
         if let Some(n) = self.max_request_size {
             config.max_request_size = n;

@@ -15,6 +15,10 @@
 //! whose clients have all gone stops between steps. After a failure (GPU out of memory
 //! included) the worker drops its cached buffers and serves the next job; a batch that ran
 //! out of memory is retried one job at a time.
+//!
+//! A job may carry a [`ProgressSink`]: it hears of every denoising step with a preview of
+//! that job's latents (the studio's progress events); the pipeline computes previews only
+//! when a job of the batch has a sink.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,7 +32,8 @@ use super::metrics::{BatchStats, Metrics};
 use super::registry::ModelSettings;
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterChoice, Gpu};
-use crate::pipeline::{GenerateRequest, Generated, Pipeline, PipelineOptions};
+use crate::pipeline::{GenerateRequest, Generated, Image, Pipeline, PipelineOptions};
+use crate::schedulers::Sampler;
 
 /// What a worker is started with.
 #[derive(Debug, Clone)]
@@ -44,9 +49,37 @@ pub struct WorkerConfig {
     /// Most bytes of GPU memory the model may hold (weights included); past it a request
     /// fails with out-of-memory (507) and the worker goes on. `None`: no limit.
     pub memory_limit: Option<u64>,
-    /// Warm up at this (width, height) before reporting ready (`None`: no warm-up).
-    pub warmup: Option<(usize, usize)>,
+    /// What to warm up for before reporting ready.
+    pub warmup: super::WarmupSize,
+    /// The size [`WarmupSize::Default`](super::WarmupSize::Default) means.
+    pub default_size: (usize, usize),
 }
+
+/// What the loaded model is, reported once it is ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// (width, height) it was trained at: UNet `sample_size` x VAE scale factor.
+    pub native_size: (usize, usize),
+    /// The archive's `scheduler_config.json` class.
+    pub default_scheduler: Sampler,
+    /// Hex SHA-256 of the archive file (`None` for a diffusers folder).
+    pub sha256: Option<String>,
+}
+
+/// One denoising step of one job.
+#[derive(Debug, Clone)]
+pub struct StepProgress {
+    pub step: usize,
+    pub steps: usize,
+    /// Since the first step started.
+    pub elapsed: Duration,
+    /// The job's first image's latents through the linear latent-to-RGB approximation
+    /// (latent resolution); `None` when the model has no 4-channel latents.
+    pub preview: Option<Image>,
+}
+
+/// Hears of each step of a job (called on the worker thread: keep it short).
+pub type ProgressSink = Arc<dyn Fn(StepProgress) + Send + Sync>;
 
 /// One request for the worker; the answer goes back through `reply`.
 pub struct Job {
@@ -56,6 +89,8 @@ pub struct Job {
     pub reply: tokio::sync::oneshot::Sender<Result<Generated>>,
     /// When it was queued (queue latency).
     pub enqueued: Instant,
+    /// Per-step progress with previews (`None`: none, and no preview cost).
+    pub progress: Option<ProgressSink>,
 }
 
 impl Job {
@@ -79,6 +114,7 @@ pub enum SubmitError {
 pub struct Worker {
     pub name: String,
     pub archive: PathBuf,
+    pub info: ModelInfo,
     queue: Option<Sender<Job>>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
@@ -101,7 +137,7 @@ impl Worker {
         // The channel itself is unbounded: `queued` bounds it, and is given back as soon
         // as a job leaves, including a cancelled job the worker has not reached yet.
         let (tx, rx) = channel::<Job>();
-        let (ready_tx, ready_rx) = channel::<Result<()>>();
+        let (ready_tx, ready_rx) = channel::<Result<ModelInfo>>();
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
             capacity: config.queue_size.max(1),
@@ -127,9 +163,10 @@ impl Worker {
             })
             .map_err(|e| Error::Gpu(format!("cannot start the worker thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Worker {
+            Ok(Ok(info)) => Ok(Worker {
                 name,
                 archive,
+                info,
                 queue: Some(tx),
                 shared,
                 metrics,
@@ -321,7 +358,7 @@ impl Intake {
     }
 }
 
-fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
+fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<ModelInfo>>) {
     let gpu = match Gpu::new(&config.adapter) {
         Ok(g) => g,
         Err(e) => {
@@ -344,8 +381,19 @@ fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
         }
     };
     let load = t0.elapsed();
+    let info = ModelInfo {
+        native_size: pipeline.native_size(),
+        default_scheduler: pipeline.default_scheduler(),
+        sha256: pipeline.model().sha256.clone(),
+    };
+    let warmup = match config.warmup {
+        super::WarmupSize::Default => Some(config.default_size),
+        super::WarmupSize::Size(w, h) => Some((w, h)),
+        super::WarmupSize::Native => Some(info.native_size),
+        super::WarmupSize::Off => None,
+    };
     // Ready only once every pipeline the default size needs is built (and compiled).
-    let warm = match config.warmup {
+    let warm = match warmup {
         None => None,
         Some((w, h)) => match pipeline.warm_up(w, h, 1) {
             Ok(wu) => Some(wu),
@@ -373,7 +421,7 @@ fn run(config: &WorkerConfig, mut intake: Intake, ready: Sender<Result<()>>) {
     }
     // Reported before the ready signal, so a describe right after loading sees it.
     config.metrics.gpu_memory(&config.name, held_bytes(&gpu));
-    if ready.send(Ok(())).is_err() {
+    if ready.send(Ok(info)).is_err() {
         return;
     }
     while let Some(first) = intake.next(&pipeline) {
@@ -399,10 +447,35 @@ fn run_batch(
     for job in &jobs {
         metrics.queue_wait(model, version, started - job.enqueued);
     }
-    let requests: Vec<GenerateRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+    let requests: Vec<GenerateRequest> = jobs
+        .iter()
+        .map(|j| GenerateRequest {
+            preview: j.progress.is_some(),
+            ..j.request.clone()
+        })
+        .collect();
+    // Each job's first latent row (previews come one per row, in the jobs' order).
+    let first_rows: Vec<usize> = requests
+        .iter()
+        .scan(0, |row, r| {
+            let first = *row;
+            *row += r.prompts.len() * r.num_images_per_prompt;
+            Some(first)
+        })
+        .collect();
     let stop = AtomicBool::new(false);
     let out = {
-        let mut on_step = |_: &crate::pipeline::Progress| {
+        let mut on_step = |p: &crate::pipeline::Progress| {
+            for (job, &row) in jobs.iter().zip(&first_rows) {
+                if let Some(sink) = &job.progress {
+                    sink(StepProgress {
+                        step: p.step,
+                        steps: p.total,
+                        elapsed: p.elapsed,
+                        preview: p.previews.get(row).cloned(),
+                    });
+                }
+            }
             intake.sweep(pipeline);
             if jobs.iter().all(Job::abandoned) {
                 stop.store(true, Ordering::SeqCst);

@@ -13,6 +13,7 @@ mod elementwise;
 mod embedding;
 mod f16data;
 mod image;
+mod latent_preview;
 mod matmul;
 mod norm;
 mod pad;

@@ -1,0 +1,108 @@
+//! Putting a generation request on a model's GPU worker queue, the one path every API
+//! (TorchServe, KServe, OIP, the studio's jobs) takes, so they all share the queue and
+//! its dynamic batching.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::AppState;
+use super::error::{ApiError, ErrorKind};
+use super::registry::ModelEntry;
+use super::worker::{Job, ProgressSink, SubmitError};
+use crate::error::Result;
+use crate::pipeline::{GenerateRequest, Generated, VaeTiling};
+
+/// The registered model, or TorchServe's 404.
+pub fn find_model(state: &AppState, model: &str) -> Result<Arc<ModelEntry>, ApiError> {
+    state
+        .registry
+        .get(model)
+        .ok_or_else(|| ApiError::model_not_found(model))
+}
+
+/// Sets the worker's cancel flag when dropped (the waiting handler went away).
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Queues `request` without waiting: the answer comes through the returned receiver.
+/// Setting `cancel` drops the job before it starts, or stops it between steps;
+/// `progress` hears of every step.
+pub fn submit(
+    state: &AppState,
+    entry: &ModelEntry,
+    mut request: GenerateRequest,
+    cancel: Arc<AtomicBool>,
+    progress: Option<ProgressSink>,
+) -> Result<tokio::sync::oneshot::Receiver<Result<Generated>>, ApiError> {
+    let model = &entry.name;
+    if request.vae_tiling == VaeTiling::Auto {
+        request.vae_tiling = entry.settings.vae_tiling;
+    }
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApiError::new(
+            ErrorKind::ServiceUnavailable,
+            "the server is shutting down",
+        ));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job {
+        request,
+        cancel,
+        reply: tx,
+        enqueued: std::time::Instant::now(),
+        progress,
+    };
+    entry.worker.submit(job).map_err(|e| match e {
+        SubmitError::Full => ApiError::new(
+            ErrorKind::ServiceUnavailable,
+            format!("Model \"{model}\" has no worker to serve inference request. Please use scale workers API to add workers. (job queue full)"),
+        ),
+        SubmitError::Gone => ApiError::new(
+            ErrorKind::ServiceUnavailable,
+            format!("the worker for model \"{model}\" has stopped"),
+        ),
+    })?;
+    Ok(rx)
+}
+
+/// Queues `request` on the model's worker and waits for the images, at most the model's
+/// `responseTimeout`. Dropping the returned future (the client went away) cancels the
+/// job between denoising steps.
+pub async fn run_job(
+    state: &AppState,
+    entry: &ModelEntry,
+    request: GenerateRequest,
+) -> Result<Generated, ApiError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let rx = submit(state, entry, request, cancel, None)?;
+    let model = &entry.name;
+    // `responseTimeout`: past it the client gets 504 and the job is cancelled (the
+    // guard sets its flag as this returns). 0 means no limit.
+    let secs = entry.settings.response_timeout_s;
+    let answer = if secs == 0 {
+        rx.await
+    } else {
+        match tokio::time::timeout(std::time::Duration::from_secs(secs), rx).await {
+            Ok(a) => a,
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::RequestTimeout,
+                    format!(
+                        "Model \"{model}\" did not answer within its response timeout of {secs} s; the request was cancelled"
+                    ),
+                ));
+            }
+        }
+    };
+    match answer {
+        Ok(Ok(g)) => Ok(g),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::internal("the worker stopped before answering")),
+    }
+}

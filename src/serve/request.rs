@@ -1,0 +1,253 @@
+//! Request bodies to generation requests: reading a body under `max_request_size`, the
+//! parameter forms (JSON, raw prompt text), and the limits every API checks.
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::header;
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorKind};
+use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, VaeTiling};
+use crate::schedulers::{Sampler, Spacing};
+
+/// Largest accepted `num_inference_steps`.
+pub const MAX_STEPS: usize = 500;
+/// Largest accepted width or height.
+pub const MAX_SIZE: usize = 2048;
+/// Largest accepted `num_images`.
+pub const MAX_IMAGES: usize = 16;
+
+/// What a request that does not say gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub steps: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Reads the body, refusing it (413) as soon as it passes `limit`: first from
+/// `Content-Length`, then while streaming in.
+pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::RequestEntityTooLarge,
+            format!("request body is larger than max_request_size ({limit} bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut length_limit = false;
+            while let Some(err) = source {
+                length_limit |= err.is::<http_body_util::LengthLimitError>();
+                source = err.source();
+            }
+            if length_limit {
+                too_large()
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })
+}
+
+/// The JSON request form (diffusers' argument names).
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct Params {
+    pub prompt: Option<String>,
+    /// TorchServe's `{"data": ...}` (and `body`) wrapping of the prompt.
+    pub data: Option<String>,
+    pub body: Option<String>,
+    pub negative_prompt: Option<String>,
+    pub num_inference_steps: Option<usize>,
+    pub guidance_scale: Option<f32>,
+    /// Absent or `null`: a random one ([`random_seed`]).
+    pub seed: Option<u64>,
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    pub scheduler: Option<String>,
+    /// Overrides the scheduler config's `timestep_spacing` (leading, trailing, linspace).
+    pub timestep_spacing: Option<String>,
+    /// Seamless tiling (circular padding in every convolution).
+    pub tiling: Option<bool>,
+    /// wgsd's own: decode in tiles (true) or not (false); absent: the model's setting.
+    pub vae_tiling: Option<bool>,
+    pub num_images: Option<usize>,
+    pub num_images_per_prompt: Option<usize>,
+}
+
+/// Body to parameters: JSON (when sent as JSON, or a JSON object with a prompt sent as
+/// anything else, as `curl -d '{...}'` does) or the raw prompt text.
+pub fn parse_body(body: &[u8], is_json: bool) -> Result<Params, ApiError> {
+    if is_json {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the JSON body does not parse: {e}")))?;
+        return params_from_json(value);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the prompt is not valid UTF-8"))?;
+    if text.trim_start().starts_with('{')
+        && let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_str(text)
+    {
+        let has_prompt = ["prompt", "data", "body"]
+            .iter()
+            .any(|k| value.get(k).is_some());
+        if has_prompt {
+            return params_from_json(value);
+        }
+    }
+    Ok(Params {
+        prompt: Some(text.to_string()),
+        ..Params::default()
+    })
+}
+
+pub fn params_from_json(value: serde_json::Value) -> Result<Params, ApiError> {
+    match value {
+        serde_json::Value::String(s) => Ok(Params {
+            prompt: Some(s),
+            ..Params::default()
+        }),
+        // A batch of one (`[{"data": ...}]`), as TorchServe clients sometimes send.
+        serde_json::Value::Array(mut items) if items.len() == 1 => {
+            params_from_json(items.remove(0))
+        }
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+            .map_err(|e| ApiError::bad_request(format!("bad request parameters: {e}"))),
+        _ => Err(ApiError::bad_request(
+            "expected a JSON object with \"prompt\" or \"data\", or a string",
+        )),
+    }
+}
+
+/// A seed for a request that asks for a random one: below 2^53, so it survives JSON
+/// number round trips (the studio reports it to a browser).
+pub fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    // Mixed so that requests a few ns apart get unrelated seeds.
+    nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11
+}
+
+impl Params {
+    /// The generation request, checked against the limits; `defaults` fill what the
+    /// request does not say.
+    pub fn into_request(self, defaults: &Defaults) -> Result<GenerateRequest, ApiError> {
+        let bad = |m: String| Err(ApiError::bad_request(m));
+        let prompt = self.prompt.or(self.data).or(self.body).unwrap_or_default();
+        if prompt.trim().is_empty() {
+            return bad("the prompt is empty".into());
+        }
+        let steps = self.num_inference_steps.unwrap_or(defaults.steps);
+        if !(1..=MAX_STEPS).contains(&steps) {
+            return bad(format!(
+                "num_inference_steps must be 1..={MAX_STEPS}, got {steps}"
+            ));
+        }
+        let width = self.width.unwrap_or(defaults.width);
+        let height = self.height.unwrap_or(defaults.height);
+        for (name, v) in [("width", width), ("height", height)] {
+            if v == 0 || v % 8 != 0 || v > MAX_SIZE {
+                return bad(format!(
+                    "{name} must be a positive multiple of 8 up to {MAX_SIZE}, got {v}"
+                ));
+            }
+        }
+        let guidance = self.guidance_scale.unwrap_or(DEFAULT_GUIDANCE);
+        if !guidance.is_finite() {
+            return bad(format!("guidance_scale must be finite, got {guidance}"));
+        }
+        let n = self.num_images.or(self.num_images_per_prompt).unwrap_or(1);
+        if !(1..=MAX_IMAGES).contains(&n) {
+            return bad(format!("num_images must be 1..={MAX_IMAGES}, got {n}"));
+        }
+        let scheduler = match self.scheduler.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(Sampler::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        };
+        let timestep_spacing = match self.timestep_spacing.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(Spacing::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        };
+        Ok(GenerateRequest {
+            prompts: vec![prompt],
+            negative_prompts: self
+                .negative_prompt
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
+            seed: self.seed.unwrap_or_else(random_seed),
+            steps,
+            guidance,
+            width,
+            height,
+            num_images_per_prompt: n,
+            scheduler,
+            timestep_spacing,
+            trace: false,
+            vae_tiling: VaeTiling::from_bool(self.vae_tiling),
+            tiling: self.tiling.unwrap_or(false),
+            preview: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Defaults = Defaults {
+        steps: 20,
+        width: 64,
+        height: 48,
+    };
+
+    fn request(json: &str) -> Result<GenerateRequest, ApiError> {
+        parse_body(json.as_bytes(), true)?.into_request(&D)
+    }
+
+    #[test]
+    fn defaults_and_seeds() {
+        let r = request(r#"{"prompt": "a cat", "seed": 7}"#).expect("valid");
+        assert_eq!((r.steps, r.width, r.height, r.seed), (20, 64, 48, 7));
+        for random in [r#"{"prompt": "a", "seed": null}"#, r#"{"prompt": "a"}"#] {
+            let r = request(random).expect("valid");
+            assert!(r.seed < 1 << 53);
+        }
+        // `/predictions` refuses A1111's -1 (the studio's jobs take it as random).
+        assert!(request(r#"{"prompt": "a", "seed": -1}"#).is_err());
+        assert!(request(r#"{"prompt": "a", "seed": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn limits_are_400s() {
+        for body in [
+            r#"{"prompt": ""}"#,
+            r#"{"prompt": "a", "num_inference_steps": 0}"#,
+            r#"{"prompt": "a", "num_inference_steps": 501}"#,
+            r#"{"prompt": "a", "width": 30}"#,
+            r#"{"prompt": "a", "num_images": 17}"#,
+            r#"{"prompt": "a", "scheduler": "magic"}"#,
+        ] {
+            let e = request(body).expect_err(body);
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{body}");
+        }
+    }
+
+    #[test]
+    fn raw_text_is_the_prompt() {
+        let p = parse_body(b"a plain prompt", false).expect("text");
+        assert_eq!(p.prompt.as_deref(), Some("a plain prompt"));
+    }
+}
