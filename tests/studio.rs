@@ -227,7 +227,7 @@ fn studio_page_jobs_history_and_errors() {
     let v = wait_for(&base, &long, |s| s != "running");
     assert_eq!(v["status"], "cancelled");
     assert_eq!(v["images"], json!([]));
-    assert_eq!(pngs_in(&outputs), [image_name.clone()]);
+    assert_eq!(pngs_in(&outputs), std::slice::from_ref(&image_name));
     // A finished job's stream gives its final event at once.
     let again = read_events(&base, &watched);
     assert_eq!(again.len(), 1);
