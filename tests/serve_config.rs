@@ -201,7 +201,10 @@ fn outputs_dir_is_a_server_key() {
     assert_eq!(config.outputs_dir, std::path::PathBuf::from("outputs"));
     ts.apply(&mut config);
     assert_eq!(config.outputs_dir, dir.path().join("images"));
-    assert!(TsConfig::parse(b"outputs_dir=\n").is_err(), "an empty folder");
+    assert!(
+        TsConfig::parse(b"outputs_dir=\n").is_err(),
+        "an empty folder"
+    );
 }
 
 #[test]

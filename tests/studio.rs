@@ -356,6 +356,18 @@ fn studio_page_jobs_history_and_errors() {
     assert_error(code, &v, 400, "BadRequestException");
     let (code, v) = get_json(&base, "/api/v1/images/99999-1.png");
     assert_error(code, &v, 404, "ResourceNotFoundException");
+    let mut r = agent()
+        .delete(format!("{base}/api/v1/options"))
+        .call()
+        .expect("DELETE");
+    assert_error(
+        r.status().as_u16(),
+        &json_of(&mut r),
+        405,
+        "MethodNotAllowedException",
+    );
+    let (code, v) = get_json(&base, "/api/v1/nothing-here");
+    assert_error(code, &v, 404, "ResourceNotFoundException");
     let (code, v) = get_json(&base, "/api/v1/history?limit=abc");
     assert_error(code, &v, 400, "BadRequestException");
     let mut r = agent()

@@ -326,6 +326,7 @@ fn inference_router(state: Arc<AppState>) -> Router {
         .merge(studio_api::routes())
         .merge(page::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // The body limit is enforced by `read_body` (413 in TorchServe's shape).
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
@@ -338,6 +339,13 @@ fn inference_router(state: Arc<AppState>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::resource_not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        "Requested method is not allowed, please refer to API document.",
+    )
 }
 
 /// Echoes the client's `x-request-id`, or makes one.
