@@ -316,23 +316,24 @@ pub fn start(config: ServeConfig) -> Result<Server> {
     })
 }
 
-/// The inference address: TorchServe's inference API, KServe v1 and OIP v2, the studio's
-/// page and jobs API, behind token auth (which leaves health probes and the page open)
-/// and request ids.
+/// The inference address: TorchServe's inference API, KServe v1 and OIP v2 and the
+/// studio's jobs API behind token auth (which leaves health probes open), then the
+/// studio page (open: it asks for the token itself), all with request ids.
 fn inference_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(inference::routes())
         .merge(protocols::routes())
         .merge(studio_api::routes())
-        .merge(page::routes())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         // The body limit is enforced by `read_body` (413 in TorchServe's shape).
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
+        // Added after the auth layer, so it does not apply to them.
+        .merge(page::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
