@@ -379,6 +379,48 @@ fn progress_cancel_and_bad_requests() {
     assert!(bad(&|r| r.steps = 5000).contains("steps"));
 }
 
+/// Previews: one per image after every step, at latent resolution, equal to the CPU
+/// reference of the latents the step left (the trace); none unless asked for, and the
+/// images are the same either way.
+#[test]
+fn previews_are_the_current_latents() {
+    use wgsd::ops::latent_preview::{SD_LATENT_RGB, cpu};
+    let _g = serial();
+    let fx = Fixture::load("sd2-tiny");
+    let pipe = fx.pipeline();
+    let mut req = request(&fx.json["e2e"][0]);
+    req.num_images_per_prompt = 2;
+    let mut plain = Vec::new();
+    let without = pipe
+        .generate_with(&req, &mut |p| plain.push(p.previews.len()), None)
+        .unwrap();
+    assert!(plain.iter().all(|&n| n == 0), "no previews unless asked");
+    req.preview = true;
+    let mut previews = Vec::new();
+    let with = pipe
+        .generate_with(&req, &mut |p| previews.push(p.previews.to_vec()), None)
+        .unwrap();
+    assert_eq!(with.images, without.images, "previews change nothing");
+    let trace = with.trace.expect("trace");
+    let [b, c, h, w] = trace.latent_shape;
+    assert_eq!((b, c), (2, 4));
+    assert_eq!(previews.len(), trace.steps.len());
+    for (step, (got, latents)) in previews.iter().zip(&trace.steps).enumerate() {
+        let want = cpu::latent_preview(latents, b, h, w, &SD_LATENT_RGB);
+        assert_eq!(got.len(), 2, "step {step}");
+        for (g, want) in got.iter().zip(&want) {
+            assert_eq!((g.width, g.height), (w, h));
+            let off = g
+                .data
+                .iter()
+                .zip(want)
+                .filter(|(a, b)| a.abs_diff(**b) > 1)
+                .count();
+            assert_eq!(off, 0, "step {step}: preview differs from the latents");
+        }
+    }
+}
+
 #[test]
 fn load_errors_are_clear() {
     let e = Pipeline::load(

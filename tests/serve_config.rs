@@ -191,6 +191,23 @@ fn relative_model_store_is_taken_from_the_config_folder() {
 }
 
 #[test]
+fn outputs_dir_is_a_server_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.properties");
+    std::fs::write(&path, "outputs_dir=images\n").expect("write");
+    let ts = TsConfig::read(&path).expect("reads");
+    assert_eq!(ts.outputs_dir, Some(dir.path().join("images")));
+    let mut config = ServeConfig::default();
+    assert_eq!(config.outputs_dir, std::path::PathBuf::from("outputs"));
+    ts.apply(&mut config);
+    assert_eq!(config.outputs_dir, dir.path().join("images"));
+    assert!(
+        TsConfig::parse(b"outputs_dir=\n").is_err(),
+        "an empty folder"
+    );
+}
+
+#[test]
 fn precision_is_a_server_key_and_a_per_model_setting() {
     use wgsd::Precision;
     let ts = TsConfig::parse(

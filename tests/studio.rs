@@ -183,6 +183,21 @@ fn studio_page_jobs_history_and_errors() {
         std::thread::spawn(move || read_events(&base, &id))
     };
     wait_for(&base, &long, |s| s == "running");
+    // A queued job cancelled before it starts never runs.
+    let queued = create_job(
+        &base,
+        json!({"prompt": "never", "num_inference_steps": 7, "width": 64, "height": 64}),
+    );
+    let mut r = agent()
+        .delete(format!("{base}/api/v1/jobs/{queued}"))
+        .call()
+        .expect("DELETE");
+    assert_eq!(r.status(), 200);
+    let v = json_of(&mut r);
+    assert_eq!(
+        (v["status"].as_str(), v["step"].as_u64()),
+        (Some("cancelled"), Some(0))
+    );
     let mut r = agent()
         .delete(format!("{base}/api/v1/jobs/{long}"))
         .call()
@@ -223,11 +238,17 @@ fn studio_page_jobs_history_and_errors() {
         .to_string();
     assert_eq!(image_name, "00000-42.png");
 
+    let (_, v) = get_json(&base, &format!("/api/v1/jobs/{queued}"));
+    assert_eq!(
+        (v["status"].as_str(), v["step"].as_u64()),
+        (Some("cancelled"), Some(0)),
+        "{v}"
+    );
     // The cancelled job wrote nothing and stays cancelled.
     let v = wait_for(&base, &long, |s| s != "running");
     assert_eq!(v["status"], "cancelled");
     assert_eq!(v["images"], json!([]));
-    assert_eq!(pngs_in(&outputs), [image_name.clone()]);
+    assert_eq!(pngs_in(&outputs), std::slice::from_ref(&image_name));
     // A finished job's stream gives its final event at once.
     let again = read_events(&base, &watched);
     assert_eq!(again.len(), 1);
@@ -355,6 +376,18 @@ fn studio_page_jobs_history_and_errors() {
     let (code, v) = get_json(&base, "/api/v1/images/..png");
     assert_error(code, &v, 400, "BadRequestException");
     let (code, v) = get_json(&base, "/api/v1/images/99999-1.png");
+    assert_error(code, &v, 404, "ResourceNotFoundException");
+    let mut r = agent()
+        .delete(format!("{base}/api/v1/options"))
+        .call()
+        .expect("DELETE");
+    assert_error(
+        r.status().as_u16(),
+        &json_of(&mut r),
+        405,
+        "MethodNotAllowedException",
+    );
+    let (code, v) = get_json(&base, "/api/v1/nothing-here");
     assert_error(code, &v, 404, "ResourceNotFoundException");
     let (code, v) = get_json(&base, "/api/v1/history?limit=abc");
     assert_error(code, &v, 400, "BadRequestException");

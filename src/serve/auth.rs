@@ -1,8 +1,8 @@
 //! Token auth (`--auth-token`, config key `auth_token`): when a token is set, the
 //! management and inference APIs need `Authorization: Bearer TOKEN`, as TorchServe's
 //! token authorization has it. Health checks (`/ping`, `/v2/health/*`) stay open so
-//! load balancers can probe, and so does the studio page (`/`, `/studio.js`,
-//! `/studio.css`); the metrics API is not behind this layer.
+//! load balancers can probe; the studio page (`/`, `/studio.js`, `/studio.css`) and the
+//! metrics API are not behind this layer.
 
 use std::sync::Arc;
 
@@ -15,10 +15,10 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::{ApiError, ErrorKind};
 
-/// Paths answered without a token: health probes, and the studio page and its static
-/// assets (the page itself asks for the token and sends it with its API calls).
+/// Paths answered without a token (health probes). The studio page is not behind this
+/// layer at all (the router adds it outside).
 fn is_open(path: &str) -> bool {
-    path == "/ping" || path.starts_with("/v2/health/") || super::page::is_page_path(path)
+    path == "/ping" || path.starts_with("/v2/health/")
 }
 
 /// Whether `header` is `Bearer TOKEN` for `token`, compared in constant time.

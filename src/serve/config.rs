@@ -88,7 +88,7 @@ impl WarmupSize {
     pub fn parse(s: &str) -> Result<WarmupSize> {
         let bad = || {
             Error::InvalidInput(format!(
-                "warm-up size {s:?}: expected WxH (e.g. 768x768), `default` or `off`"
+                "warm-up size {s:?}: expected WxH (e.g. 768x768), `default`, `native` or `off`"
             ))
         };
         match s.trim().to_ascii_lowercase().as_str() {

@@ -316,15 +316,14 @@ pub fn start(config: ServeConfig) -> Result<Server> {
     })
 }
 
-/// The inference address: TorchServe's inference API, KServe v1 and OIP v2, the studio's
-/// page and jobs API, behind token auth (which leaves health probes and the page open)
-/// and request ids.
+/// The inference address: TorchServe's inference API, KServe v1 and OIP v2 and the
+/// studio's jobs API behind token auth (which leaves health probes open), then the
+/// studio page (open: it asks for the token itself), all with request ids.
 fn inference_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(inference::routes())
         .merge(protocols::routes())
         .merge(studio_api::routes())
-        .merge(page::routes())
         .fallback(not_found)
         // The body limit is enforced by `read_body` (413 in TorchServe's shape).
         .layer(DefaultBodyLimit::disable())
@@ -332,12 +331,22 @@ fn inference_router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Added after the auth layer, so it does not apply to them.
+        .merge(page::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
 async fn not_found() -> ApiError {
     ApiError::resource_not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        "Requested method is not allowed, please refer to API document.",
+    )
 }
 
 /// Echoes the client's `x-request-id`, or makes one.

@@ -21,11 +21,6 @@ const ASSETS: [(&str, &str, &str); 3] = [
     ("/studio.css", "text/css; charset=utf-8", STUDIO_CSS),
 ];
 
-/// Whether `path` is one of the page's assets (served without a token).
-pub(crate) fn is_page_path(path: &str) -> bool {
-    ASSETS.iter().any(|(p, _, _)| *p == path)
-}
-
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     ASSETS
         .iter()
