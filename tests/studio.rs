@@ -160,10 +160,9 @@ fn studio_page_jobs_history_and_errors() {
         .iter()
         .map(|s| s["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(
-        names,
-        ["ddim", "pndm", "euler", "euler_a", "dpm++2m", "lms"]
-    );
+    let all: Vec<&str> = wgsd::schedulers::Sampler::all().map(|s| s.name()).collect();
+    assert_eq!(names, all);
+    assert!(names.contains(&"dpm++2m_karras") && names.contains(&"unipc"));
 
     // A long job holds the worker; the watched job waits behind it (different steps, so
     // the two never share a batch), then the long one is cancelled while it runs.
@@ -425,6 +424,59 @@ fn studio_page_jobs_history_and_errors() {
     assert_eq!(h["items"][0]["name"], format!("00001-{seed}.png"));
     assert_eq!(h["items"][1]["name"], image_name);
     assert_eq!(h["items"][1]["params"]["seed"], 42);
+}
+
+/// A job of n images runs seeds seed, seed + 1, ... (A1111's numbering): each image is
+/// written with its own seed and is the image a one-image job with that seed makes.
+#[test]
+fn studio_multi_image_jobs_give_each_image_its_seed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let outputs = tmp.path().join("outputs");
+    let server = start(studio_config(&outputs)).expect("server starts");
+    let base = format!("http://{}", server.addr());
+    let pair = create_job(
+        &base,
+        json!({"prompt": "two of them", "num_images": 2, "seed": 5, "num_inference_steps": 3}),
+    );
+    let v = wait_for(&base, &pair, |s| s == "done" || s == "failed");
+    assert_eq!(v["status"], "done", "{v}");
+    let names: Vec<&str> = v["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["00000-5.png", "00001-6.png"]);
+    let single = create_job(
+        &base,
+        json!({"prompt": "two of them", "seed": 6, "num_inference_steps": 3}),
+    );
+    let w = wait_for(&base, &single, |s| s == "done" || s == "failed");
+    assert_eq!(w["images"][0]["name"], "00002-6.png", "{w}");
+    let pixels = |name: &str| {
+        let png = std::fs::read(outputs.join(name)).expect("png");
+        let seed = png_info::parse(
+            &png_info::read_parameters(&png)
+                .expect("png")
+                .expect("chunk"),
+        )
+        .seed;
+        (
+            image::load_from_memory(&png)
+                .expect("decodes")
+                .to_rgb8()
+                .into_raw(),
+            seed,
+        )
+    };
+    let (second, s2) = pixels("00001-6.png");
+    let (alone, s3) = pixels("00002-6.png");
+    assert_eq!((s2, s3), (Some(6), Some(6)));
+    assert_eq!(
+        second, alone,
+        "the second image reproduces from its own seed"
+    );
+    assert_ne!(pixels("00000-5.png").0, second);
 }
 
 /// A free loopback port (bound, then let go).

@@ -146,27 +146,40 @@ async fn create_job(
     let job = state
         .jobs
         .create(&entry.name, job_params(&entry, &request), request.steps);
-    let sink: ProgressSink = {
-        let job = job.clone();
-        Arc::new(move |p| job.progress(p))
-    };
-    let rx = match submit(
-        &state,
-        &entry,
-        request.clone(),
-        job.cancel.clone(),
-        Some(sink),
-    ) {
-        Ok(rx) => rx,
-        Err(e) => {
-            state.jobs.remove(&job.id);
-            return Err(e);
+    // A job of n images is n requests with seeds seed, seed + 1, ... (as A1111 numbers
+    // a batch), so each image has its own seed and reproduces from its parameters. They
+    // reach the worker together, which batches them into one UNet pass per step; the
+    // first one reports the job's progress and previews.
+    let requests: Vec<GenerateRequest> = (0..request.num_images_per_prompt as u64)
+        .map(|i| GenerateRequest {
+            seed: request.seed.wrapping_add(i),
+            num_images_per_prompt: 1,
+            ..request.clone()
+        })
+        .collect();
+    let mut receivers = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        let sink: Option<ProgressSink> = (i == 0).then(|| {
+            let job = job.clone();
+            Arc::new(move |p| job.progress(p)) as ProgressSink
+        });
+        match submit(&state, &entry, r.clone(), job.cancel.clone(), sink) {
+            Ok(rx) => receivers.push(rx),
+            Err(e) => {
+                // The ones already queued are dropped before they run.
+                job.cancel.store(true, Ordering::SeqCst);
+                state.jobs.remove(&job.id);
+                return Err(e);
+            }
         }
-    };
+    }
     let id = job.id.clone();
     tokio::spawn(async move {
-        let answer = rx.await;
-        let outcome = outcome(&state, &entry, &job, &request, answer).await;
+        let mut answers = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            answers.push(rx.await);
+        }
+        let outcome = outcome(&state, &entry, &job, &requests, answers).await;
         let written = match &outcome {
             Outcome::Done(names) => names.clone(),
             _ => Vec::new(),
@@ -179,33 +192,48 @@ async fn create_job(
     Ok(json_reply(StatusCode::ACCEPTED, json!({ "id": id })))
 }
 
-/// How a job ended, writing its images when it succeeded (and was not cancelled).
+type Answer = Result<crate::error::Result<Generated>, tokio::sync::oneshot::error::RecvError>;
+
+/// How a job ended, writing its images (each with its own seed in its parameters) when
+/// every request of it succeeded and it was not cancelled.
 async fn outcome(
     state: &Arc<AppState>,
     entry: &Arc<ModelEntry>,
     job: &JobEntry,
-    request: &GenerateRequest,
-    answer: Result<crate::error::Result<Generated>, tokio::sync::oneshot::error::RecvError>,
+    requests: &[GenerateRequest],
+    answers: Vec<Answer>,
 ) -> Outcome {
-    let cancelled = job.cancel.load(Ordering::SeqCst);
-    match answer {
-        _ if cancelled => Outcome::Cancelled,
-        Ok(Ok(generated)) => {
-            let params = gen_params(entry, request, &generated);
-            let writer = state.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                writer.outputs.write(&generated.images, &params)
-            })
-            .await;
-            match written {
-                Ok(Ok(names)) => Outcome::Done(names),
-                Ok(Err(e)) => Outcome::Failed(format!("writing the images: {e}")),
-                Err(e) => Outcome::Failed(format!("writing the images: {e}")),
+    if job.cancel.load(Ordering::SeqCst) {
+        return Outcome::Cancelled;
+    }
+    let mut done = Vec::with_capacity(answers.len());
+    for (request, answer) in requests.iter().zip(answers) {
+        match answer {
+            Ok(Ok(generated)) => done.push((gen_params(entry, request, &generated), generated)),
+            Ok(Err(Error::Cancelled { .. })) => return Outcome::Cancelled,
+            Ok(Err(e)) => return Outcome::Failed(ApiError::from(e).message),
+            Err(_) => return Outcome::Failed("the worker stopped before answering".into()),
+        }
+    }
+    let writer = state.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut names = Vec::new();
+        for (params, generated) in &done {
+            match writer.outputs.write(&generated.images, params) {
+                Ok(n) => names.extend(n),
+                Err(e) => {
+                    writer.outputs.remove(&names);
+                    return Err(e);
+                }
             }
         }
-        Ok(Err(Error::Cancelled { .. })) => Outcome::Cancelled,
-        Ok(Err(e)) => Outcome::Failed(ApiError::from(e).message),
-        Err(_) => Outcome::Failed("the worker stopped before answering".into()),
+        Ok(names)
+    })
+    .await;
+    match written {
+        Ok(Ok(names)) => Outcome::Done(names),
+        Ok(Err(e)) => Outcome::Failed(format!("writing the images: {e}")),
+        Err(e) => Outcome::Failed(format!("writing the images: {e}")),
     }
 }
 
