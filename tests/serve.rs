@@ -208,25 +208,32 @@ fn serve_queue_full_is_503() {
                     .post(url)
                     .send(format!("prompt {i}"))
                     .expect("request");
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 let body = r.body_mut().read_to_string().expect("body");
-                (r.status().as_u16(), body)
+                (r.status().as_u16(), body, retry)
             })
         })
         .collect();
-    let replies: Vec<(u16, String)> = clients
+    let replies: Vec<(u16, String, Option<String>)> = clients
         .into_iter()
         .map(|c| c.join().expect("client thread"))
         .collect();
-    let ok = replies.iter().filter(|(s, _)| *s == 200).count();
-    let full: Vec<_> = replies.iter().filter(|(s, _)| *s == 503).collect();
+    let ok = replies.iter().filter(|(s, ..)| *s == 200).count();
+    let full: Vec<_> = replies.iter().filter(|(s, ..)| *s == 503).collect();
     assert_eq!(ok + full.len(), 5, "{replies:?}");
     assert!(ok >= 1 && !full.is_empty(), "{ok} ok, {} full", full.len());
-    for (_, body) in full {
+    for (_, body, retry) in full {
         let e: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(e["code"], 503);
         assert_eq!(e["type"], "ServiceUnavailableException");
+        // Temporary: clients are told when to come back.
+        assert_eq!(retry.as_deref(), Some("1"));
     }
-    for (_, body) in replies.iter().filter(|(s, _)| *s == 200) {
+    for (_, body, _) in replies.iter().filter(|(s, ..)| *s == 200) {
         let (h, w, _) = decode_nested(body);
         assert_eq!((h, w), (24, 32));
     }

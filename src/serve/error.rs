@@ -136,12 +136,18 @@ impl IntoResponse for ApiError {
             "type": self.kind.name(),
             "message": self.message,
         });
-        (
+        let mut res = (
             self.status(),
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        // A full queue or a shutdown is temporary: tell clients when to try again.
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        res
     }
 }
 

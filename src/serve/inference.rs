@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::queue::{find_model, run_job};
 use super::registry::ModelEntry;
 use super::request::{parse_body, read_body};
@@ -46,10 +46,21 @@ pub(crate) struct FormatQuery {
 
 async fn predict_version(
     State(state): State<Arc<AppState>>,
-    Path((model, _version)): Path<(String, String)>,
+    Path((model, version)): Path<(String, String)>,
     query: Query<FormatQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    // TorchServe answers 404 for a version that is not registered.
+    let entry = find_model(&state, &model)?;
+    if entry.version != version {
+        return Err(ApiError::new(
+            ErrorKind::ModelNotFound,
+            format!(
+                "Model version {version} not found for model {model} (registered: {})",
+                entry.version
+            ),
+        ));
+    }
     predict_inner(state, model, query.0, req).await
 }
 

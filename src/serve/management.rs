@@ -245,20 +245,20 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
     }
 
     let config = &m.app.config;
-    let archive = resolve_url(&m.app, &url).await?;
-    let name = match q
+    // A given name is checked before anything touches the filesystem or the network.
+    let given = q
         .get("model_name")
         .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
+        .filter(|s| !s.is_empty());
+    if let Some(n) = given {
+        check_model_name(n)?;
+    }
+    let archive = resolve_url(&m.app, &url).await?;
+    let name = match given {
         Some(n) => n.to_string(),
         None => default_name(&archive),
     };
-    if name.is_empty() || name.contains(['/', '\\']) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid model name: {name:?}"
-        )));
-    }
+    check_model_name(&name)?;
     let conflict = || {
         ApiError::new(
             ErrorKind::Conflict,
@@ -318,6 +318,26 @@ async fn register(State(m): Shared, Query(q): Params) -> Result<Response, ApiErr
 
 fn internal(message: String) -> ApiError {
     ApiError::new(ErrorKind::Internal, message)
+}
+
+/// Longest accepted model name.
+pub const MAX_MODEL_NAME: usize = 128;
+
+/// TorchServe's rule for model names: `[A-Za-z0-9][A-Za-z0-9_.-]*`, here also bounded in
+/// length (names become URL path segments and metric labels).
+pub fn check_model_name(name: &str) -> Result<(), ApiError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= MAX_MODEL_NAME;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Invalid model name: {name:?} (a letter or digit, then letters, digits, '_', '.' \
+             or '-', at most {MAX_MODEL_NAME} characters)"
+        )))
+    }
 }
 
 /// TorchServe names a model without `model_name` after its archive.

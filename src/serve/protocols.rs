@@ -377,7 +377,11 @@ fn bytes_input(input: &Value) -> Result<(Vec<String>, bool), ProtoError> {
             .as_array()
             .and_then(|d| d.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
             .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?;
-        let count: u64 = dims.iter().product();
+        // Checked: [2^64-1, 2^64-1] must not wrap around to a small count.
+        let count = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad(format!("input {name:?}: shape {dims:?} is too large")))?;
         if count != strings.len() as u64 {
             return Err(bad(format!(
                 "input {name:?}: shape {dims:?} holds {count} elements, data has {}",

@@ -1,0 +1,82 @@
+//! What a hostile or careless client can send `wgsd serve` (issue 16, hardening): an
+//! unknown model version, an OIP shape whose element count overflows, model names outside
+//! TorchServe's rule (refused before any file is looked at). (503's `Retry-After` is
+//! checked with the full queue in tests/serve.rs.)
+
+#[path = "serve_common/mod.rs"]
+mod serve_common;
+
+use serde_json::Value;
+use wgsd::serve::start;
+
+use serve_common::{agent, tiny_config};
+
+fn json_of(r: &mut ureq::http::Response<ureq::Body>) -> Value {
+    serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json")
+}
+
+#[test]
+fn unknown_versions_overflowing_shapes_and_bad_model_names() {
+    let server = start(tiny_config()).expect("server starts");
+    let base = format!("http://{}", server.addr());
+    let mgmt = format!("http://{}", server.addrs().management);
+    let agent = agent();
+
+    // A registered version answers; any other is TorchServe's 404.
+    let r = agent
+        .post(format!("{base}/predictions/sd/1.0"))
+        .send("a versioned request")
+        .expect("predict");
+    assert_eq!(r.status(), 200);
+    let mut r = agent
+        .post(format!("{base}/predictions/sd/9.9"))
+        .send("x")
+        .expect("predict");
+    assert_eq!(r.status(), 404);
+    let e = json_of(&mut r);
+    assert_eq!(e["type"], "ModelNotFoundException");
+    assert!(e["message"].as_str().unwrap_or("").contains("9.9"), "{e}");
+
+    // An OIP shape whose product wraps around u64 is refused, not taken as 1.
+    let huge = u64::MAX;
+    let body = format!(
+        r#"{{"inputs": [{{"name": "prompt", "datatype": "BYTES", "shape": [{huge}, {huge}], "data": ["x"]}}]}}"#
+    );
+    let mut r = agent
+        .post(format!("{base}/v2/models/sd/infer"))
+        .header("Content-Type", "application/json")
+        .send(&body)
+        .expect("infer");
+    assert_eq!(r.status(), 400);
+    let e = json_of(&mut r);
+    assert!(
+        e["error"].as_str().unwrap_or("").contains("too large"),
+        "{e}"
+    );
+
+    // Model names follow TorchServe's rule; a bad one is refused before the URL is even
+    // resolved (a path outside the store would otherwise answer 403 or 404).
+    for name in ["../x", "-lead", "a b", "", "é", &"n".repeat(129)] {
+        let mut r = agent
+            .post(format!("{mgmt}/models"))
+            .query("url", "/etc/passwd")
+            .query("model_name", name)
+            .send_empty()
+            .expect("register");
+        let status = r.status().as_u16();
+        let e = json_of(&mut r);
+        if name.is_empty() {
+            // No name at all: the URL is resolved (and refused: outside the store).
+            assert_eq!(status, 403, "{e}");
+        } else {
+            assert_eq!(status, 400, "{name:?}: {e}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Invalid model name"),
+                "{e}"
+            );
+        }
+    }
+}
