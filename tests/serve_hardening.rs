@@ -80,3 +80,47 @@ fn unknown_versions_overflowing_shapes_and_bad_model_names() {
         }
     }
 }
+
+/// A model that fails to load at start-up is logged and skipped (as TorchServe does); the
+/// others serve. Only when none loads does the server refuse to start.
+#[test]
+fn a_bad_archive_at_start_up_is_skipped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("broken.zip");
+    std::fs::write(&bad, b"PK\x03\x04 this is no zip archive").expect("write");
+    let mut config = tiny_config();
+    config.models.push(("broken".into(), bad.clone()));
+    let server = start(config).expect("starts with the good model");
+    let base = format!("http://{}", server.addr());
+    let agent = agent();
+    let mut r = agent
+        .get(format!("{base}/v1/models"))
+        .call()
+        .expect("models");
+    assert_eq!(r.status(), 200);
+    let v = json_of(&mut r);
+    assert_eq!(v["models"], serde_json::json!(["sd"]), "{v}");
+    let r = agent
+        .post(format!("{base}/predictions/broken"))
+        .send("x")
+        .expect("predict");
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        agent
+            .post(format!("{base}/predictions/sd"))
+            .send("still serving")
+            .expect("predict")
+            .status(),
+        200
+    );
+    server.shutdown().expect("clean shutdown");
+
+    let only_bad = wgsd::serve::ServeConfig {
+        models: vec![("broken".into(), bad)],
+        ..tiny_config()
+    };
+    assert!(
+        start(only_bad).is_err(),
+        "no model loaded: the server must not start"
+    );
+}

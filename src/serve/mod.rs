@@ -262,9 +262,23 @@ pub fn start(config: ServeConfig) -> Result<Server> {
         outputs: outputs::Outputs::new(config.outputs_dir.clone()),
         config,
     });
+    // As TorchServe does, a model that fails to load at start-up is logged and skipped;
+    // the server refuses to start only when none loads.
+    let mut first_error = None;
     for (name, archive) in &state.config.models {
         let settings = state.config.settings_for(name);
-        state.load_model(name, archive, settings, true)?;
+        if let Err(e) = state.load_model(name, archive, settings, true) {
+            eprintln!(
+                "wgsd serve: model {name} ({}) failed to load and is skipped: {e}",
+                archive.display()
+            );
+            first_error.get_or_insert(e);
+        }
+    }
+    if state.registry.list().is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
