@@ -41,8 +41,12 @@ fn root() -> PathBuf {
 
 fn reference_json() -> Value {
     let path = root().join("tests/fixtures/shapes-tiny/reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (made by weights/make_shapes_model.py)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (made by weights/make_shapes_model.py)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -55,8 +59,7 @@ fn load() -> Pipeline<'static> {
         },
     };
     let archive = root().join("weights/shapes-tiny.zip");
-    Pipeline::load(gpu(), &archive, &opts)
-        .unwrap_or_else(|e| panic!("{}: {e}", archive.display()))
+    Pipeline::load(gpu(), &archive, &opts).unwrap_or_else(|e| panic!("{}: {e}", archive.display()))
 }
 
 /// The tests share one GPU and its activation arena: one at a time (see tests/pipeline.rs).
@@ -81,7 +84,11 @@ fn generate(pipe: &Pipeline, prompt: &str, seed: u64) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{prompt:?} seed {seed}: {e}"));
     assert_eq!(out.images.len(), 1, "{prompt:?}: image count");
     let img = &out.images[0];
-    assert_eq!((img.width, img.height), (SIZE, SIZE), "{prompt:?}: image size");
+    assert_eq!(
+        (img.width, img.height),
+        (SIZE, SIZE),
+        "{prompt:?}: image size"
+    );
     img.data.clone()
 }
 
@@ -114,12 +121,7 @@ fn measure(rgb: &[u8]) -> ([f64; 3], [f64; 3]) {
 }
 
 fn nearest(rgb: [f64; 3], palette: &[(&'static str, [f64; 3])]) -> &'static str {
-    let dist = |p: [f64; 3]| {
-        p.iter()
-            .zip(rgb)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f64>()
-    };
+    let dist = |p: [f64; 3]| p.iter().zip(rgb).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
     palette
         .iter()
         .min_by(|a, b| dist(a.1).total_cmp(&dist(b.1)))
@@ -149,7 +151,10 @@ fn contact_sheet(images: &[Vec<u8>], cols: usize) -> (Vec<u8>, usize, usize) {
     let (w, h) = (cols * (SIZE + gap) + gap, rows * (SIZE + gap) + gap);
     let mut sheet = vec![200u8; w * h * 3];
     for (i, img) in images.iter().enumerate() {
-        let (x0, y0) = (gap + (i % cols) * (SIZE + gap), gap + (i / cols) * (SIZE + gap));
+        let (x0, y0) = (
+            gap + (i % cols) * (SIZE + gap),
+            gap + (i / cols) * (SIZE + gap),
+        );
         for y in 0..SIZE {
             let dst = ((y0 + y) * w + x0) * 3;
             sheet[dst..dst + SIZE * 3].copy_from_slice(&img[y * SIZE * 3..(y + 1) * SIZE * 3]);
