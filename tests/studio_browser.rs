@@ -83,7 +83,7 @@ impl Studio {
             .current_dir(root())
             .args(["studio", "--port", &port.to_string(), "--outputs"])
             .arg(outputs)
-            .args(["--model", "weights/sd2-tiny.zip"])
+            .args(["--model", "weights/shapes-tiny.zip"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

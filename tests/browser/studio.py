@@ -253,7 +253,7 @@ def several_images(page, shots):
     screenshot is this finished page)."""
     before = page.thumbs("gallery")
     fill_small_job(page, 10)
-    page.set("prompt", "a blue square on a grey background")
+    page.set("prompt", "a blue square on a gray background")
     page.set("negative-prompt", "")
     page.set("num-images", 3)
     page.set("seed", 42)
