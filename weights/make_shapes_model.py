@@ -11,7 +11,7 @@ Requirements (versions used for the committed files in brackets): Python 3.11, t
 CPU), diffusers (0.42.1), transformers (5.24), open_clip_torch (3.3; only for its bundled
 CLIP BPE vocabulary), safetensors, numpy, Pillow. No network access is needed.
 
-How to run (from the repository root; about 25-30 min on one busy CPU core):
+How to run (from the repository root; about 30 min on a busy 2-core machine):
     python3 weights/make_shapes_model.py
 
 Recipe (every number is a constant below):
@@ -23,9 +23,10 @@ Recipe (every number is a constant below):
      1 / std of the dataset's latents (posterior means).
   3. CLIPTextModel (real 49408-token vocabulary, 77 positions, hidden 64, 2 layers) and a
      small UNet2DConditionModel trained together on the DDPM loss with v-prediction
-     targets (SD's scaled_linear betas, 1000 steps, min-SNR-5 weighting), 10% of captions
-     dropped to "" so that classifier-free guidance works; an EMA of the weights is what
-     ships. Why v and not epsilon: these images are flat colours, so at all but the
+     targets (SD's scaled_linear betas over 1000 timesteps, min-SNR-5 weighting), 10% of captions
+     dropped to "" so that classifier-free guidance works; two phases (DIFFUSION_PHASES:
+     1000 steps at lr 1e-3, then 500 at 3e-4 from the first phase's EMA with a fresh
+     Adam), and the EMA of the weights is what ships. Why v and not epsilon: these images are flat colours, so at all but the
      highest noise levels the colours can be read from the noisy latent itself, and at the
      highest ones an epsilon target hardly depends on the image (x_t is nearly all noise);
      trained on epsilon, the model learnt to ignore the prompt (first attempt: 1500 steps,
@@ -155,10 +156,12 @@ UNET_CONFIG = dict(
     flip_sin_to_cos=True,
     freq_shift=0,
 )
-DIFFUSION_STEPS = 1000
+# Phase 2 starts from phase 1's EMA weights with a fresh optimizer at a lower lr.
+DIFFUSION_PHASES = (
+    dict(steps=1000, lr=1e-3, warmup=100, seed=SEED + 5),
+    dict(steps=500, lr=3e-4, warmup=20, seed=SEED + 6),
+)
 DIFFUSION_BATCH = 32
-DIFFUSION_LR = 1e-3
-WARMUP = 100
 CAPTION_DROPOUT = 0.1
 MIN_SNR_GAMMA = 5.0
 EMA_DECAY = 0.995
@@ -299,8 +302,7 @@ def encode_all(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
 # 3. Text encoder + UNet
 
 
-def train_denoiser(latents: torch.Tensor, labels: np.ndarray, ids: torch.Tensor):
-    """latents: scaled [N, 4, 16, 16]; ids: [37, 77] (36 captions, then "")."""
+def new_denoiser() -> tuple[CLIPTextModel, UNet2DConditionModel]:
     torch.manual_seed(SEED + 3)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     with torch.no_grad():
@@ -310,12 +312,19 @@ def train_denoiser(latents: torch.Tensor, labels: np.ndarray, ids: torch.Tensor)
         emb.copy_(torch.round(emb * 1024.0) / 1024.0)
     torch.manual_seed(SEED + 4)
     unet = UNet2DConditionModel(**UNET_CONFIG)
+    return text_encoder, unet
+
+
+def train_denoiser(text_encoder, unet, latents: torch.Tensor, labels: np.ndarray, ids: torch.Tensor, phase: dict):
+    """One training phase (a fresh Adam, its own seed and lr schedule); the weights end as
+    the phase's EMA. latents: scaled [N, 4, 16, 16]; ids: [37, 77] (36 captions, then "")."""
+    steps, peak = phase["steps"], phase["lr"]
     text_encoder.train()
     unet.train()
     modules = {"text_encoder": text_encoder, "unet": unet}
     params = [p for m in modules.values() for p in m.parameters()]
     # Adam without weight decay: a row that gets no gradient is left exactly as it is.
-    opt = torch.optim.Adam(params, lr=DIFFUSION_LR)
+    opt = torch.optim.Adam(params, lr=peak)
     ema = {id(p): p.detach().clone() for p in params}
     noise_sched = DDPMScheduler(**BETAS)
     alphas_cumprod = noise_sched.alphas_cumprod
@@ -323,12 +332,12 @@ def train_denoiser(latents: torch.Tensor, labels: np.ndarray, ids: torch.Tensor)
     weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1)  # min-SNR-gamma for v targets
     labels_t = torch.from_numpy(labels)
     empty = ids.shape[0] - 1
-    g = torch.Generator().manual_seed(SEED + 5)
+    g = torch.Generator().manual_seed(phase["seed"])
     t0 = time.time()
     running = 0.0
-    for step in range(DIFFUSION_STEPS):
+    for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, DIFFUSION_STEPS, DIFFUSION_LR, WARMUP)
+            group["lr"] = lr_at(step, steps, peak, phase["warmup"])
         idx = torch.randint(0, len(latents), (DIFFUSION_BATCH,), generator=g)
         x0 = latents[idx]
         cap = labels_t[idx].clone()
@@ -351,11 +360,11 @@ def train_denoiser(latents: torch.Tensor, labels: np.ndarray, ids: torch.Tensor)
                 # lerp: an unchanged weight stays bit-identical in the EMA
                 ema[id(p)].lerp_(p.detach(), 1 - d)
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if step % 100 == 0 or step == DIFFUSION_STEPS - 1:
+        if step % 100 == 0 or step == steps - 1:
             el = time.time() - t0
             print(
                 f"  diffusion step {step:5d}  loss {running:.4f}  lr {opt.param_groups[0]['lr']:.1e}  "
-                f"{el:.0f} s, eta {el / (step + 1) * (DIFFUSION_STEPS - step - 1):.0f} s",
+                f"{el:.0f} s, eta {el / (step + 1) * (steps - step - 1):.0f} s",
                 flush=True,
             )
     with torch.no_grad():
@@ -561,20 +570,21 @@ def main() -> int:
         print(f"  VAE reconstruction: mean |error| {rec_err:.2f} / 255; latent mean {mu.mean():.3f} std {mu.std():.3f}; scaling_factor {scaling}")
         timer.lap("latents")
 
-        den_ckpt = args.cache / "denoiser.pt" if args.cache else None
-        if den_ckpt and den_ckpt.exists():
-            text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-            unet = UNet2DConditionModel(**UNET_CONFIG)
-            state = torch.load(den_ckpt)
-            text_encoder.load_state_dict(state["text_encoder"])
-            unet.load_state_dict(state["unet"])
+        text_encoder, unet = new_denoiser()
+        for i, phase in enumerate(DIFFUSION_PHASES, start=1):
+            ckpt = args.cache / f"denoiser-phase{i}.pt" if args.cache else None
+            if ckpt and ckpt.exists():
+                state = torch.load(ckpt)
+                text_encoder.load_state_dict(state["text_encoder"])
+                unet.load_state_dict(state["unet"])
+            else:
+                print(f"  phase {i}: {phase}")
+                train_denoiser(text_encoder, unet, latents, labels, ids, phase)
+                if ckpt:
+                    torch.save({"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict()}, ckpt)
             text_encoder.eval()
             unet.eval()
-        else:
-            text_encoder, unet = train_denoiser(latents, labels, ids)
-            if den_ckpt:
-                torch.save({"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict()}, den_ckpt)
-        timer.lap("text encoder + UNet")
+            timer.lap(f"text encoder + UNet, phase {i}")
 
         build_archive(vae, text_encoder, unet, tok_dir, work)
         timer.lap("archive")
