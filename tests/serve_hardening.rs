@@ -124,3 +124,66 @@ fn a_bad_archive_at_start_up_is_skipped() {
         "no model loaded: the server must not start"
     );
 }
+
+/// A tiny HTTP server answering each connection with `reply(path)`.
+fn canned_server(reply: fn(&str) -> Vec<u8>) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut stream = stream;
+            let _ = stream.write_all(&reply(&path));
+        }
+    });
+    addr
+}
+
+/// A registration download must be a 200 whose body is an archive: a redirect (never
+/// followed) or a body that is not a zip is refused and leaves no file in the store.
+#[test]
+fn downloads_must_be_200_with_an_archive() {
+    let addr = canned_server(|path| {
+        let (status, extra, body): (&str, &str, &[u8]) = match path {
+            "/moved.mar" => (
+                "302 Found",
+                "Location: http://example.invalid/x.mar\r\n",
+                b"",
+            ),
+            "/page.mar" => ("200 OK", "", b"<html>not an archive</html>"),
+            "/empty.mar" => ("200 OK", "", b""),
+            _ => ("404 Not Found", "", b"no"),
+        };
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    });
+    let store = tempfile::tempdir().expect("tempdir");
+    for (name, want) in [
+        ("moved.mar", "302"),
+        ("page.mar", "not a .mar or .zip"),
+        ("empty.mar", "not a .mar or .zip"),
+        ("missing.mar", "404"),
+    ] {
+        let url = format!("http://{addr}/{name}");
+        let err = wgsd::serve::download::fetch_into(&url, store.path()).expect_err(name);
+        assert!(err.message.contains(want), "{name}: {}", err.message);
+        assert_eq!(
+            std::fs::read_dir(store.path()).expect("dir").count(),
+            0,
+            "{name}: nothing is left in the store"
+        );
+    }
+}

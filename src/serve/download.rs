@@ -51,13 +51,29 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
             format!("{name} already exists in the model store; register it by name"),
         ));
     }
-    // No redirects: a redirect could lead outside `allowed_urls`.
+    // No redirects: a redirect could lead outside `allowed_urls`. A server that stops
+    // answering is given up on instead of holding the registration forever.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| download_error(url, e))?;
+    // Only a 200 is an archive: a redirect (not followed) or any other answer is refused
+    // before a file is created, so it cannot block the name.
+    if resp.status() != 200 {
+        let whither = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| format!(" to {l}; redirects are not followed"))
+            .unwrap_or_default();
+        return Err(download_error(
+            url,
+            format!("the server answered {}{whither}", resp.status()),
+        ));
+    }
     let declared = resp
         .headers()
         .get("content-length")
@@ -74,8 +90,21 @@ pub fn fetch_limited(url: &str, store: &Path, limit: u64) -> Result<PathBuf, Api
         .tempfile_in(store)
         .map_err(|e| download_error(url, e))?;
     let mut reader = resp.body_mut().with_config().limit(limit).reader();
-    std::io::copy(&mut reader, &mut tmp).map_err(|e| download_error(url, e))?;
+    let copied = std::io::copy(&mut reader, &mut tmp).map_err(|e| download_error(url, e))?;
     tmp.flush().map_err(|e| download_error(url, e))?;
+    // `.mar` and `.zip` archives are zip files (a folder cannot be downloaded).
+    let mut magic = [0u8; 4];
+    let is_zip = {
+        use std::io::{Read, Seek};
+        let f = tmp.as_file_mut();
+        f.rewind().is_ok() && f.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04"
+    };
+    if !is_zip {
+        return Err(download_error(
+            url,
+            format!("the body ({copied} bytes) is not a .mar or .zip archive"),
+        ));
+    }
     tmp.persist_noclobber(&dest).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             ApiError::new(
