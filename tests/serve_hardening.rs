@@ -1,5 +1,5 @@
-//! What a hostile or careless client can send `wgsd serve` (issue 16, hardening): an
-//! unknown model version, an OIP shape whose element count overflows, model names outside
+//! What a hostile or careless client can send `wgsd serve` (issue 16, hardening): trailing
+//! slashes, an unknown model version, an OIP shape whose element count overflows, model names outside
 //! TorchServe's rule (refused before any file is looked at). (503's `Retry-After` is
 //! checked with the full queue in tests/serve.rs.)
 
@@ -21,6 +21,54 @@ fn unknown_versions_overflowing_shapes_and_bad_model_names() {
     let base = format!("http://{}", server.addr());
     let mgmt = format!("http://{}", server.addrs().management);
     let agent = agent();
+
+    // Trailing slashes route as TorchServe's do, on every API.
+    let r = agent
+        .post(format!("{base}/predictions/sd/"))
+        .send("a trailing slash")
+        .expect("predict");
+    assert_eq!(r.status(), 200);
+    let mut r = agent.get(format!("{mgmt}/models/")).call().expect("models");
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(&mut r)["models"][0]["modelName"], "sd");
+    assert_eq!(
+        agent
+            .get(format!("{base}/ping/"))
+            .call()
+            .expect("ping")
+            .status(),
+        200
+    );
+    assert_eq!(
+        agent.get(format!("{base}/")).call().expect("page").status(),
+        200
+    );
+
+    // A 5 MB multipart field within max_request_size is no "too large" (axum's extractor
+    // would apply its own 2 MB default).
+    let boundary = "wgsdboundary";
+    let mut form = Vec::new();
+    for (name, value) in [
+        ("prompt", "a large form".to_string()),
+        ("note", "n".repeat(5 << 20)),
+    ] {
+        form.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    form.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = agent
+        .post(format!("{base}/predictions/sd"))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send(&form[..])
+        .expect("multipart");
+    assert_eq!(r.status(), 200);
 
     // A registered version answers; any other is TorchServe's 404.
     let r = agent

@@ -197,6 +197,28 @@ impl Server {
     }
 }
 
+/// `/a/b/` -> `/a/b` (the root `/` stays), keeping the query.
+async fn trim_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let new = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(pq) = new.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    req
+}
+
 /// Starts a graceful shutdown of a [`Server`].
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -304,6 +326,13 @@ pub fn start(config: ServeConfig) -> Result<Server> {
                 for (listener, app) in [inference, management, metrics].into_iter().zip(routers) {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     let mut rx = rx.clone();
+                    // Trailing slashes route as TorchServe's do (`/predictions/sd/`,
+                    // `/models/`): trimmed before the router sees the path.
+                    let app = tower::Layer::layer(
+                        &axum::middleware::map_request(trim_trailing_slash),
+                        app,
+                    );
+                    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
                     tasks.push(tokio::spawn(async move {
                         axum::serve(listener, app)
                             .with_graceful_shutdown(async move {

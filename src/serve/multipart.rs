@@ -42,7 +42,13 @@ pub(crate) async fn parse(content_type: HeaderValue, body: Bytes) -> Result<Para
     };
     let mut req = Request::new(Body::from(body));
     req.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    let mut form = Multipart::from_request(req, &())
+    // The body is already in memory and within `max_request_size`; without this the
+    // extractor would apply axum's default 2 MB limit and refuse a large field as too large.
+    let extract = tower::Layer::layer(
+        &axum::extract::DefaultBodyLimit::disable(),
+        tower::service_fn(|req: Request| async move { Multipart::from_request(req, &()).await }),
+    );
+    let mut form = tower::ServiceExt::oneshot(extract, req)
         .await
         .map_err(|e| ApiError::bad_request(format!("bad multipart form: {}", e.body_text())))?;
     let mut fields = Map::new();
