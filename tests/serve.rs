@@ -246,7 +246,10 @@ fn models_all_and_specs() {
     let all = wgsd::serve::expand_models(&store, &["all".into()]).expect("all");
     assert_eq!(
         all,
-        vec![("sd2-tiny".into(), PathBuf::from("sd2-tiny.zip"))]
+        vec![
+            ("sd2-tiny".into(), PathBuf::from("sd2-tiny.zip")),
+            ("shapes-tiny".into(), PathBuf::from("shapes-tiny.zip"))
+        ]
     );
     let named =
         wgsd::serve::expand_models(&store, &["a=/x/y.mar".into(), "z.zip".into()]).expect("specs");
