@@ -235,3 +235,39 @@ fn downloads_must_be_200_with_an_archive() {
         );
     }
 }
+
+/// A client that goes away before its answer: the job is cancelled, counted in
+/// `wgsd_requests_cancelled_total` and logged with its request id.
+#[test]
+fn a_disconnected_client_is_counted_as_cancelled() {
+    let server = start(tiny_config()).expect("server starts");
+    let base = format!("http://{}", server.addr());
+    let metrics = format!("http://{}/metrics", server.addrs().metrics);
+    let impatient = serve_common::agent_with_timeout(Some(std::time::Duration::from_millis(700)));
+    let r = impatient
+        .post(format!("{base}/predictions/sd"))
+        .header("Content-Type", "application/json")
+        .header("x-request-id", "gone-early")
+        .send(r#"{"prompt": "a long one", "num_inference_steps": 400, "width": 64, "height": 64}"#);
+    assert!(r.is_err(), "the client was meant to time out");
+    let line = r#"wgsd_requests_cancelled_total{model_name="sd"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = agent()
+            .get(&metrics)
+            .call()
+            .expect("metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("body");
+        if text.contains(line) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {line} in:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    server.shutdown().expect("clean shutdown");
+}

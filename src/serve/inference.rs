@@ -98,6 +98,11 @@ async fn predict_model(
     req: Request,
 ) -> Result<Response, ApiError> {
     let png = wants_png(req.headers(), &query)?;
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -126,7 +131,7 @@ async fn predict_model(
         let (w, h, n) = (request.width, request.height, request.num_images_per_prompt);
         super::reply::check_size(super::reply::min_nested_len(w, h, n), limit)?;
     }
-    let generated = run_job(state, entry, request.clone()).await?;
+    let generated = run_job(state, entry, request.clone(), request_id.as_deref()).await?;
     if png {
         png_reply(entry, &request, &generated, limit)
     } else {

@@ -20,6 +20,7 @@ pub struct Metrics {
     ts_inference_us: CounterVec,
     ts_queue_us: CounterVec,
     requests: IntCounterVec,
+    cancelled: IntCounterVec,
     queue_length: IntGaugeVec,
     queue_seconds: HistogramVec,
     inference_seconds: HistogramVec,
@@ -112,6 +113,11 @@ impl Metrics {
                 "Requests answered, by model and HTTP status.",
                 &["model_name", "status"],
             ),
+            cancelled: counter(
+                "wgsd_requests_cancelled_total",
+                "Predictions cancelled because the client went away before the answer.",
+                &["model_name"],
+            ),
             queue_length: igauge(
                 "wgsd_queue_length",
                 "Requests waiting for the model's GPU worker.",
@@ -195,6 +201,11 @@ impl Metrics {
         self.requests
             .with_label_values(&[model, &status.to_string()])
             .inc();
+    }
+
+    /// A prediction's client went away before its answer (the job was cancelled).
+    pub fn request_cancelled(&self, model: &str) {
+        self.cancelled.with_label_values(&[model]).inc();
     }
 
     /// The model's queue grew (`+1`) or shrank (`-1`).

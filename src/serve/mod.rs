@@ -393,7 +393,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Echoes the client's `x-request-id`, or makes one.
-async fn request_id(req: Request, next: Next) -> Response {
+async fn request_id(mut req: Request, next: Next) -> Response {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let id = req
         .headers()
@@ -409,6 +409,8 @@ async fn request_id(req: Request, next: Next) -> Response {
             let s = format!("{:016x}-{:08x}-{n:08x}", t as u64, std::process::id());
             HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("wgsd"))
         });
+    // Handlers see the id too (their log lines name it).
+    req.headers_mut().insert("x-request-id", id.clone());
     let mut res = next.run(req).await;
     res.headers_mut().insert("x-request-id", id);
     res

@@ -217,7 +217,7 @@ async fn v1_predict(
     reply::check_size(floor, limit)?;
     // All queued at once, so a batching worker can run them together; the first error
     // drops (and so cancels) the rest.
-    let jobs = requests.into_iter().map(|r| run_job(state, entry, r));
+    let jobs = requests.into_iter().map(|r| run_job(state, entry, r, None));
     let done = futures_util::future::try_join_all(jobs).await?;
     let mut parts = vec![Part::Text("{\"predictions\":[".into())];
     for (i, generated) in done.into_iter().enumerate() {
@@ -472,7 +472,7 @@ async fn v2_infer_model(
         (2 * 3 * request.width * request.height * n).saturating_sub(1),
         limit,
     )?;
-    let generated = run_job(state, entry, request).await?;
+    let generated = run_job(state, entry, request, header_id.as_deref()).await?;
     let images: Vec<Image> = generated.images;
     let (h, w) = images.first().map_or((0, 0), |i| (i.height, i.width));
     let shape = if one {

@@ -29,6 +29,28 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Notices a handler dropped before its answer (the client disconnected): one log line
+/// with the request id, and the model's cancelled-requests counter.
+struct CancelNotice<'a> {
+    state: &'a AppState,
+    model: &'a str,
+    request_id: Option<String>,
+    answered: bool,
+}
+
+impl Drop for CancelNotice<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.state.metrics.request_cancelled(self.model);
+            eprintln!(
+                "wgsd serve: request {} for model {} cancelled: the client went away",
+                self.request_id.as_deref().unwrap_or("-"),
+                self.model
+            );
+        }
+    }
+}
+
 /// Queues `request` without waiting: the answer comes through the returned receiver.
 /// Setting `cancel` drops the job before it starts, or stops it between steps;
 /// `progress` hears of every step.
@@ -77,10 +99,17 @@ pub async fn run_job(
     state: &AppState,
     entry: &ModelEntry,
     request: GenerateRequest,
+    request_id: Option<&str>,
 ) -> Result<Generated, ApiError> {
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
     let rx = submit(state, entry, request, cancel, None)?;
+    let mut notice = CancelNotice {
+        state,
+        model: &entry.name,
+        request_id: request_id.map(str::to_string),
+        answered: false,
+    };
     let model = &entry.name;
     // `responseTimeout`: past it the client gets 504 and the job is cancelled (the
     // guard sets its flag as this returns). 0 means no limit.
@@ -91,6 +120,7 @@ pub async fn run_job(
         match tokio::time::timeout(std::time::Duration::from_secs(secs), rx).await {
             Ok(a) => a,
             Err(_) => {
+                notice.answered = true;
                 return Err(ApiError::new(
                     ErrorKind::RequestTimeout,
                     format!(
@@ -100,6 +130,7 @@ pub async fn run_job(
             }
         }
     };
+    notice.answered = true;
     match answer {
         Ok(Ok(g)) => Ok(g),
         Ok(Err(e)) => Err(e.into()),
