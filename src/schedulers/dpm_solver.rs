@@ -155,31 +155,11 @@ impl Scheduler for DpmSolverMultistep {
         };
         let final_sigma = if self.final_zero { 0.0 } else { self.table[0] };
         if self.karras {
-            // The whole table's range, whatever the spacing; timesteps rounded back.
-            let (max, min) = match (self.table.last(), self.table.first()) {
-                (Some(&a), Some(&b)) => (a, b),
-                _ => return Err(super::step_out_of_range(self.base.class, 0, 0)),
-            };
-            let levels = super::karras::sigmas(max, min, n);
-            let logs = super::karras::log_table(&self.table);
             let cosine = self.base.beta_schedule == "squaredcos_cap_v2";
-            self.timesteps = levels
-                .iter()
-                .map(|&s| {
-                    let t = super::karras::sigma_to_t(s, &logs);
-                    // astype(int64) truncates when the cosine schedule skips the rounding.
-                    if cosine {
-                        t.trunc()
-                    } else {
-                        betas::np_round(t)
-                    }
-                })
-                .collect();
-            self.sigmas = levels
-                .into_iter()
-                .chain(std::iter::once(final_sigma))
-                .map(|s| f64::from(s as f32))
-                .collect();
+            let (timesteps, levels) = super::karras::over_table(&self.table, n, cosine)
+                .ok_or_else(|| super::step_out_of_range(self.base.class, 0, 0))?;
+            self.timesteps = timesteps;
+            self.sigmas = super::karras::with_last(levels, final_sigma);
         } else {
             self.timesteps = ts.iter().map(|&v| v as f64).collect();
             self.sigmas = betas::sigmas_at(&self.table, &self.timesteps, final_sigma);

@@ -44,6 +44,38 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     (1.0 - w) * low_idx as f64 + w * high_idx as f64
 }
 
+/// Karras levels over a whole sigma table (DPM-Solver, UniPC: whatever the spacing): `n`
+/// levels from the table's largest sigma to its smallest, and the integer timesteps found
+/// back from them (truncated instead of rounded when `truncate`, as diffusers skips the
+/// rounding for the cosine schedule and `astype(int64)` truncates). `None` for an empty
+/// table.
+pub fn over_table(table: &[f64], n: usize, truncate: bool) -> Option<(Vec<f64>, Vec<f64>)> {
+    let (&min, &max) = (table.first()?, table.last()?);
+    let levels = sigmas(max, min, n);
+    let logs = log_table(table);
+    let timesteps = levels
+        .iter()
+        .map(|&s| {
+            let t = sigma_to_t(s, &logs);
+            if truncate {
+                t.trunc()
+            } else {
+                super::betas::np_round(t)
+            }
+        })
+        .collect();
+    Some((timesteps, levels))
+}
+
+/// `levels` then `last`, rounded to float32 as diffusers stores sigmas.
+pub fn with_last(levels: Vec<f64>, last: f64) -> Vec<f64> {
+    levels
+        .into_iter()
+        .chain(std::iter::once(last))
+        .map(|s| f64::from(s as f32))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

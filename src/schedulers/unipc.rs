@@ -216,26 +216,15 @@ impl Scheduler for UniPcMultistep {
             Spacing::Trailing => betas::trailing(t, t, n),
         };
         if self.karras {
-            let (max, min) = match (self.table.last(), self.table.first()) {
-                (Some(&a), Some(&b)) => (a, b),
-                _ => return Err(super::step_out_of_range(self.base.class, 0, 0)),
-            };
-            let levels = super::karras::sigmas(max, min, n);
-            let logs = super::karras::log_table(&self.table);
-            self.timesteps = levels
-                .iter()
-                .map(|&s| betas::np_round(super::karras::sigma_to_t(s, &logs)))
-                .collect();
+            let (timesteps, levels) = super::karras::over_table(&self.table, n, false)
+                .ok_or_else(|| super::step_out_of_range(self.base.class, 0, 0))?;
             let last = if self.final_zero {
                 0.0
             } else {
                 levels.last().copied().unwrap_or(0.0)
             };
-            self.sigmas = levels
-                .into_iter()
-                .chain(std::iter::once(last))
-                .map(|s| f64::from(s as f32))
-                .collect();
+            self.timesteps = timesteps;
+            self.sigmas = super::karras::with_last(levels, last);
         } else {
             self.timesteps = ts.iter().map(|&v| v as f64).collect();
             let last = if self.final_zero { 0.0 } else { self.table[0] };
