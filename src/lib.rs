@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod pipeline_warmup;
 pub mod png_info;
 pub mod precision;
+pub mod prompt;
 pub mod rng;
 pub mod schedulers;
 pub mod serve;

@@ -24,6 +24,7 @@
 //! when a trace is asked for, the intermediate latents).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use crate::models::vae::VaeDecoder;
 pub use crate::models::vae_tiling::VaeTiling;
 use crate::ops;
 use crate::precision::Precision;
+pub use crate::prompt::PromptSyntax;
 use crate::rng::TorchGenerator;
 use crate::schedulers::{self, Sampler, SchedulerConfig, Spacing};
 use crate::tokenizer::Tokenizer;
@@ -97,6 +99,14 @@ pub struct GenerateRequest {
     /// through the linear latent-to-RGB approximation, on the GPU at latent resolution.
     /// Off, a step costs nothing more.
     pub preview: bool,
+    /// How the prompts and negative prompts are read (diffusers' plain text, or
+    /// AUTOMATIC1111's syntax on its API).
+    pub prompt_syntax: PromptSyntax,
+    /// When set (AUTOMATIC1111's `interrupt` / `skip`), denoising stops before the next
+    /// step and the latents as they are go through the VAE: the request still gets its
+    /// (less denoised) images, as A1111 returns them. In a batch, the run finishes early
+    /// once every request in it has its flag set.
+    pub finish_early: Option<Arc<AtomicBool>>,
 }
 
 impl Default for GenerateRequest {
@@ -116,6 +126,8 @@ impl Default for GenerateRequest {
             vae_tiling: VaeTiling::Auto,
             tiling: false,
             preview: false,
+            prompt_syntax: PromptSyntax::Plain,
+            finish_early: None,
         }
     }
 }
@@ -178,6 +190,9 @@ pub struct Generated {
     pub timings: Timings,
     /// Prompts whose tokens did not all fit (index, tokens dropped), as diffusers warns.
     pub truncated: Vec<(usize, usize)>,
+    /// Denoising steps run: fewer than `timesteps.len()` when the request's
+    /// [`finish_early`](GenerateRequest::finish_early) flag stopped it.
+    pub steps_done: usize,
     pub trace: Option<Trace>,
 }
 
@@ -398,6 +413,7 @@ impl<'g> Pipeline<'g> {
             timestep_spacing: req.timestep_spacing,
             vae_tiling: req.vae_tiling,
             tiling: req.tiling,
+            prompt_syntax: req.prompt_syntax,
         })
     }
 
@@ -553,6 +569,14 @@ impl<'g> Pipeline<'g> {
         let total = timesteps.len();
         // The preview factors are for 4-channel latents (SD 1.x / 2.x VAEs).
         let want_previews = lc == 4 && items.iter().any(|r| r.preview);
+        let finish_early = || {
+            items.iter().all(|r| {
+                r.finish_early
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed))
+            })
+        };
+        let mut steps_done = 0;
         for (i, &t) in timesteps.iter().enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled {
@@ -560,6 +584,10 @@ impl<'g> Pipeline<'g> {
                     total,
                 });
             }
+            if finish_early() {
+                break;
+            }
+            steps_done = i + 1;
             let factor = sched.scale_model_input_factor(i);
             let scaled = if factor == 1.0 {
                 latents.clone()
@@ -659,6 +687,7 @@ impl<'g> Pipeline<'g> {
                 timesteps: timesteps.clone(),
                 timings,
                 truncated,
+                steps_done,
                 trace: None,
             });
         }
@@ -683,4 +712,5 @@ pub struct BatchKey {
     /// Tiled and untiled decodes differ at the seams.
     pub vae_tiling: VaeTiling,
     pub tiling: bool,
+    pub prompt_syntax: PromptSyntax,
 }

@@ -110,6 +110,7 @@ fn request(case: &Value) -> GenerateRequest {
         vae_tiling: VaeTiling::Off,
         tiling: false,
         preview: false,
+        ..GenerateRequest::default()
     }
 }
 

@@ -121,6 +121,7 @@ fn check_case(name: &str) {
         vae_tiling: VaeTiling::Off,
         tiling: false,
         preview: false,
+        ..GenerateRequest::default()
     };
     let out = pipeline().generate(&req).expect("generate");
     let want_ts: Vec<f64> = case["timesteps"]

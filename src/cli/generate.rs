@@ -409,6 +409,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         vae_tiling,
         tiling: args.tiling,
         preview: false,
+        ..GenerateRequest::default()
     };
     let bar = Bar {
         enabled: std::io::stderr().is_terminal(),

@@ -8,11 +8,13 @@ pub mod cast;
 pub mod concat;
 pub mod elementwise;
 pub mod embedding;
+pub mod gather;
 pub mod gemm;
 pub mod image;
 pub mod latent_preview;
 pub mod norm;
 pub mod pad;
+pub mod prompt_weight;
 pub mod scheduler_step;
 pub mod split;
 pub mod tile_blend;
@@ -33,11 +35,13 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         concat::variants(),
         elementwise::variants(),
         embedding::variants(),
+        gather::variants(),
         gemm::variants(),
         image::variants(),
         latent_preview::variants(),
         norm::variants(),
         pad::variants(),
+        prompt_weight::variants(),
         scheduler_step::variants(),
         split::variants(),
         tile_blend::variants(),

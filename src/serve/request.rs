@@ -199,6 +199,7 @@ impl Params {
             vae_tiling: VaeTiling::from_bool(self.vae_tiling),
             tiling: self.tiling.unwrap_or(false),
             preview: false,
+            ..GenerateRequest::default()
         })
     }
 }
