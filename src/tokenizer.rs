@@ -351,6 +351,24 @@ impl Tokenizer {
         Ok(enc.get_tokens().to_vec())
     }
 
+    /// The prompt's ids without BOS/EOS, truncation or padding (what A1111's
+    /// `tokenize_line` gets for each weighted segment).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| LoadError::Tokenizer {
+                path: self.dir.clone(),
+                msg: format!("encoding {text:?}: {e}"),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The id of `,</w>` (A1111's `comma_token`, where long prompts prefer to break).
+    pub fn comma_id(&self) -> Option<u32> {
+        self.inner.token_to_id(",</w>")
+    }
+
     /// Token id used for padding (SD 2: `!` = 0, SD 1: `<|endoftext|>` = 49407).
     pub fn pad_id(&self) -> u32 {
         self.pad_id
