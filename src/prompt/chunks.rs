@@ -6,9 +6,9 @@
 //! its weight. Tokens fill chunks of 75; a `BREAK` closes the current chunk early. When a
 //! chunk is full and a comma lies within its last 20 tokens (`comma_padding_backtrack`),
 //! the tokens after that comma move on to the next chunk. Each chunk is then BOS, its
-//! tokens, EOS up to 77, weight 1.0 on all three kinds of filler; finally every id after
-//! the first EOS becomes `pad` (a no-op where pad is EOS, as SD 1.x; SD 2's OpenCLIP pads
-//! with 0). An empty prompt is one chunk. The prompt's chunks are encoded one by one and
+//! tokens, EOS up to 77, weight 1.0 on all three kinds of filler; finally, where `pad`
+//! differs from EOS (SD 2's OpenCLIP pads with 0; SD 1.x pads with EOS), every id after
+//! the first EOS becomes `pad`. An empty prompt is one chunk. The prompt's chunks are encoded one by one and
 //! concatenated (77 * n tokens).
 
 use super::attention::BREAK_WEIGHT;
@@ -110,8 +110,12 @@ impl Builder {
         weights.push(1.0);
         weights.append(&mut self.weights);
         weights.resize(CHUNK_TOKENS + 2, 1.0);
-        // The first EOS (a prompt may contain one), everything after it to pad.
-        if let Some(first_eos) = ids.iter().position(|&i| i == eos) {
+        // Where pad is not EOS (SD 2), everything after the first EOS becomes pad: the
+        // first EOS may be the prompt's own ("<|endoftext|>"). Where pad is EOS nothing
+        // changes, not even after such an EOS.
+        if pad != eos
+            && let Some(first_eos) = ids.iter().position(|&i| i == eos)
+        {
             ids[first_eos + 1..].fill(pad);
         }
         self.last_comma = None;

@@ -195,6 +195,10 @@ fn first_eos_starts_the_padding() {
     want.resize(77, 0);
     assert_eq!(c[0].ids, want);
     assert_eq!(c[0].weights, vec![1.0; 77]);
+    // SD 1.x (pad is EOS): process_tokens does nothing, the rest of the prompt stays.
+    let sd1 = SpecialTokens { pad: EOS, ..SD2 };
+    let c = chunks_of("t1 eos t2", &sd1);
+    assert_eq!(c[0].ids, window(&[1, EOS, 2], EOS));
 }
 
 #[test]
