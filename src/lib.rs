@@ -2,6 +2,7 @@
 //! WGSL compute shader run through wgpu.
 
 pub mod bench;
+mod conditioning;
 pub mod error;
 pub mod gpu;
 pub mod loader;

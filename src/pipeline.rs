@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::conditioning::{self, TextStage};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Recorder, Tensor};
 use crate::loader::{ArchiveOptions, ClipTextConfig, ModelDir, VarBuilder, open_model_with};
@@ -404,7 +405,16 @@ impl<'g> Pipeline<'g> {
     ///
     /// [`generate_batch`]: Pipeline::generate_batch
     pub fn batch_key(&self, req: &GenerateRequest) -> Option<BatchKey> {
-        (!req.trace).then(|| BatchKey {
+        if req.trace {
+            return None;
+        }
+        // A1111 contexts are as long as their longest prompt; a batch shares one length.
+        // A request whose prompts do not tokenize runs alone (and fails there).
+        let prompt_chunks = match req.prompt_syntax {
+            PromptSyntax::Plain => 1,
+            PromptSyntax::A1111 => conditioning::a1111_chunk_count(&self.tokenizer, req).ok()?,
+        };
+        Some(BatchKey {
             width: req.width,
             height: req.height,
             steps: req.steps,
@@ -414,6 +424,7 @@ impl<'g> Pipeline<'g> {
             vae_tiling: req.vae_tiling,
             tiling: req.tiling,
             prompt_syntax: req.prompt_syntax,
+            prompt_chunks,
         })
     }
 
@@ -482,46 +493,14 @@ impl<'g> Pipeline<'g> {
         // 1. Text encoder: rows [uncond...; cond...], each prompt repeated n times, the
         // requests one after another within each half.
         let t0 = Instant::now();
-        let mut truncated: Vec<Vec<(usize, usize)>> = vec![Vec::new(); items.len()];
-        let mut encode = |text: &str, at: Option<(usize, usize)>| -> Result<Vec<u32>> {
-            let e = self.tokenizer.encode(text)?;
-            if let (Some((k, i)), true) = (at, e.truncated) {
-                truncated[k].push((i, e.dropped));
-            }
-            Ok(e.ids)
+        let stage = TextStage {
+            tokenizer: &self.tokenizer,
+            text_encoder: &self.text_encoder,
+            act: self.unet.activation_dtype(),
         };
-        let mut cond = Vec::with_capacity(batch);
-        let mut uncond = Vec::new();
-        for (k, r) in items.iter().enumerate() {
-            for (i, p) in r.prompts.iter().enumerate() {
-                cond.push((encode(p, Some((k, i)))?, r.num_images_per_prompt));
-            }
-        }
-        if cfg {
-            for r in items {
-                for i in 0..r.prompts.len() {
-                    let neg = match r.negative_prompts.len() {
-                        0 => "",
-                        1 => r.negative_prompts[0].as_str(),
-                        _ => r.negative_prompts[i].as_str(),
-                    };
-                    uncond.push((encode(neg, None)?, r.num_images_per_prompt));
-                }
-            }
-        }
-        let mut rows: Vec<&Vec<u32>> = Vec::with_capacity(2 * batch);
-        for (ids, n_img) in uncond.iter().chain(&cond) {
-            rows.extend(std::iter::repeat_n(ids, *n_img));
-        }
-        let seq = cond[0].0.len();
-        let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-        let ids = Tensor::from_u32(gpu, &[rows.len(), seq], &flat)?;
-        let context = self.text_encoder.forward(&mut rec, &ids)?;
-        // Once per generation in the UNet's storage type (the cross-attention K/V cache
-        // is keyed by this one tensor).
-        let context = ops::cast::cast(&mut rec, &context, self.unet.activation_dtype())?;
+        let conditioning = conditioning::encode(&mut rec, &stage, items, cfg, req.steps)?;
         if let Some(tr) = trace.as_mut() {
-            let all = rec.read_f32(&context)?;
+            let all = rec.read_f32(conditioning.at_step(0))?;
             if cfg {
                 let (u, c) = all.split_at(all.len() / 2);
                 tr.negative_prompt_embeds = Some(u.to_vec());
@@ -599,7 +578,9 @@ impl<'g> Pipeline<'g> {
             } else {
                 scaled
             };
-            let out = self.unet.forward(&mut rec, &input, t as f32, &context)?;
+            let out = self
+                .unet
+                .forward(&mut rec, &input, t as f32, conditioning.at_step(i))?;
             if i == 0
                 && let Some(tr) = trace.as_mut()
             {
@@ -679,7 +660,7 @@ impl<'g> Pipeline<'g> {
             vae,
         };
         let mut out = Vec::with_capacity(items.len());
-        for ((r, rows), truncated) in items.iter().zip(&counts).zip(truncated) {
+        for ((r, rows), truncated) in items.iter().zip(&counts).zip(conditioning.truncated) {
             out.push(Generated {
                 images: images.by_ref().take(*rows).collect(),
                 seed: r.seed,
@@ -713,4 +694,6 @@ pub struct BatchKey {
     pub vae_tiling: VaeTiling,
     pub tiling: bool,
     pub prompt_syntax: PromptSyntax,
+    /// 77-token chunks per context (1 in the plain syntax).
+    pub prompt_chunks: usize,
 }

@@ -214,6 +214,8 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
     let names: Vec<String> = config.models.iter().map(|(n, _)| n.clone()).collect();
     let auth = config.auth_token.is_some();
     let server = wgsd::serve::start(config).context("starting the server")?;
+    // Before anything reports the server up, so a SIGTERM right after is a clean stop.
+    watch_signals(server.shutdown_handle())?;
     let a = server.addrs();
     eprintln!("wgsd serve: models: {}", names.join(", "));
     eprintln!("wgsd serve: inference API on http://{}", a.inference);
@@ -223,7 +225,6 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
     if auth {
         eprintln!("wgsd serve: token auth on (Authorization: Bearer TOKEN)");
     }
-    watch_signals(server.shutdown_handle())?;
     server.wait()?;
     eprintln!("wgsd serve: stopped");
     Ok(())

@@ -14,18 +14,22 @@ pub fn on_interrupt(
         .enable_all()
         .build()
         .context("starting the signal watcher")?;
+    // The handlers are installed here, before this returns: a signal that arrives right
+    // after (a launcher stopping the command as soon as it reports ready) is caught,
+    // where handlers installed later by the watcher thread would let it kill the process.
+    let mut signals = {
+        let _in_runtime = runtime.enter();
+        Signals::install().context("installing the SIGINT/SIGTERM handlers")?
+    };
     std::thread::Builder::new()
         .name("wgsd-signals".into())
         .spawn(move || {
             runtime.block_on(async move {
-                if next_signal().await.is_err() {
-                    return;
-                }
+                signals.next().await;
                 on_first();
-                if next_signal().await.is_ok() {
-                    eprintln!("{second}");
-                    std::process::exit(130);
-                }
+                signals.next().await;
+                eprintln!("{second}");
+                std::process::exit(130);
             })
         })
         .context("starting the signal watcher")?;
@@ -33,18 +37,42 @@ pub fn on_interrupt(
 }
 
 #[cfg(unix)]
-async fn next_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn next_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn next(&mut self) {
+        // Without a ctrl-c handler (an error), wait forever rather than stop.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

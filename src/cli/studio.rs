@@ -103,10 +103,6 @@ pub fn run(choice: &AdapterChoice, args: &StudioArgs) -> anyhow::Result<()> {
         "wgsd studio: management API on http://{}, metrics on http://{}",
         a.management, a.metrics
     );
-    // On stdout, alone on its line, for scripts and launchers.
-    let mut out = std::io::stdout();
-    writeln!(out, "wgsd studio: open http://{}/", a.inference)?;
-    out.flush()?;
     let handle = server.shutdown_handle();
     super::signals::on_interrupt(
         move || {
@@ -115,6 +111,11 @@ pub fn run(choice: &AdapterChoice, args: &StudioArgs) -> anyhow::Result<()> {
         },
         "wgsd studio: second signal, exiting now",
     )?;
+    // On stdout, alone on its line, for scripts and launchers; only once a signal stops
+    // the studio cleanly (a launcher may stop it as soon as it has the URL).
+    let mut out = std::io::stdout();
+    writeln!(out, "wgsd studio: open http://{}/", a.inference)?;
+    out.flush()?;
     server.wait()?;
     eprintln!("wgsd studio: stopped");
     Ok(())
