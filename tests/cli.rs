@@ -348,6 +348,50 @@ fn generate_seamless_tiling() {
     );
 }
 
+/// `--prompt-syntax a1111`: the emphasis case of tests/fixtures/prompt-syntax (weighted
+/// prompt and negative prompt) through the binary; an unknown syntax is refused.
+#[test]
+fn generate_with_a1111_prompt_syntax() {
+    let dir = out_dir("prompt-syntax");
+    let out = dir.join("emphasis.png");
+    let json = ok(&[
+        "generate",
+        "--model",
+        sd2().to_str().unwrap(),
+        "--prompt",
+        "a (red:1.5) circle on a ((white)) background, [blurry]",
+        "--negative-prompt",
+        "(ugly:1.2), text",
+        "--seed",
+        "21",
+        "--steps",
+        "4",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--precision",
+        "f32",
+        "--prompt-syntax",
+        "a1111",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&json.stdout).expect("--json");
+    assert_eq!(summary["prompt_syntax"], "a1111");
+    let (_, _, px) = png_pixels(&out);
+    assert_matches(
+        "cli --prompt-syntax a1111",
+        &px,
+        &reference_images("prompt-syntax", "00_emphasis")[0],
+    );
+    let bad = wgsd(&["generate", "--prompt", "x", "--prompt-syntax", "comfy"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("plain (diffusers) or a1111"), "{err}");
+}
+
 /// The SD1-style fp16 archive with its own PNDM scheduler (case 00), written as .npy only.
 #[test]
 fn generate_sd1_fp16_archive_npy() {

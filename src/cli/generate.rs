@@ -17,7 +17,7 @@ use wgsd::Precision;
 use wgsd::gpu::{AdapterChoice, Gpu};
 use wgsd::pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
-    PipelineOptions, Progress, VaeTiling,
+    PipelineOptions, Progress, PromptSyntax, VaeTiling,
 };
 use wgsd::schedulers::{Sampler, Spacing};
 
@@ -68,6 +68,11 @@ pub struct GenerateArgs {
     /// models such as SD-Turbo, with --guidance 0) or linspace.
     #[arg(long)]
     timestep_spacing: Option<String>,
+    /// How prompts are read: plain (diffusers: the text as is, cut at 77 tokens) or a1111
+    /// (AUTOMATIC1111: (emphasis:1.2), [de-emphasis], BREAK, prompts past 75 tokens in
+    /// further chunks, [from:to:when] prompt editing, [a|b] alternation).
+    #[arg(long, value_name = "plain|a1111", default_value = "plain")]
+    prompt_syntax: PromptSyntax,
     /// Images to generate (one seed, drawn as one batch as diffusers does).
     #[arg(long, default_value_t = 1)]
     num_images: usize,
@@ -161,6 +166,7 @@ struct Summary {
     sampler: &'static str,
     timestep_spacing: Option<&'static str>,
     tiling: bool,
+    prompt_syntax: &'static str,
     weight_dtype: &'static str,
     /// The precision asked for (`auto`, `f32`, `f16`) and what it resolved to here.
     precision_requested: Precision,
@@ -409,6 +415,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         vae_tiling,
         tiling: args.tiling,
         preview: false,
+        prompt_syntax: args.prompt_syntax,
         ..GenerateRequest::default()
     };
     let bar = Bar {
@@ -476,6 +483,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             sampler: out.scheduler.name(),
             timestep_spacing: timestep_spacing.map(Spacing::as_str),
             tiling: args.tiling,
+            prompt_syntax: args.prompt_syntax.as_str(),
             weight_dtype: pipe.weight_dtype().wgsl(),
             precision_requested: options.precision,
             precision: pipe.precision().wgsl(),

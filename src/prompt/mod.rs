@@ -32,3 +32,27 @@ pub enum PromptSyntax {
     /// AUTOMATIC1111's prompt syntax (its `/sdapi/v1` routes use it).
     A1111,
 }
+
+impl PromptSyntax {
+    /// `plain` (also `diffusers`) or `a1111` (also `automatic1111`, `webui`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptSyntax::Plain => "plain",
+            PromptSyntax::A1111 => "a1111",
+        }
+    }
+}
+
+impl std::str::FromStr for PromptSyntax {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PromptSyntax, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "plain" | "diffusers" => Ok(PromptSyntax::Plain),
+            "a1111" | "automatic1111" | "webui" => Ok(PromptSyntax::A1111),
+            other => Err(format!(
+                "unknown prompt syntax {other:?}: expected plain (diffusers) or a1111"
+            )),
+        }
+    }
+}
