@@ -580,3 +580,39 @@ fn api_auth_is_basic_auth_on_sdapi_only() {
     assert_eq!(r.status(), 200);
     server.shutdown().expect("clean shutdown");
 }
+
+/// The `webuiapi` package (PyPI), unchanged, from `.venv` (see `.ci/setup`), with basic
+/// auth on: txt2img, options, samplers, progress during a job, interrupt.
+#[test]
+fn webuiapi_client() {
+    let py = serve_common::venv_python("webuiapi");
+    let mut config = tiny_config();
+    config.api_auth = vec![("alice".into(), "secret".into())];
+    let (server, _) = serve(config);
+    let port = server.addr().port().to_string();
+    let out = serve_common::run_python(
+        &py,
+        "tests/python/a1111_client.py",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+        ],
+    );
+    let summary: Value = serde_json::from_str(out.trim().lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("summary ({e}): {out}"));
+    assert_eq!(summary["seeds"], json!([1234, 1235]), "{summary}");
+    assert_eq!(summary["model"], "sd");
+    assert!(
+        summary["interrupted_after"]
+            .as_u64()
+            .is_some_and(|n| n < 400),
+        "{summary}"
+    );
+    server.shutdown().expect("clean shutdown");
+}
