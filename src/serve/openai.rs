@@ -167,7 +167,7 @@ fn parse_size(s: &str) -> Result<Option<(usize, usize)>, OpenAiError> {
     let (w, h) = t.split_once('x').ok_or_else(bad)?;
     let w: usize = w.trim().parse().map_err(|_| bad())?;
     let h: usize = h.trim().parse().map_err(|_| bad())?;
-    let ok = |v: usize| v > 0 && v % 8 == 0 && v <= MAX_SIZE;
+    let ok = |v: usize| v > 0 && v.is_multiple_of(8) && v <= MAX_SIZE;
     if !ok(w) || !ok(h) {
         return Err(bad());
     }

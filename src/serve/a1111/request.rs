@@ -130,7 +130,7 @@ fn seed(body: &mut Body, key: &str) -> Option<u64> {
 
 fn size(body: &mut Body, key: &str) -> Option<usize> {
     let v = body.int_in(key, 8..=MAX_SIZE as i64)? as usize;
-    if v % 8 != 0 {
+    if !v.is_multiple_of(8) {
         body.error(
             key,
             format!("{key} must be a multiple of 8, got {v}"),
