@@ -616,3 +616,42 @@ fn webuiapi_client() {
     );
     server.shutdown().expect("clean shutdown");
 }
+
+/// A client that goes away cancels its run: the worker stops between steps, progress is
+/// idle again, and the metrics count the cancellation.
+#[test]
+fn a_client_that_goes_away_cancels_its_run() {
+    let (server, base) = serve(tiny_config());
+    let gone = serve_common::agent_with_timeout(Some(Duration::from_millis(1500)))
+        .post(format!("{base}/sdapi/v1/txt2img"))
+        .header("Content-Type", "application/json")
+        .send(json!({"prompt": "a cat", "steps": 500, "width": 32, "height": 32}).to_string());
+    assert!(gone.is_err(), "the client gave up before the answer");
+    let t0 = Instant::now();
+    loop {
+        let (_, p) = get(&base, "/sdapi/v1/progress");
+        if p["state"]["job_count"] == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the run goes on: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cancelled = server
+        .metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("wgsd_requests_cancelled_total{model_name=\"sd\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(cancelled, Some(1));
+    // The worker is free again: the next call answers.
+    let v = txt2img(
+        &base,
+        json!({"prompt": "a", "steps": 1, "width": 32, "height": 32}),
+    );
+    assert_eq!(images_of(&v).len(), 1);
+    server.shutdown().expect("clean shutdown");
+}

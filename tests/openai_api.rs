@@ -166,7 +166,9 @@ fn the_api_key_is_the_bearer_token() {
     config.auth_token = Some("sk-wgsd".into());
     let (server, base) = serve(config);
     let body = json!({"prompt": "x", "size": "32x32", "steps": 1});
-    assert_eq!(generate(&base, None, &body).0, 401);
+    let (code, v) = generate(&base, None, &body);
+    assert_openai_error(code, &v, 401, None);
+    assert_eq!(v["error"]["code"], "invalid_api_key");
     assert_eq!(generate(&base, Some("sk-other"), &body).0, 401);
     let (code, v) = generate(&base, Some("sk-wgsd"), &body);
     assert_eq!(code, 200, "{v}");

@@ -98,11 +98,27 @@ pub(crate) async fn require_token(
     {
         return next.run(req).await;
     }
-    let mut res = ApiError::new(
-        ErrorKind::InvalidKey,
-        "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
-    )
-    .into_response();
+    // OpenAI's clients read OpenAI's error shape (their API key is this token).
+    let mut res = if path.starts_with("/v1/images/") {
+        let body = serde_json::json!({ "error": {
+            "message": "Incorrect API key provided: wgsd expects the server's --auth-token.",
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "invalid_api_key",
+        }});
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    } else {
+        ApiError::new(
+            ErrorKind::InvalidKey,
+            "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
+        )
+        .into_response()
+    };
     res.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     res

@@ -116,6 +116,12 @@ pub async fn run_group(
             }
         }
     }
+    let mut notice = CancelNotice {
+        state,
+        model: &entry.name,
+        request_id: None,
+        answered: false,
+    };
     let wait = async {
         let mut out = Vec::with_capacity(receivers.len());
         for rx in receivers {
@@ -128,10 +134,13 @@ pub async fn run_group(
         Ok(out)
     };
     let secs = entry.settings.response_timeout_s;
-    if secs == 0 {
-        return wait.await;
-    }
-    match tokio::time::timeout(std::time::Duration::from_secs(secs), wait).await {
+    let answer = if secs == 0 {
+        Ok(wait.await)
+    } else {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), wait).await
+    };
+    notice.answered = true;
+    match answer {
         Ok(r) => r,
         Err(_) => {
             cancel.store(true, Ordering::SeqCst);
