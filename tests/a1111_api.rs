@@ -207,6 +207,9 @@ fn lists_options_and_models() {
         "face-restorers",
         "realesrgan-models",
         "prompt-styles",
+        "sd-vae",
+        "latent-upscale-modes",
+        "script-info",
     ] {
         assert_eq!(
             get(&base, &format!("/sdapi/v1/{empty}")),
@@ -214,6 +217,10 @@ fn lists_options_and_models() {
             "{empty}"
         );
     }
+    assert_eq!(
+        get(&base, "/sdapi/v1/scripts"),
+        (200, json!({"txt2img": [], "img2img": []}))
+    );
     assert_eq!(
         get(&base, "/sdapi/v1/embeddings"),
         (200, json!({"loaded": {}, "skipped": {}}))
@@ -653,5 +660,28 @@ fn a_client_that_goes_away_cancels_its_run() {
         json!({"prompt": "a", "steps": 1, "width": 32, "height": 32}),
     );
     assert_eq!(images_of(&v).len(), 1);
+    server.shutdown().expect("clean shutdown");
+}
+
+/// With the model's `batchSize` at 2, a `batch_size: 2` iteration is one batched UNet
+/// pass per step (the worker's dynamic batching), its images still seeded `seed + i`.
+#[test]
+fn a_batch_is_one_unet_pass_per_step() {
+    let mut config = tiny_config();
+    config.default_settings.batch_size = 2;
+    config.default_settings.max_batch_delay_ms = 2000;
+    let (server, base) = serve(config);
+    let before = server.metrics().unet_passes("sd");
+    let v = txt2img(
+        &base,
+        json!({"prompt": "a", "seed": 40, "steps": 3, "width": 32, "height": 32, "batch_size": 2}),
+    );
+    assert_eq!(images_of(&v).len(), 2);
+    assert_eq!(info_of(&v)["all_seeds"], json!([40, 41]));
+    assert_eq!(
+        server.metrics().unet_passes("sd") - before,
+        3,
+        "one pass per step for both"
+    );
     server.shutdown().expect("clean shutdown");
 }
