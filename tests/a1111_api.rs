@@ -670,14 +670,33 @@ fn a_batch_is_one_unet_pass_per_step() {
     let mut config = tiny_config();
     config.default_settings.batch_size = 2;
     config.default_settings.max_batch_delay_ms = 2000;
+    let outputs = tempfile::tempdir().expect("tmp");
+    config.outputs_dir = outputs.path().to_path_buf();
     let (server, base) = serve(config);
     let before = server.metrics().unet_passes("sd");
     let v = txt2img(
         &base,
-        json!({"prompt": "a", "seed": 40, "steps": 3, "width": 32, "height": 32, "batch_size": 2}),
+        json!({"prompt": "a", "seed": 40, "steps": 3, "width": 32, "height": 32, "batch_size": 2,
+               "save_images": true}),
     );
-    assert_eq!(images_of(&v).len(), 2);
-    assert_eq!(info_of(&v)["all_seeds"], json!([40, 41]));
+    let images = images_of(&v);
+    assert_eq!(images.len(), 2);
+    let info = info_of(&v);
+    assert_eq!(info["all_seeds"], json!([40, 41]));
+    // save_images: both written to the outputs folder, as sent.
+    let saved: Vec<&str> = info["saved"]
+        .as_array()
+        .expect("saved")
+        .iter()
+        .map(|n| n.as_str().expect("name"))
+        .collect();
+    assert_eq!(saved.len(), 2, "{info}");
+    for (name, sent) in saved.iter().zip(&images) {
+        let img = image::open(outputs.path().join(name))
+            .expect("saved PNG")
+            .to_rgb8();
+        assert_eq!(img.into_raw(), sent.2, "{name}");
+    }
     assert_eq!(
         server.metrics().unet_passes("sd") - before,
         3,
