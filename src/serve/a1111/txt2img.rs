@@ -149,6 +149,9 @@ async fn run(
     let (state2, entry2, job2) = (state.clone(), entry.clone(), job.clone());
     let reply = tokio::task::spawn_blocking(move || {
         let info = Info {
+            width: base.width,
+            height: base.height,
+            steps,
             seed,
             subseed,
             total,
@@ -191,6 +194,9 @@ fn job_params(r: &GenerateRequest, plan: &Txt2Img) -> Value {
 
 /// What `info` reports beyond the images.
 struct Info {
+    width: usize,
+    height: usize,
+    steps: usize,
     seed: u64,
     subseed: u64,
     total: usize,
@@ -251,11 +257,11 @@ fn reply(
         "subseed": info.subseed,
         "all_subseeds": (0..n as u64).map(|i| info.subseed.wrapping_add(i)).collect::<Vec<_>>(),
         "subseed_strength": 0,
-        "width": made.first().map(|m| m.request.width),
-        "height": made.first().map(|m| m.request.height),
+        "width": info.width,
+        "height": info.height,
         "sampler_name": r.sampler.a1111_name(),
         "cfg_scale": r.cfg_scale,
-        "steps": made.first().map(|m| m.request.steps),
+        "steps": info.steps,
         "batch_size": r.batch_size,
         "restore_faces": false,
         "face_restoration_model": null,
