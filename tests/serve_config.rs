@@ -250,3 +250,20 @@ fn vae_tiling_key_global_and_per_model() {
     );
     assert!(TsConfig::parse(b"vae_tiling=sometimes\n").is_err());
 }
+
+#[test]
+fn api_auth_is_a_server_key() {
+    let ts = TsConfig::parse(b"api_auth=alice:secret,bob:pa:ss\n").expect("parses");
+    let mut config = ServeConfig::default();
+    ts.apply(&mut config);
+    assert_eq!(
+        config.api_auth,
+        vec![
+            ("alice".to_string(), "secret".to_string()),
+            ("bob".to_string(), "pa:ss".to_string())
+        ]
+    );
+    let (line, key, message) = value_error("api_auth=alice\n");
+    assert_eq!((line, key.as_str()), (1, "api_auth"));
+    assert!(message.contains("user:password"), "{message}");
+}

@@ -19,7 +19,8 @@ Precedence: command line, then --ts-config, then the defaults.
 
 Auth: with --auth-token (or WGSD_AUTH_TOKEN, or auth_token= in the config file) the
 management API and the inference API need `Authorization: Bearer TOKEN` (401 otherwise);
-/ping, /v2/health/* and the metrics API stay open.
+/ping, /v2/health/* and the metrics API stay open. With --api-auth the AUTOMATIC1111
+routes (/sdapi/v1/*) take HTTP basic auth instead, as A1111's --api-auth.
 
 SIGINT/SIGTERM: new predictions get 503, in-flight ones finish, then the server exits 0
 (a second signal exits at once).")]
@@ -62,6 +63,15 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on the management and inference APIs.
     #[arg(long, env = "WGSD_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// HTTP basic auth on the AUTOMATIC1111 routes (/sdapi/v1/*), as A1111's own flag:
+    /// user:pass[,user2:pass2] (config key api_auth); those routes then skip the token.
+    #[arg(
+        long,
+        env = "WGSD_API_AUTH",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    api_auth: Option<String>,
     /// Up to this many compatible requests run as one batched UNet pass, for every
     /// model (batchSize) [default: 1].
     #[arg(long)]
@@ -177,6 +187,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     if let Some(t) = &args.auth_token {
         anyhow::ensure!(!t.is_empty(), "--auth-token: the token is empty");
         config.auth_token = Some(t.clone());
+    }
+    if let Some(spec) = &args.api_auth {
+        config.api_auth = wgsd::serve::auth::parse_api_auth(spec).map_err(anyhow::Error::msg)?;
     }
     anyhow::ensure!(
         args.batch_size != Some(0),

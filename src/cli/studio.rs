@@ -30,6 +30,15 @@ pub struct StudioArgs {
     /// CPU drivers), f32 or f16.
     #[arg(long, value_name = "auto|f32|f16")]
     precision: Option<Precision>,
+    /// HTTP basic auth on the AUTOMATIC1111 routes (/sdapi/v1/*), as A1111's own flag:
+    /// user:pass[,user2:pass2].
+    #[arg(
+        long,
+        env = "WGSD_API_AUTH",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    api_auth: Option<String>,
 }
 
 /// `--model`, or the first bundled model that exists.
@@ -83,6 +92,9 @@ pub fn config(choice: &AdapterChoice, args: &StudioArgs) -> anyhow::Result<Serve
     config.default_settings.response_timeout_s = 0;
     if let Some(p) = args.precision {
         config.pipeline.precision = p;
+    }
+    if let Some(spec) = &args.api_auth {
+        config.api_auth = wgsd::serve::auth::parse_api_auth(spec).map_err(anyhow::Error::msg)?;
     }
     Ok(config)
 }

@@ -44,6 +44,10 @@ pub struct ServeConfig {
     pub model_settings: std::collections::BTreeMap<String, ModelSettings>,
     /// When set, the management API (and inference) need `Authorization: Bearer TOKEN`.
     pub auth_token: Option<String>,
+    /// AUTOMATIC1111's `--api-auth user:pass[,user2:pass2]`: `(user, password)` pairs
+    /// the `/sdapi/v1` routes accept as HTTP basic auth; empty: those routes are open
+    /// (apart from `auth_token`).
+    pub api_auth: Vec<(String, String)>,
     /// Regexes a registration URL must match (TorchServe's `allowed_urls`).
     pub allowed_urls: Vec<String>,
     /// Used when a request does not say (the deployment's 50 steps, 768 x 768).
@@ -122,6 +126,7 @@ impl Default for ServeConfig {
             default_settings: ModelSettings::default(),
             model_settings: Default::default(),
             auth_token: None,
+            api_auth: Vec::new(),
             allowed_urls: vec![DEFAULT_ALLOWED_URLS.to_string()],
             default_steps: DEFAULT_STEPS,
             default_width: DEFAULT_SIZE,

@@ -88,6 +88,18 @@ struct State {
     preview: Option<String>,
 }
 
+/// Where a job stands (what A1111's `/sdapi/v1/progress` reports).
+#[derive(Debug, Clone)]
+pub struct JobProgress {
+    pub status: JobStatus,
+    pub step: usize,
+    pub steps: usize,
+    pub eta_s: Option<f64>,
+    pub elapsed_s: f64,
+    /// The latest preview as a `data:image/png;base64,` URL.
+    pub preview: Option<String>,
+}
+
 /// One job.
 #[derive(Debug)]
 pub struct JobEntry {
@@ -149,6 +161,19 @@ impl JobEntry {
 
     pub fn status(&self) -> JobStatus {
         self.lock().status
+    }
+
+    /// Its state now.
+    pub fn snapshot(&self) -> JobProgress {
+        let s = self.lock();
+        JobProgress {
+            status: s.status,
+            step: s.step,
+            steps: s.steps,
+            eta_s: s.eta_s,
+            elapsed_s: self.elapsed(&s),
+            preview: s.preview.clone(),
+        }
     }
 
     fn progress_data(&self, s: &State) -> Value {

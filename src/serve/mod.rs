@@ -4,16 +4,18 @@
 //! three addresses as TorchServe has them.
 //!
 //! The inference address also serves the studio (`wgsd studio`'s page and its jobs API,
-//! [`studio_api`], [`page`]).
+//! [`studio_api`], [`page`]), AUTOMATIC1111's API (`/sdapi/v1`, [`a1111`]) and OpenAI's
+//! images API ([`openai`]).
 //!
 //! The HTTP side runs on a tokio runtime (axum); each model has one GPU worker thread
 //! (see [`worker`]) fed through a bounded queue ([`queue`]); [`registry`] maps names to
 //! workers.
 //!
-//! Imports go one way: the route modules (inference, protocols, studio_api, page,
-//! management, metrics) use the shared ones (error, request, queue, reply, jobs,
+//! Imports go one way: the route modules (inference, protocols, studio_api, a1111,
+//! openai, page, management, metrics) use the shared ones (error, request, queue, reply, jobs,
 //! outputs, registry, worker), never each other; this file composes the routers.
 
+pub mod a1111;
 pub mod auth;
 pub mod config;
 pub mod download;
@@ -23,6 +25,7 @@ pub mod jobs;
 pub mod management;
 pub mod metrics;
 mod multipart;
+mod openai;
 pub mod outputs;
 mod page;
 mod protocols;
@@ -67,6 +70,8 @@ pub struct AppState {
     pub jobs: jobs::JobRegistry,
     /// Where finished jobs write their images.
     pub outputs: outputs::Outputs,
+    /// AUTOMATIC1111's options and its running `txt2img` calls.
+    pub a1111: a1111::A1111State,
 }
 
 impl AppState {
@@ -282,6 +287,7 @@ pub fn start(config: ServeConfig) -> Result<Server> {
         shutting_down: AtomicBool::new(false),
         jobs: jobs::JobRegistry::default(),
         outputs: outputs::Outputs::new(config.outputs_dir.clone()),
+        a1111: a1111::A1111State::default(),
         config,
     });
     // As TorchServe does, a model that fails to load at start-up is logged and skipped;
@@ -367,6 +373,9 @@ fn inference_router(state: Arc<AppState>) -> Router {
         .merge(inference::routes())
         .merge(protocols::routes())
         .merge(studio_api::routes())
+        .merge(a1111::routes(state.clone()))
+        .merge(openai::routes())
+        .route("/v1/models", axum::routing::get(v1_models))
         .fallback(not_found)
         // The body limit is enforced by `read_body` (413 in TorchServe's shape).
         .layer(DefaultBodyLimit::disable())
@@ -379,6 +388,20 @@ fn inference_router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// `GET /v1/models` is both KServe v1's model list (`models`) and OpenAI's (`object`,
+/// `data`); each client reads its own keys.
+async fn v1_models(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::Json<serde_json::Value> {
+    let mut v = protocols::v1_list_json(&state);
+    if let (Some(o), serde_json::Value::Object(extra)) =
+        (v.as_object_mut(), openai::models_json(&state))
+    {
+        o.extend(extra);
+    }
+    axum::Json(v)
 }
 
 async fn not_found() -> ApiError {

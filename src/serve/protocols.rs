@@ -39,7 +39,6 @@ use crate::pipeline::{GenerateRequest, Image};
 /// The routes, merged into the inference router (which adds its state and layers).
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/models", get(v1_list))
         .route("/v1/models/{model}", get(v1_ready).post(v1_verb))
         .route("/v2", get(v2_server))
         .route("/v2/health/live", get(v2_live))
@@ -123,14 +122,15 @@ fn record(state: &AppState, entry: &ModelEntry, result: Result<Response, ProtoEr
 
 // ---- KServe v1 ----
 
-async fn v1_list(State(state): State<Arc<AppState>>) -> Response {
+/// KServe v1's model list (`GET /v1/models`, composed with OpenAI's list in `mod.rs`).
+pub(crate) fn v1_list_json(state: &AppState) -> Value {
     let names: Vec<String> = state
         .registry
         .list()
         .iter()
         .map(|m| m.name.clone())
         .collect();
-    json_value(StatusCode::OK, json!({ "models": names }))
+    json!({ "models": names })
 }
 
 async fn v1_ready(

@@ -92,6 +92,69 @@ pub fn submit(
     Ok(rx)
 }
 
+/// Queues `requests` together (the worker may batch them) and waits for all their
+/// answers, in order, at most the model's `responseTimeout`; `progress` hears of the
+/// first one's steps. Setting `cancel` (or dropping the future, through the caller's
+/// [`CancelOnDrop`]) stops them. Used by the APIs that number a batch's seeds
+/// themselves (AUTOMATIC1111's, OpenAI's).
+pub async fn run_group(
+    state: &AppState,
+    entry: &ModelEntry,
+    requests: Vec<GenerateRequest>,
+    cancel: Arc<AtomicBool>,
+    progress: Option<ProgressSink>,
+) -> Result<Vec<Generated>, ApiError> {
+    let mut receivers = Vec::with_capacity(requests.len());
+    let mut sink = progress;
+    for r in requests {
+        match submit(state, entry, r, cancel.clone(), sink.take()) {
+            Ok(rx) => receivers.push(rx),
+            Err(e) => {
+                // The ones already queued are dropped before they run.
+                cancel.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+    }
+    let mut notice = CancelNotice {
+        state,
+        model: &entry.name,
+        request_id: None,
+        answered: false,
+    };
+    let wait = async {
+        let mut out = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            match rx.await {
+                Ok(Ok(g)) => out.push(g),
+                Ok(Err(e)) => return Err(ApiError::from(e)),
+                Err(_) => return Err(ApiError::internal("the worker stopped before answering")),
+            }
+        }
+        Ok(out)
+    };
+    let secs = entry.settings.response_timeout_s;
+    let answer = if secs == 0 {
+        Ok(wait.await)
+    } else {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), wait).await
+    };
+    notice.answered = true;
+    match answer {
+        Ok(r) => r,
+        Err(_) => {
+            cancel.store(true, Ordering::SeqCst);
+            Err(ApiError::new(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "Model \"{}\" did not answer within its response timeout of {secs} s; the request was cancelled",
+                    entry.name
+                ),
+            ))
+        }
+    }
+}
+
 /// Queues `request` on the model's worker and waits for the images, at most the model's
 /// `responseTimeout`. Dropping the returned future (the client went away) cancels the
 /// job between denoising steps.

@@ -138,6 +138,8 @@ pub struct TsConfig {
     pub vae_tiling: Option<crate::pipeline::VaeTiling>,
     /// wgsd's own key `auth_token`: clients send `Authorization: Bearer TOKEN`.
     pub auth_token: Option<String>,
+    /// wgsd's own key `api_auth` (A1111's `--api-auth`): basic auth on `/sdapi/v1`.
+    pub api_auth: Option<Vec<(String, String)>>,
     /// wgsd's own key `precision` (`auto`, `f32`, `f16`): every model's default.
     pub precision: Option<crate::Precision>,
     /// Per-model settings from `model_snapshot` and `models`.
@@ -255,6 +257,9 @@ impl TsConfig {
                 }
                 self.auth_token = Some(value.to_string());
             }
+            "api_auth" => {
+                self.api_auth = Some(super::auth::parse_api_auth(value).map_err(bad)?);
+            }
             "model_snapshot" => {
                 let snapshot: Snapshot = serde_json::from_str(value)
                     .map_err(|e| bad(format!("not TorchServe's snapshot JSON: {e}")))?;
@@ -371,6 +376,9 @@ impl TsConfig {
         }
         if let Some(t) = &self.auth_token {
             config.auth_token = Some(t.clone());
+        }
+        if let Some(a) = &self.api_auth {
+            config.api_auth = a.clone();
         }
         if let Some(p) = self.precision {
             config.pipeline.precision = p;

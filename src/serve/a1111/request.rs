@@ -1,0 +1,399 @@
+//! The `txt2img` request body (A1111's `StableDiffusionTxt2ImgProcessingAPI`, built from
+//! `StableDiffusionProcessingTxt2Img` in `modules/processing.py`) read into what wgsd runs.
+//!
+//! Every field falls in one of four groups:
+//! - honoured: prompt, negative_prompt, seed, subseed (reported), steps, cfg_scale, width,
+//!   height, sampler_name / sampler_index, scheduler, batch_size, n_iter, tiling,
+//!   override_settings (sd_model_checkpoint), send_images, save_images;
+//! - ignored, and listed in the reply's `info.ignored` because A1111 would use them:
+//!   restore_faces, s_churn, s_tmax, s_tmin, s_noise, eta, and keys wgsd does not know;
+//! - refused with a 422 naming them, because they would change the image and wgsd cannot
+//!   follow: enable_hr, init_images, mask, styles, subseed_strength > 0, seed resizing,
+//!   script_name, alwayson_scripts with content, refiner_checkpoint, infotext;
+//! - without effect here as in A1111 (not listed): the hires-fix fields while enable_hr
+//!   is off, the saving switches, script_args without a script, task ids and comments.
+
+use serde_json::{Map, Value};
+
+use super::errors::A1111Error;
+use super::fields::Body;
+use super::options::check_setting;
+use super::samplers::{self, DEFAULT_SAMPLER};
+use crate::schedulers::Sampler;
+use crate::serve::request::{MAX_IMAGES, MAX_SIZE, MAX_STEPS};
+
+/// A1111 uses these when set; wgsd does not (value: A1111's default, not listed).
+const IGNORED: [(&str, f64); 6] = [
+    ("restore_faces", 0.0),
+    ("s_churn", 0.0),
+    ("s_tmax", 0.0),
+    ("s_tmin", 0.0),
+    ("s_noise", 1.0),
+    ("eta", f64::NAN),
+];
+
+/// Fields that have no effect on a txt2img run without the hires fix, in A1111 too.
+const NO_EFFECT: [&str; 25] = [
+    "denoising_strength",
+    "firstphase_width",
+    "firstphase_height",
+    "hr_scale",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_checkpoint_name",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+    "hr_additional_modules",
+    "firstpass_image",
+    "do_not_save_samples",
+    "do_not_save_grid",
+    "override_settings_restore_afterwards",
+    "force_task_id",
+    "comments",
+    "user",
+    "disable_extra_networks",
+    "script_args",
+    "refiner_switch_at",
+    "s_min_uncond",
+];
+
+/// A `txt2img` request, checked.
+#[derive(Debug, Clone)]
+pub struct Txt2Img {
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `None`: random (A1111's -1).
+    pub seed: Option<u64>,
+    pub subseed: Option<u64>,
+    /// `None`: the server's default.
+    pub steps: Option<usize>,
+    pub cfg_scale: f32,
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    pub sampler: Sampler,
+    pub batch_size: usize,
+    pub n_iter: usize,
+    pub tiling: bool,
+    /// `override_settings.sd_model_checkpoint`.
+    pub checkpoint: Option<String>,
+    pub send_images: bool,
+    pub save_images: bool,
+    /// Fields accepted without effect that A1111 would have used.
+    pub ignored: Vec<String>,
+    /// The request with A1111's defaults for what it left out (the reply's `parameters`).
+    pub parameters: Value,
+}
+
+/// A1111's defaults for the fields its reply echoes (`sampler_index` is "Euler").
+const DEFAULTS: &str = r#"{
+    "prompt": "", "negative_prompt": "", "styles": null, "seed": -1, "subseed": -1,
+    "subseed_strength": 0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,
+    "sampler_name": null, "scheduler": null, "batch_size": 1, "n_iter": 1, "steps": 50,
+    "cfg_scale": 7.0, "width": 512, "height": 512, "restore_faces": null, "tiling": null,
+    "do_not_save_samples": false, "do_not_save_grid": false, "eta": null,
+    "denoising_strength": null, "s_churn": null, "s_tmax": null, "s_tmin": null,
+    "s_noise": null, "override_settings": null,
+    "override_settings_restore_afterwards": true, "refiner_checkpoint": null,
+    "refiner_switch_at": null, "disable_extra_networks": false, "comments": null,
+    "enable_hr": false, "firstphase_width": 0, "firstphase_height": 0, "hr_scale": 2.0,
+    "hr_upscaler": null, "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0,
+    "hr_checkpoint_name": null, "hr_sampler_name": null, "hr_scheduler": null,
+    "hr_prompt": "", "hr_negative_prompt": "", "force_task_id": null,
+    "sampler_index": "Euler", "script_name": null, "script_args": [],
+    "send_images": true, "save_images": false, "alwayson_scripts": {}, "infotext": null
+}"#;
+
+fn defaults() -> Map<String, Value> {
+    serde_json::from_str(DEFAULTS).unwrap_or_default()
+}
+
+/// A seed field: -1 is random, other negatives are refused.
+fn seed(body: &mut Body, key: &str) -> Option<u64> {
+    let s = body.int(key)?;
+    match s {
+        -1 => None,
+        s if s < -1 => {
+            body.error(
+                key,
+                "a seed is -1 (random) or a non-negative integer",
+                "value_error",
+            );
+            None
+        }
+        s => Some(s as u64),
+    }
+}
+
+fn size(body: &mut Body, key: &str) -> Option<usize> {
+    let v = body.int_in(key, 8..=MAX_SIZE as i64)? as usize;
+    if !v.is_multiple_of(8) {
+        body.error(
+            key,
+            format!("{key} must be a multiple of 8, got {v}"),
+            "value_error",
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// Refuses `key` when `active` (it would change the image).
+fn refuse_if(body: &mut Body, key: &str, active: bool, why: &str) {
+    if active {
+        body.error(
+            key,
+            format!("wgsd cannot honour {key}: {why}"),
+            "value_error",
+        );
+    }
+}
+
+fn non_empty(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// Reads a `txt2img` body; 422 naming every field that is malformed or refused.
+pub fn parse(bytes: &[u8]) -> Result<Txt2Img, A1111Error> {
+    let mut body = Body::parse(bytes)?;
+    let prompt = body.string("prompt").unwrap_or_default();
+    let negative_prompt = body.string("negative_prompt").unwrap_or_default();
+    let seed_v = seed(&mut body, "seed");
+    let subseed = seed(&mut body, "subseed");
+    let steps = body
+        .int_in("steps", 1..=MAX_STEPS as i64)
+        .map(|n| n as usize);
+    let cfg_scale = body.float("cfg_scale").unwrap_or(7.0) as f32;
+    let width = size(&mut body, "width");
+    let height = size(&mut body, "height");
+    let batch_size = body
+        .int_in("batch_size", 1..=MAX_IMAGES as i64)
+        .unwrap_or(1) as usize;
+    let n_iter = body.int_in("n_iter", 1..=MAX_IMAGES as i64).unwrap_or(1) as usize;
+    let tiling = body.bool("tiling").unwrap_or(false);
+    let send_images = body.bool("send_images").unwrap_or(true);
+    let save_images = body.bool("save_images").unwrap_or(false);
+
+    // The sampler: `sampler_name`, else the deprecated `sampler_index`, else Euler.
+    let name = body.string("sampler_name").filter(|s| !s.is_empty());
+    let index = body.string("sampler_index").filter(|s| !s.is_empty());
+    let scheduler = body.string("scheduler");
+    let sampler_key = if name.is_some() {
+        "sampler_name"
+    } else {
+        "sampler_index"
+    };
+    let sampler_name = name
+        .or(index)
+        .unwrap_or_else(|| DEFAULT_SAMPLER.to_string());
+    let sampler = match samplers::resolve(&sampler_name, scheduler.as_deref()) {
+        Ok(s) => Some(s),
+        Err(msg) => {
+            let key = if msg.starts_with("Sampler not found") {
+                sampler_key
+            } else {
+                "scheduler"
+            };
+            body.error(key, msg, "value_error");
+            None
+        }
+    };
+
+    // What would change the image and wgsd cannot do.
+    let enable_hr = body.bool("enable_hr").unwrap_or(false);
+    refuse_if(
+        &mut body,
+        "enable_hr",
+        enable_hr,
+        "wgsd has no hires fix (img2img) yet",
+    );
+    for key in ["init_images", "mask"] {
+        let v = body.value(key);
+        refuse_if(
+            &mut body,
+            key,
+            non_empty(&v),
+            "wgsd's txt2img takes no image",
+        );
+    }
+    for (key, why) in [
+        ("styles", "wgsd has no prompt styles"),
+        ("script_name", "wgsd has no scripts"),
+        ("alwayson_scripts", "wgsd has no scripts"),
+        ("refiner_checkpoint", "wgsd has no refiner"),
+        ("infotext", "wgsd does not read parameters from infotext"),
+    ] {
+        let v = body.value(key);
+        refuse_if(&mut body, key, non_empty(&v), why);
+    }
+    let strength = body.float("subseed_strength").unwrap_or(0.0);
+    refuse_if(
+        &mut body,
+        "subseed_strength",
+        strength > 0.0,
+        "wgsd has no variation seeds",
+    );
+    for key in ["seed_resize_from_h", "seed_resize_from_w"] {
+        let v = body.int(key).unwrap_or(-1);
+        refuse_if(&mut body, key, v > 0, "wgsd does not resize seeds");
+    }
+
+    // override_settings: the model, and settings wgsd must be able to follow.
+    let mut checkpoint = None;
+    let mut ignored = Vec::new();
+    match body.value("override_settings") {
+        None => {}
+        Some(Value::Object(o)) => {
+            for (key, value) in &o {
+                if key == "sd_model_checkpoint" {
+                    checkpoint = value.as_str().map(str::to_string);
+                } else if let Err(msg) = check_setting(key, value) {
+                    body.error(&format!("override_settings.{key}"), msg, "value_error");
+                } else {
+                    ignored.push(format!("override_settings.{key}"));
+                }
+            }
+        }
+        Some(_) => body.error(
+            "override_settings",
+            "value is not a valid dict",
+            "type_error.dict",
+        ),
+    }
+
+    for (key, default) in IGNORED {
+        let Some(v) = body.value(key) else { continue };
+        let is_default = match &v {
+            Value::Bool(b) => !*b && default == 0.0,
+            Value::Number(n) => n.as_f64() == Some(default),
+            _ => false,
+        };
+        if !is_default {
+            ignored.push(key.to_string());
+        }
+    }
+    for key in NO_EFFECT {
+        body.value(key);
+    }
+    ignored.extend(body.unread());
+    body.finish()?;
+
+    let mut parameters = defaults();
+    for (k, v) in body.as_map() {
+        parameters.insert(k.clone(), v.clone());
+    }
+    Ok(Txt2Img {
+        prompt,
+        negative_prompt,
+        seed: seed_v,
+        subseed,
+        steps,
+        cfg_scale,
+        width,
+        height,
+        sampler: sampler.ok_or_else(|| A1111Error::Validation(Vec::new()))?,
+        batch_size,
+        n_iter,
+        tiling,
+        checkpoint,
+        send_images,
+        save_images,
+        ignored,
+        parameters: Value::Object(parameters),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: &str) -> Vec<String> {
+        match parse(body.as_bytes()) {
+            Err(A1111Error::Validation(errors)) => errors
+                .iter()
+                .map(|e| e.loc[1].as_str().unwrap_or_default().to_string())
+                .collect(),
+            other => panic!("{body}: expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn honoured_and_defaults() {
+        let r = parse(
+            br#"{"prompt": "a cat", "seed": 5, "steps": 4, "width": 64, "height": 32,
+            "sampler_name": "DPM++ 2M", "scheduler": "Karras", "batch_size": 2, "n_iter": 3,
+            "restore_faces": true, "s_noise": 1, "enable_hr": false, "hr_scale": 2,
+            "override_settings": {"sd_model_checkpoint": "sd", "CLIP_stop_at_last_layers": 1}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            (r.seed, r.steps, r.width, r.height),
+            (Some(5), Some(4), Some(64), Some(32))
+        );
+        assert_eq!(r.sampler.a1111_name(), "DPM++ 2M Karras");
+        assert_eq!((r.batch_size, r.n_iter), (2, 3));
+        assert_eq!(r.checkpoint.as_deref(), Some("sd"));
+        assert_eq!(
+            r.ignored,
+            [
+                "override_settings.CLIP_stop_at_last_layers",
+                "restore_faces"
+            ]
+        );
+        assert_eq!(r.parameters["cfg_scale"], 7.0);
+        let r = parse(b"{}").expect("all defaults");
+        assert_eq!(
+            (r.seed, r.sampler.a1111_name(), r.send_images),
+            (None, "Euler", true)
+        );
+        let r = parse(br#"{"sampler_index": "Euler a", "seed": -1, "mystery": 1}"#).expect("ok");
+        assert_eq!(r.sampler.a1111_name(), "Euler a");
+        assert_eq!(r.ignored, ["mystery"]);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        assert_eq!(refused(r#"{"enable_hr": true}"#), ["enable_hr"]);
+        assert_eq!(refused(r#"{"sampler_name": "Heun"}"#), ["sampler_name"]);
+        assert_eq!(refused(r#"{"scheduler": "Exponential"}"#), ["scheduler"]);
+        assert_eq!(refused(r#"{"init_images": ["abc"]}"#), ["init_images"]);
+        assert_eq!(
+            refused(r#"{"subseed_strength": 0.5}"#),
+            ["subseed_strength"]
+        );
+        assert_eq!(
+            refused(r#"{"alwayson_scripts": {"x": {}}}"#),
+            ["alwayson_scripts"]
+        );
+        assert_eq!(refused(r#"{"script_name": "x/y/z plot"}"#), ["script_name"]);
+        assert_eq!(
+            refused(r#"{"steps": "many", "width": 30}"#),
+            ["steps", "width"]
+        );
+        assert_eq!(refused(r#"{"seed": -7}"#), ["seed"]);
+        assert_eq!(
+            refused(r#"{"override_settings": {"CLIP_stop_at_last_layers": 2}}"#),
+            ["override_settings.CLIP_stop_at_last_layers"]
+        );
+        assert!(parse(br#"{"alwayson_scripts": {}, "styles": [], "script_name": ""}"#).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    #[test]
+    fn defaults_parse() {
+        let d = super::defaults();
+        assert_eq!(d["sampler_index"], super::DEFAULT_SAMPLER);
+        assert_eq!(d["steps"], 50);
+    }
+}
