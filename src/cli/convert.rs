@@ -86,7 +86,9 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         "{}: {}, prediction type {}; {} tensors not used{}",
         args.input.display(),
         c.architecture.describe(),
-        c.prediction_type.as_deref().unwrap_or("(scheduler default)"),
+        c.prediction_type
+            .as_deref()
+            .unwrap_or("(scheduler default)"),
         c.unused.len(),
         if c.unused.is_empty() {
             String::new()

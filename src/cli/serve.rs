@@ -216,7 +216,11 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         config.pipeline.precision = p;
     }
     if let Some(c) = &args.single_file_config {
-        anyhow::ensure!(c.exists(), "--single-file-config {}: no such file or folder", c.display());
+        anyhow::ensure!(
+            c.exists(),
+            "--single-file-config {}: no such file or folder",
+            c.display()
+        );
         config.pipeline.archive.single_file.config = Some(c.clone());
     }
     if let Some(p) = args.prediction_type {

@@ -70,13 +70,13 @@ pub fn sidecar_prediction(checkpoint: &Path) -> Result<Option<PredictionType>, L
         let line = line.split('#').next().unwrap_or_default().trim();
         if let Some(v) = line.strip_prefix("parameterization:") {
             let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-            return PredictionType::parse(v)
-                .map(Some)
-                .map_err(|msg| LoadError::UnsupportedConfig {
+            return PredictionType::parse(v).map(Some).map_err(|msg| {
+                LoadError::UnsupportedConfig {
                     file: yaml.clone(),
                     field: "parameterization".into(),
                     value: msg,
-                });
+                }
+            });
         }
     }
     Ok(None)

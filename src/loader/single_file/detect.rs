@@ -109,11 +109,10 @@ pub fn detect<'a>(
     if !VAE_PREFIXES.iter().any(|p| has(p)) {
         return Err("no VAE (first_stage_model.*) in it".into());
     }
-    let context_dim = find(&|k: &str| {
-        k.starts_with(UNET_PREFIX) && k.ends_with(".attn2.to_k.weight")
-    })
-    .and_then(|s| s.get(1).copied())
-    .ok_or_else(|| "the UNet has no cross-attention (attn2.to_k.weight)".to_string())?;
+    let context_dim =
+        find(&|k: &str| k.starts_with(UNET_PREFIX) && k.ends_with(".attn2.to_k.weight"))
+            .and_then(|s| s.get(1).copied())
+            .ok_or_else(|| "the UNet has no cross-attention (attn2.to_k.weight)".to_string())?;
     let version = match (text, context_dim) {
         (TextLayout::ClipL, 1024) | (TextLayout::OpenClip, 768) => {
             return Err(format!(

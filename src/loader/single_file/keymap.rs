@@ -41,7 +41,10 @@ pub enum Op {
     /// Drop trailing size-1 dimensions down to 2-D (1x1 conv -> linear).
     Squeeze,
     /// Part `index` of `parts` equal slices along dimension 0 (fused q/k/v).
-    Rows { index: usize, parts: usize },
+    Rows {
+        index: usize,
+        parts: usize,
+    },
 }
 
 /// One diffusers tensor: its source tensor and how it is made.
@@ -203,14 +206,15 @@ fn vae_name(k: &str, n_up: usize) -> Option<(String, Op)> {
             } else {
                 Op::Squeeze
             };
-            return Some((
-                format!("{side}.mid_block.attentions.0.{part}.{leaf}"),
-                op,
-            ));
+            return Some((format!("{side}.mid_block.attentions.0.{part}.{leaf}"), op));
         }
         let (blk, r) = r.split_once('.')?;
         let i: usize = blk.strip_prefix("block_")?.parse().ok()?;
-        return name(format!("mid_block.resnets.{}.{}", i.checked_sub(1)?, shortcut(r)));
+        return name(format!(
+            "mid_block.resnets.{}.{}",
+            i.checked_sub(1)?,
+            shortcut(r)
+        ));
     }
     let (levels, diff, sampler, flip) = if side == "encoder" {
         ("down.", "down_blocks", "downsample.conv.", false)
@@ -420,8 +424,7 @@ fn required_unet(c: &UNetConfig) -> Vec<String> {
     for i in 0..2 {
         r.extend(resnet_keys(&format!("mid_block.resnets.{i}")));
     }
-    if c
-        .mid_block_type
+    if c.mid_block_type
         .as_deref()
         .is_none_or(|t| t.contains("CrossAttn"))
     {
@@ -475,7 +478,9 @@ fn required_vae(c: &VaeConfig) -> Vec<String> {
             r.extend(resnet_keys(&format!("decoder.up_blocks.{i}.resnets.{j}")));
         }
         if i + 1 < n {
-            r.push(format!("encoder.down_blocks.{i}.downsamplers.0.conv.weight"));
+            r.push(format!(
+                "encoder.down_blocks.{i}.downsamplers.0.conv.weight"
+            ));
             r.push(format!("decoder.up_blocks.{i}.upsamplers.0.conv.weight"));
         }
     }
@@ -517,7 +522,10 @@ mod tests {
     #[test]
     fn unet_blocks_follow_the_ldm_numbering() {
         let n = |k| unet_name(k, 2);
-        assert_eq!(n("input_blocks.0.0.weight").as_deref(), Some("conv_in.weight"));
+        assert_eq!(
+            n("input_blocks.0.0.weight").as_deref(),
+            Some("conv_in.weight")
+        );
         assert_eq!(
             n("input_blocks.2.0.in_layers.2.weight").as_deref(),
             Some("down_blocks.0.resnets.1.conv1.weight")
@@ -560,7 +568,10 @@ mod tests {
         );
         assert_eq!(
             vae_name("decoder.up.1.upsample.conv.bias", 4),
-            Some(("decoder.up_blocks.2.upsamplers.0.conv.bias".into(), Op::Copy))
+            Some((
+                "decoder.up_blocks.2.upsamplers.0.conv.bias".into(),
+                Op::Copy
+            ))
         );
         assert_eq!(
             vae_name("encoder.mid.attn_1.proj_out.weight", 4),
@@ -581,7 +592,10 @@ mod tests {
         assert_eq!(v.len(), 3);
         assert_eq!(v[2].0, "encoder.layers.1.self_attn.v_proj.weight");
         assert_eq!(v[2].1, Op::Rows { index: 2, parts: 3 });
-        assert_eq!(open_clip_name("transformer.resblocks.23.ln_1.weight", 23), None);
+        assert_eq!(
+            open_clip_name("transformer.resblocks.23.ln_1.weight", 23),
+            None
+        );
         assert_eq!(open_clip_name("text_projection", 23), None);
         let m = Mapped {
             source: String::new(),

@@ -154,7 +154,9 @@ pub fn convert_into(
     writer::write_safetensors(
         &ckpt,
         &plans.unet,
-        &dest.join("unet").join("diffusion_pytorch_model.safetensors"),
+        &dest
+            .join("unet")
+            .join("diffusion_pytorch_model.safetensors"),
     )?;
     writer::write_safetensors(
         &ckpt,

@@ -452,7 +452,10 @@ mod tests {
         let p = b"\x80\x02cos\nsystem\nq\x00X\x07\x00\x00\x00echo hiq\x01\x85q\x02Rq\x03.";
         assert_eq!(unpickle(p), Err(PickleError::Refused("os.system".into())));
         let p4 = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.";
-        assert_eq!(unpickle(p4), Err(PickleError::Refused("builtins.eval".into())));
+        assert_eq!(
+            unpickle(p4),
+            Err(PickleError::Refused("builtins.eval".into()))
+        );
     }
 
     #[test]

@@ -77,7 +77,10 @@ impl StoredDType {
 
     /// Weights wgsd loads (the others, e.g. int64 `position_ids`, are buffers).
     pub fn is_weight(self) -> bool {
-        matches!(self, StoredDType::F32 | StoredDType::F16 | StoredDType::BF16)
+        matches!(
+            self,
+            StoredDType::F32 | StoredDType::F16 | StoredDType::BF16
+        )
     }
 }
 
@@ -166,7 +169,11 @@ impl Checkpoint {
         let mut zip = zip::ZipArchive::new(BufReader::new(file))
             .map_err(|e| corrupt(path, format!("not a readable torch.save zip: {e}")))?;
         let pkl = (0..zip.len())
-            .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+            .filter_map(|i| {
+                zip.name_for_index(i)
+                    .and_then(|n| n.ok())
+                    .map(|n| n.to_string())
+            })
             .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
             .ok_or_else(|| corrupt(path, "a zip without data.pkl is not a torch.save file"))?;
         let prefix = pkl.trim_end_matches("data.pkl").to_string();
@@ -251,8 +258,12 @@ impl Checkpoint {
                 entry
                     .read_to_end(&mut storage)
                     .map_err(|e| corrupt(&self.path, format!("storage {name}: {e}")))?;
-                gather(&storage, t, es)
-                    .ok_or_else(|| corrupt(&self.path, format!("tensor {key:?} lies outside its storage")))
+                gather(&storage, t, es).ok_or_else(|| {
+                    corrupt(
+                        &self.path,
+                        format!("tensor {key:?} lies outside its storage"),
+                    )
+                })
             }
         }
     }
@@ -265,9 +276,9 @@ fn state_dict(mut v: Value) -> Option<BTreeMap<String, TensorRef>> {
         let Value::Dict(items) = v else {
             return None;
         };
-        let inner = items
-            .iter()
-            .position(|(k, val)| matches!(k, Value::Str(s) if s == "state_dict") && matches!(val, Value::Dict(_)));
+        let inner = items.iter().position(|(k, val)| {
+            matches!(k, Value::Str(s) if s == "state_dict") && matches!(val, Value::Dict(_))
+        });
         if let Some(i) = inner {
             v = items.into_iter().nth(i).map(|(_, val)| val)?;
             continue;
@@ -294,7 +305,9 @@ fn gather(storage: &[u8], t: &TensorRef, es: usize) -> Option<Vec<u8>> {
         .shape
         .iter()
         .zip(&t.stride)
-        .try_fold(t.offset, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?))?;
+        .try_fold(t.offset, |acc, (&n, &s)| {
+            acc.checked_add((n - 1).checked_mul(s)?)
+        })?;
     if last >= t.storage_numel || (last + 1) * es > storage.len() {
         return None;
     }

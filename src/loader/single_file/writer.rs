@@ -20,10 +20,12 @@ pub fn write_safetensors(ckpt: &Checkpoint, plan: &Plan, path: &Path) -> Result<
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
     for (name, m) in plan {
-        let info = infos.get(&m.source).ok_or_else(|| LoadError::MissingTensor {
-            file: ckpt.path().to_path_buf(),
-            key: m.source.clone(),
-        })?;
+        let info = infos
+            .get(&m.source)
+            .ok_or_else(|| LoadError::MissingTensor {
+                file: ckpt.path().to_path_buf(),
+                key: m.source.clone(),
+            })?;
         let shape = m.shape(&info.shape);
         if let Op::Rows { parts, .. } = m.op
             && info.shape.first().is_none_or(|r| r % parts != 0)
@@ -73,7 +75,8 @@ pub fn write_safetensors(ckpt: &Checkpoint, plan: &Plan, path: &Path) -> Result<
                     _ => ckpt.read(&m.source)?,
                 };
                 let n = data.len() / parts;
-                out.write_all(&data[index * n..(index + 1) * n]).map_err(io)?;
+                out.write_all(&data[index * n..(index + 1) * n])
+                    .map_err(io)?;
                 fused = Some((m.source.clone(), data));
             }
         }
@@ -96,7 +99,9 @@ pub fn zip_folder(src: &Path, dest: &Path) -> Result<(), LoadError> {
         msg: e.to_string(),
     };
     for (name, path) in files {
-        let size = fs::metadata(&path).map_err(|e| LoadError::io(&path, e))?.len();
+        let size = fs::metadata(&path)
+            .map_err(|e| LoadError::io(&path, e))?
+            .len();
         let method = if name.ends_with(".safetensors") {
             zip::CompressionMethod::Stored
         } else {
