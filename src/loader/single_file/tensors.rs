@@ -98,6 +98,8 @@ enum Container {
         /// `<name>/` before `data.pkl` and `data/<key>`.
         prefix: String,
         tensors: BTreeMap<String, TensorRef>,
+        /// The last storage read: (entry name, bytes).
+        last: Mutex<Option<(String, std::sync::Arc<Vec<u8>>)>>,
     },
 }
 
@@ -210,6 +212,7 @@ impl Checkpoint {
                 zip: Mutex::new(zip),
                 prefix,
                 tensors,
+                last: Mutex::new(None),
             },
             infos,
         })
@@ -236,28 +239,23 @@ impl Checkpoint {
                 zip,
                 prefix,
                 tensors,
+                last,
             } => {
                 let t = tensors.get(key).ok_or_else(missing)?;
                 let name = format!("{prefix}data/{}", t.storage);
                 let es = t.dtype.size();
-                let mut zip = zip.lock().unwrap_or_else(|p| p.into_inner());
-                let mut entry = zip
-                    .by_name(&name)
-                    .map_err(|e| corrupt(&self.path, format!("storage {name}: {e}")))?;
                 let want = t.storage_numel * es;
-                if entry.size() != want as u64 {
-                    return Err(corrupt(
-                        &self.path,
-                        format!(
-                            "storage {name} holds {} bytes, the pickle says {want}",
-                            entry.size()
-                        ),
-                    ));
-                }
-                let mut storage = Vec::with_capacity(want);
-                entry
-                    .read_to_end(&mut storage)
-                    .map_err(|e| corrupt(&self.path, format!("storage {name}: {e}")))?;
+                // Views of one storage usually come one after another (and a file may
+                // keep many tensors in one storage): the last storage read is kept.
+                let mut cache = last.lock().unwrap_or_else(|p| p.into_inner());
+                let storage = match cache.as_ref() {
+                    Some((k, d)) if *k == name => d.clone(),
+                    _ => {
+                        let d = std::sync::Arc::new(self.read_storage(zip, &name, want)?);
+                        *cache = Some((name.clone(), d.clone()));
+                        d
+                    }
+                };
                 gather(&storage, t, es).ok_or_else(|| {
                     corrupt(
                         &self.path,
@@ -266,6 +264,35 @@ impl Checkpoint {
                 })
             }
         }
+    }
+}
+
+impl Checkpoint {
+    /// The bytes of storage entry `name`, which must hold exactly `want` bytes.
+    fn read_storage(
+        &self,
+        zip: &Mutex<zip::ZipArchive<BufReader<File>>>,
+        name: &str,
+        want: usize,
+    ) -> Result<Vec<u8>, LoadError> {
+        let mut zip = zip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entry = zip
+            .by_name(name)
+            .map_err(|e| corrupt(&self.path, format!("storage {name}: {e}")))?;
+        if entry.size() != want as u64 {
+            return Err(corrupt(
+                &self.path,
+                format!(
+                    "storage {name} holds {} bytes, the pickle says {want}",
+                    entry.size()
+                ),
+            ));
+        }
+        let mut storage = Vec::with_capacity(want);
+        entry
+            .read_to_end(&mut storage)
+            .map_err(|e| corrupt(&self.path, format!("storage {name}: {e}")))?;
+        Ok(storage)
     }
 }
 
