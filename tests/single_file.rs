@@ -324,6 +324,14 @@ fn built_in_configs_and_tokenizer() {
         let unet: wgsd::models::config::UNetConfig =
             wgsd::loader::read_component_config(&dir, "unet").expect("unet config");
         assert_eq!(unet.cross_attention_dim, arch.context_dim);
+        let vae: wgsd::models::config::VaeConfig =
+            wgsd::loader::read_component_config(&dir, "vae").expect("vae config");
+        assert_eq!(vae.block_out_channels, [128, 256, 512, 512]);
+        let sched = wgsd::schedulers::SchedulerConfig::from_file(
+            &dir.join("scheduler/scheduler_config.json"),
+        )
+        .expect("scheduler config");
+        sched.class().expect("scheduler class");
         let text = wgsd::loader::ClipTextConfig::read(&dir).expect("text config");
         assert_eq!(
             text.num_hidden_layers,
@@ -334,6 +342,140 @@ fn built_in_configs_and_tokenizer() {
         assert_eq!(enc.ids.len(), 77);
         assert_eq!(enc.ids[0], 49406);
         assert_eq!(*enc.ids.last().expect("ids"), pad, "{version:?} pad id");
+    }
+}
+
+/// Full-size SD 1.x / 2.x without weights (names and shapes from diffusers models on the
+/// meta device, in LDM layout): recognised as standard; the built-in configs equal what
+/// diffusers derives from the LDM inference configs; and the conversion plan gives exactly
+/// diffusers' state dicts, name for name and shape for shape.
+#[test]
+fn standard_inventories_convert_to_diffusers_state_dicts() {
+    use std::collections::BTreeMap;
+    use wgsd::loader::single_file::configs::write_standard;
+    use wgsd::loader::single_file::keymap::plan;
+    use wgsd::loader::single_file::tensors::{StoredDType, TensorInfo};
+    let text = std::fs::read_to_string(fixtures().join("standard_inventories.json")).expect("json");
+    let all: Value = serde_json::from_str(&text).expect("json");
+    for (name, version) in [("sd1", SdVersion::V1), ("sd2", SdVersion::V2)] {
+        let inv = &all[name];
+        let list: Vec<(String, Vec<usize>)> = inv["ldm"]
+            .as_array()
+            .expect("ldm")
+            .iter()
+            .map(|e| {
+                let shape = e[1].as_array().expect("shape");
+                (
+                    e[0].as_str().expect("name").to_string(),
+                    shape
+                        .iter()
+                        .map(|d| d.as_u64().expect("dim") as usize)
+                        .collect(),
+                )
+            })
+            .collect();
+        let arch = detect_list(&list).expect("detect");
+        assert!(arch.standard && arch.version == version, "{name}: {arch:?}");
+        let dir = scratch(&format!("standard-{name}"));
+        write_standard(&dir, &arch, None).expect("configs");
+        for (component, keys) in [
+            (
+                "unet",
+                &[
+                    "sample_size",
+                    "in_channels",
+                    "out_channels",
+                    "down_block_types",
+                    "up_block_types",
+                    "block_out_channels",
+                    "layers_per_block",
+                    "cross_attention_dim",
+                    "attention_head_dim",
+                    "use_linear_projection",
+                ][..],
+            ),
+            (
+                "vae",
+                &[
+                    "sample_size",
+                    "in_channels",
+                    "out_channels",
+                    "down_block_types",
+                    "up_block_types",
+                    "block_out_channels",
+                    "latent_channels",
+                    "layers_per_block",
+                    "scaling_factor",
+                ][..],
+            ),
+            (
+                "text_encoder",
+                &[
+                    "hidden_size",
+                    "intermediate_size",
+                    "num_attention_heads",
+                    "num_hidden_layers",
+                    "hidden_act",
+                    "projection_dim",
+                ][..],
+            ),
+        ] {
+            let ours: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join(component).join("config.json")).expect("config"),
+            )
+            .expect("json");
+            for k in keys {
+                assert_eq!(
+                    ours[*k], inv["configs"][component][*k],
+                    "{name} {component}.{k}: built-in vs diffusers"
+                );
+            }
+        }
+        let infos: BTreeMap<String, TensorInfo> = list
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    TensorInfo {
+                        dtype: StoredDType::F16,
+                        shape: s.clone(),
+                    },
+                )
+            })
+            .collect();
+        let unet = wgsd::loader::read_component_config(&dir, "unet").expect("unet");
+        let vae = wgsd::loader::read_component_config(&dir, "vae").expect("vae");
+        let text = wgsd::loader::ClipTextConfig::read(&dir).expect("text");
+        let plans = plan(Path::new(name), &infos, &unet, &vae, &text, arch.text).expect("plan");
+        for (component, p) in [
+            ("unet", &plans.unet),
+            ("vae", &plans.vae),
+            ("text_encoder", &plans.text_encoder),
+        ] {
+            let want = inv["diffusers"][component].as_object().expect("state dict");
+            let got: Vec<&String> = p.keys().collect();
+            let want_keys: Vec<&String> = want.keys().collect();
+            assert_eq!(got, want_keys, "{name} {component}: converted names");
+            for (k, m) in p {
+                let src = &infos[&m.source].shape;
+                let shape: Vec<u64> = m.shape(src).iter().map(|&d| d as u64).collect();
+                let w: Vec<u64> = want[k]
+                    .as_array()
+                    .expect("shape")
+                    .iter()
+                    .map(|d| d.as_u64().expect("dim"))
+                    .collect();
+                assert_eq!(shape, w, "{name} {component}.{k}");
+            }
+        }
+        // What is left over: the extra OpenCLIP layer and text_projection (SD 2) and the
+        // int64 position ids are not read; nothing else.
+        for k in &plans.unused {
+            assert!(
+                k.contains("resblocks.23.") || k.ends_with("text_projection"),
+                "{name}: unexpectedly unused {k}"
+            );
+        }
     }
 }
 

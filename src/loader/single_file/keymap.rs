@@ -299,7 +299,7 @@ pub fn plan(
         .find(|pre| infos.keys().any(|k| k.starts_with(*pre)))
         .copied()
         .unwrap_or(VAE_PREFIXES[0]);
-    let n_up = vae.up_block_types.len();
+    let n_up = vae.block_out_channels.len();
     for (key, info) in infos {
         if !info.dtype.is_weight() {
             p.unused.push(key.clone());
