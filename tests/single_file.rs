@@ -697,36 +697,31 @@ fn cli_generate_and_convert() {
         "generate from the converted zip: {db:.1} dB"
     );
 
-    // `wgsd tokenize` on a single file: with the config's own tokenizer, and with a config
-    // that has none (the shipped CLIP tokenizer, SD 1 padding with <|endoftext|>).
-    let no_tok = scratch("sd1-config-without-tokenizer");
-    for sub in ["", "unet", "vae", "text_encoder", "scheduler"] {
-        let from = fixtures().join("sd1-config").join(sub);
-        for e in std::fs::read_dir(&from)
-            .expect("config dir")
-            .filter_map(|e| e.ok())
-        {
-            if e.path().is_file() {
-                std::fs::create_dir_all(no_tok.join(sub)).expect("mkdir");
-                std::fs::copy(e.path(), no_tok.join(sub).join(e.file_name())).expect("copy");
-            }
-        }
-    }
-    let ids = |config: &Path| -> Value {
+    // `wgsd tokenize` on a single file: sd2-config brings its tokenizer (pads with "!"),
+    // sd1-config has none, so the shipped one is used (SD 1 pads with <|endoftext|>).
+    let ids = |file: &str, config: &str| -> Vec<u64> {
         let out = run(vec![
             "tokenize".into(),
             "--model".into(),
-            s(&fixtures().join("sd1-tiny.safetensors")).into(),
+            s(&fixtures().join(file)).into(),
             "--config".into(),
-            s(config).into(),
+            s(&fixtures().join(config)).into(),
             "a red circle on a white background".into(),
         ]);
         let v: Value = serde_json::from_slice(&out.stdout).expect("tokenize json");
-        v["ids"].clone()
+        v["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id"))
+            .collect()
     };
-    let own = ids(&fixtures().join("sd1-config"));
-    assert_eq!(own[76], 49407, "SD 1 pads with <|endoftext|>");
-    assert_eq!(ids(&no_tok), own, "shipped tokenizer vs the config's");
+    let sd2 = ids("sd2-tiny.safetensors", "sd2-config");
+    let sd1 = ids("sd1-tiny.safetensors", "sd1-config");
+    assert!(!fixtures().join("sd1-config/tokenizer").exists());
+    let n = 1 + sd2.iter().position(|&i| i == 49407).expect("eos");
+    assert_eq!(sd1[..n], sd2[..n], "same vocabulary and merges");
+    assert!(sd1[n..].iter().all(|&i| i == 49407) && sd2[n..].iter().all(|&i| i == 0));
 
     // Refused: no --config for a tiny file; nothing written, no temporary left.
     let bad_out = dir.join("bad.zip");
