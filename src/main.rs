@@ -35,9 +35,11 @@ enum Command {
     },
     /// Print the CLIP token ids of a prompt as JSON (warns when it is cut at 77 tokens).
     Tokenize {
-        /// Model archive (.zip, .mar) or diffusers folder.
+        /// Model archive (.zip, .mar), diffusers folder or single-file checkpoint.
         #[arg(long)]
         model: std::path::PathBuf,
+        #[command(flatten)]
+        single_file: cli::convert::SingleFileArgs,
         /// Also print the token strings.
         #[arg(long, short)]
         verbose: bool,
@@ -46,6 +48,9 @@ enum Command {
     },
     /// Generate images from a text prompt.
     Generate(cli::generate::GenerateArgs),
+    /// Convert a single-file checkpoint (.safetensors, .ckpt; SD 1.x / 2.x) into a
+    /// diffusers archive (.zip) for a model store.
+    Convert(cli::convert::ConvertArgs),
     /// Serve models over HTTP as TorchServe does: inference (TorchServe, KServe v1, OIP v2),
     /// management and Prometheus metrics APIs.
     Serve(cli::serve::ServeArgs),
@@ -101,11 +106,13 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(&choice, &args),
         Command::Serve(args) => cli::serve::run(&choice, &args),
         Command::Studio(args) => cli::studio::run(&choice, &args),
+        Command::Convert(args) => cli::convert::run(&args),
         Command::Tokenize {
             model,
+            single_file,
             verbose,
             prompt,
-        } => cli::tokenize::run(&model, &prompt, verbose),
+        } => cli::tokenize::run(&model, &single_file, &prompt, verbose),
         Command::Bench {
             quick,
             json,

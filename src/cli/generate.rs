@@ -30,9 +30,12 @@ pub struct GenerateArgs {
     /// The prompt (or use --prompt).
     #[arg(value_name = "PROMPT")]
     positional_prompt: Option<String>,
-    /// Model archive (.zip, TorchServe .mar) or diffusers folder, e.g. weights/sd2-tiny.zip.
+    /// Model archive (.zip, TorchServe .mar), diffusers folder, or single-file checkpoint
+    /// (.safetensors, .ckpt; SD 1.x / 2.x), e.g. weights/sd2-tiny.zip.
     #[arg(long, env = "WGSD_MODEL")]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    single_file: super::convert::SingleFileArgs,
     /// The prompt.
     #[arg(long)]
     prompt: Option<String>,
@@ -317,7 +320,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     };
     let Some(model) = &args.model else {
         bail!(
-            "no model: pass --model PATH (a model.zip, .mar or diffusers folder), e.g. \
+            "no model: pass --model PATH (a model.zip, .mar, diffusers folder or .safetensors), e.g. \
              --model weights/sd2-tiny.zip for the bundled tiny model"
         );
     };
@@ -359,6 +362,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     if !out_dir.is_dir() {
         bail!("output folder {} does not exist", out_dir.display());
     }
+    let single_file = args.single_file.options()?;
     let seed = args.seed.unwrap_or_else(random_seed);
 
     // Ctrl-C stops between denoising steps (a signal during loading or warm-up stops
@@ -379,7 +383,10 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         } else {
             args.precision.unwrap_or_default()
         },
-        ..PipelineOptions::default()
+        archive: wgsd::loader::ArchiveOptions {
+            single_file,
+            ..wgsd::loader::ArchiveOptions::default()
+        },
     };
     let pipe = Pipeline::load(&gpu, model, &options)
         .with_context(|| format!("loading {}", model.display()))?;

@@ -1,6 +1,7 @@
 //! The `wgsd` command line: one module per subcommand.
 
 pub mod bench;
+pub mod convert;
 pub mod generate;
 pub mod info;
 pub mod serve;

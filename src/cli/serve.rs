@@ -112,6 +112,15 @@ pub struct ServeArgs {
     /// outputs_dir) [default: ./outputs, created on first write].
     #[arg(long, value_name = "DIR")]
     outputs: Option<PathBuf>,
+    /// For single-file checkpoints (.safetensors, .ckpt) in the model store: a diffusers
+    /// folder or archive whose configs, tokenizer and scheduler they use (needed for
+    /// non-standard files; standard SD 1.x / 2.x files have built-in configs).
+    #[arg(long, value_name = "DIR|ARCHIVE")]
+    single_file_config: Option<PathBuf>,
+    /// For single-file checkpoints: epsilon or v_prediction (default: each file's
+    /// sidecar FILE.yaml, else diffusers' default for its version).
+    #[arg(long, value_name = "epsilon|v_prediction")]
+    prediction_type: Option<wgsd::loader::PredictionType>,
 }
 
 fn warmup_size(s: &str) -> Result<WarmupSize, String> {
@@ -218,6 +227,17 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         config.pipeline.precision = Precision::F16;
     } else if let Some(p) = args.precision {
         config.pipeline.precision = p;
+    }
+    if let Some(c) = &args.single_file_config {
+        anyhow::ensure!(
+            c.exists(),
+            "--single-file-config {}: no such file or folder",
+            c.display()
+        );
+        config.pipeline.archive.single_file.config = Some(c.clone());
+    }
+    if let Some(p) = args.prediction_type {
+        config.pipeline.archive.single_file.prediction_type = Some(p);
     }
     Ok(config)
 }

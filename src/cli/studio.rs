@@ -16,7 +16,8 @@ const DEFAULT_MODELS: [&str; 2] = ["weights/shapes-tiny.zip", "weights/sd2-tiny.
 
 #[derive(Args, Debug)]
 pub struct StudioArgs {
-    /// Model archive (.zip, .mar) or diffusers folder, registered under its file stem
+    /// Model archive (.zip, .mar), diffusers folder or single-file checkpoint
+    /// (.safetensors, .ckpt), registered under its file stem
     /// [default: weights/shapes-tiny.zip if it exists, else weights/sd2-tiny.zip].
     #[arg(long, value_name = "ARCHIVE")]
     model: Option<PathBuf>,
@@ -39,6 +40,8 @@ pub struct StudioArgs {
         value_name = "USER:PASS"
     )]
     api_auth: Option<String>,
+    #[command(flatten)]
+    single_file: super::convert::SingleFileArgs,
 }
 
 /// `--model`, or the first bundled model that exists.
@@ -90,6 +93,7 @@ pub fn config(choice: &AdapterChoice, args: &StudioArgs) -> anyhow::Result<Serve
     config.default_settings.max_batch_delay_ms = 50;
     // Jobs are watched and cancelled from the page; `/predictions` waits as long.
     config.default_settings.response_timeout_s = 0;
+    config.pipeline.archive.single_file = args.single_file.options()?;
     if let Some(p) = args.precision {
         config.pipeline.precision = p;
     }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::Serialize;
-use wgsd::loader::open_model;
+use wgsd::loader::{ArchiveOptions, open_model_with};
 use wgsd::tokenizer::Tokenizer;
 
 #[derive(Serialize)]
@@ -17,8 +17,17 @@ struct Output<'a> {
     dropped_tokens: usize,
 }
 
-pub fn run(model: &Path, prompt: &str, verbose: bool) -> anyhow::Result<()> {
-    let dir = open_model(model)?;
+pub fn run(
+    model: &Path,
+    single_file: &super::convert::SingleFileArgs,
+    prompt: &str,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let opts = ArchiveOptions {
+        single_file: single_file.options()?,
+        ..ArchiveOptions::default()
+    };
+    let dir = open_model_with(model, &opts)?;
     let tokenizer = Tokenizer::from_dir(&dir.component("tokenizer")?)?;
     let enc = tokenizer.encode(prompt)?;
     if enc.truncated {

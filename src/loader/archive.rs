@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::ModelIndex;
 use super::error::LoadError;
+use super::single_file::{self, SingleFileOptions};
 
 /// Default bound on the bytes one archive may unpack to (SD 2 in f32 is about 5 GiB).
 pub const DEFAULT_MAX_EXTRACT_BYTES: u64 = 16 << 30;
@@ -40,6 +41,8 @@ pub struct ArchiveOptions {
     /// Refuse entries over 1 MiB that inflate by more than this factor
     /// ([`DEFAULT_MAX_RATIO`]).
     pub max_ratio: u64,
+    /// How single-file checkpoints (`.safetensors`, `.ckpt`) are converted.
+    pub single_file: SingleFileOptions,
 }
 
 /// The bounds one extraction runs under.
@@ -60,6 +63,7 @@ impl Default for ArchiveOptions {
                 .unwrap_or(DEFAULT_MAX_EXTRACT_BYTES),
             max_entries: DEFAULT_MAX_ENTRIES,
             max_ratio: DEFAULT_MAX_RATIO,
+            single_file: SingleFileOptions::default(),
         }
     }
 }
@@ -96,6 +100,8 @@ pub enum SourceKind {
     Folder,
     Zip,
     Mar,
+    /// A single-file checkpoint (`.safetensors`, `.ckpt`), converted into the cache.
+    SingleFile,
 }
 
 /// A diffusers pipeline folder ready to load.
@@ -138,9 +144,13 @@ pub fn open_model(path: &Path) -> Result<ModelDir, LoadError> {
 }
 
 /// Opens `path`: a folder is used in place; a `.zip` / `.mar` is extracted into the cache
-/// (or found there from an earlier run).
+/// (or found there from an earlier run); a single-file checkpoint is converted into the
+/// cache (see [`single_file`]).
 pub fn open_model_with(path: &Path, opts: &ArchiveOptions) -> Result<ModelDir, LoadError> {
     let meta = fs::metadata(path).map_err(|e| LoadError::io(path, e))?;
+    if meta.is_file() && single_file::is_single_file(path) {
+        return single_file::open_cached(path, opts);
+    }
     if meta.is_dir() {
         let root = find_pipeline_root(path)?;
         let index = ModelIndex::read(&root.join("model_index.json"))?;

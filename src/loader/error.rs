@@ -93,6 +93,34 @@ pub enum LoadError {
         field: String,
         value: String,
     },
+    /// A `.ckpt` pickle names a global that is not a tensor rebuilder: refused, never run.
+    #[error(
+        "{file}: refusing to load: its pickle calls {global}, which is not a tensor (only torch \
+         tensors, their storages and OrderedDict are rebuilt; nothing is executed). Convert the file \
+         to .safetensors with a tool you trust"
+    )]
+    RefusedPickle { file: PathBuf, global: String },
+    /// A single file that is not an SD 1.x / 2.x checkpoint.
+    #[error("{file}: not a usable Stable Diffusion 1.x/2.x checkpoint: {msg}")]
+    NotStableDiffusion { file: PathBuf, msg: String },
+    /// A single file lacks tensors its configs need.
+    #[error(
+        "{file}: the checkpoint's {component} is incomplete: {count} tensors missing after conversion to diffusers names, e.g. {missing:?}"
+    )]
+    IncompleteCheckpoint {
+        file: PathBuf,
+        component: String,
+        count: usize,
+        missing: Vec<String>,
+    },
+    /// A non-standard single file without `--config`.
+    #[error(
+        "{file}: {arch} has no built-in configs; pass --config DIR|ARCHIVE (a diffusers pipeline whose configs, tokenizer and scheduler fit this file)"
+    )]
+    NeedsConfig { file: PathBuf, arch: String },
+    /// The `--config` pipeline does not fit the single file.
+    #[error("{file}: the --config pipeline does not fit this checkpoint: {msg}")]
+    ConfigMismatch { file: PathBuf, msg: String },
     /// The tokenizer files could not be used.
     #[error("{path}: tokenizer: {msg}")]
     Tokenizer { path: PathBuf, msg: String },

@@ -1,10 +1,12 @@
 //! Loading a model: archives (`model.zip`, TorchServe `.mar`, folders) into a cached
 //! diffusers folder, its configs (serde), and its safetensors weights behind a prefix
-//! builder.
+//! builder. Single-file checkpoints (`.safetensors`, `.ckpt`) are converted into such a
+//! folder first.
 
 pub mod archive;
 pub mod config;
 pub mod error;
+pub mod single_file;
 pub mod weights;
 
 pub use archive::{
@@ -13,4 +15,5 @@ pub use archive::{
 };
 pub use config::{ClipTextConfig, ModelIndex, read_component_config, read_json};
 pub use error::LoadError;
+pub use single_file::{PredictionType, SingleFileOptions};
 pub use weights::{SafetensorsFile, VarBuilder, find_weights_file};

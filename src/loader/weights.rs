@@ -177,6 +177,12 @@ impl SafetensorsFile {
         Ok((info, data))
     }
 
+    /// `key`'s stored dtype, shape and bytes as they are in the file (marks it used).
+    pub fn raw(&self, key: &str) -> Result<(Dtype, Vec<usize>, &[u8]), LoadError> {
+        let (info, data) = self.tensor(key, None)?;
+        Ok((info.dtype, info.shape.clone(), data))
+    }
+
     /// `key` converted to `dtype`'s little-endian bytes (F32 or F16 storage).
     pub fn read_as(
         &self,

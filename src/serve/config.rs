@@ -164,8 +164,8 @@ pub fn parse_model_spec(spec: &str) -> Result<(String, PathBuf)> {
 }
 
 /// Expands `--models` specs: `NAME=ARCHIVE`, a bare archive, or `all` (every `.mar`,
-/// `.zip` and diffusers folder, one with `model_index.json`, in the model store, each
-/// named after its file stem).
+/// `.zip`, single-file checkpoint (`.safetensors`, `.ckpt`) and diffusers folder, one with
+/// `model_index.json`, in the model store, each named after its file stem).
 pub fn expand_models(
     model_store: &std::path::Path,
     specs: &[String],
@@ -187,7 +187,9 @@ pub fn expand_models(
                 .extension()
                 .and_then(|e| e.to_str())
                 .map(str::to_ascii_lowercase);
-            let archive = matches!(ext.as_deref(), Some("mar" | "zip")) && path.is_file();
+            let archive = path.is_file()
+                && (matches!(ext.as_deref(), Some("mar" | "zip"))
+                    || crate::loader::single_file::is_single_file(&path));
             if !archive && !path.join("model_index.json").is_file() {
                 continue;
             }
@@ -202,7 +204,7 @@ pub fn expand_models(
         found.sort();
         if found.is_empty() {
             return Err(Error::InvalidInput(format!(
-                "--models all: no .mar, .zip or diffusers folder in {}",
+                "--models all: no .mar, .zip, .safetensors, .ckpt or diffusers folder in {}",
                 model_store.display()
             )));
         }

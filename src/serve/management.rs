@@ -340,14 +340,16 @@ pub fn check_model_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// TorchServe names a model without `model_name` after its archive.
+/// TorchServe names a model without `model_name` after its archive (single-file
+/// checkpoints likewise, after the file).
 fn default_name(archive: &FsPath) -> String {
     let file = archive
         .file_name()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     let lower = file.to_ascii_lowercase();
-    match [".mar", ".zip"].iter().find(|ext| lower.ends_with(**ext)) {
+    let exts = [".mar", ".zip", ".safetensors", ".ckpt", ".pt", ".pth"];
+    match exts.iter().find(|ext| lower.ends_with(**ext)) {
         Some(ext) => file[..file.len() - ext.len()].to_string(),
         None => file.to_string(),
     }
