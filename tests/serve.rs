@@ -264,3 +264,56 @@ fn models_all_and_specs() {
     let empty = tempfile::tempdir().expect("tmp");
     assert!(wgsd::serve::expand_models(empty.path(), &["all".into()]).is_err());
 }
+
+/// `"prompt_syntax": "a1111"` on `/predictions`: the emphasis case of
+/// tests/fixtures/prompt-syntax (diffusers fed A1111-built embeddings), >= 60 dB; without
+/// it the same text is read as diffusers reads it (a different image).
+#[test]
+fn predictions_take_the_a1111_prompt_syntax() {
+    let server = start(tiny_config()).expect("server starts");
+    let base = format!("http://{}", server.addr());
+    let bytes = std::fs::read(root().join("tests/fixtures/prompt-syntax/reference.safetensors"))
+        .expect("fixture");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let want = st
+        .tensor("e2e.00_emphasis.image_u8")
+        .expect("case")
+        .data()
+        .to_vec();
+    let psnr = |a: &[u8]| {
+        let mse = a
+            .iter()
+            .zip(&want)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum::<f64>()
+            / a.len() as f64;
+        if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (255.0 * 255.0 / mse).log10()
+        }
+    };
+    let mut body = serde_json::json!({
+        "prompt": "a (red:1.5) circle on a ((white)) background, [blurry]",
+        "negative_prompt": "(ugly:1.2), text",
+        "seed": 21, "num_inference_steps": 4, "guidance_scale": 7.5,
+        "width": 64, "height": 64, "prompt_syntax": "a1111",
+    });
+    let post = |body: &serde_json::Value| {
+        let mut r = agent()
+            .post(format!("{base}/predictions/sd"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .expect("predict");
+        assert_eq!(r.status(), 200);
+        decode_nested(&r.body_mut().read_to_string().expect("body")).2
+    };
+    let p = psnr(&post(&body));
+    assert!(p >= 60.0, "a1111 syntax: {p:.1} dB");
+    body["prompt_syntax"] = "plain".into();
+    let p = psnr(&post(&body));
+    assert!(
+        p < 45.0,
+        "plain syntax reads the brackets as text: {p:.1} dB"
+    );
+}

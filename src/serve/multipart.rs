@@ -13,13 +13,14 @@ use super::error::ApiError;
 use super::request::{Params, params_from_json};
 
 /// Fields whose text is kept as text; the others are read as JSON numbers.
-const TEXT_FIELDS: [&str; 6] = [
+const TEXT_FIELDS: [&str; 7] = [
     "data",
     "prompt",
     "body",
     "negative_prompt",
     "scheduler",
     "timestep_spacing",
+    "prompt_syntax",
 ];
 
 /// Whether the request is a multipart form.

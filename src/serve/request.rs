@@ -7,7 +7,7 @@ use axum::http::header;
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorKind};
-use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, VaeTiling};
+use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, PromptSyntax, VaeTiling};
 use crate::schedulers::{Sampler, Spacing};
 
 /// Largest accepted `num_inference_steps`.
@@ -79,6 +79,9 @@ pub struct Params {
     pub timestep_spacing: Option<String>,
     /// Seamless tiling (circular padding in every convolution).
     pub tiling: Option<bool>,
+    /// `plain` (the default: diffusers' reading) or `a1111` (AUTOMATIC1111's emphasis,
+    /// chunks, prompt editing); the `/sdapi/v1` routes always use `a1111`.
+    pub prompt_syntax: Option<String>,
     /// wgsd's own: decode in tiles (true) or not (false); absent: the model's setting.
     pub vae_tiling: Option<bool>,
     pub num_images: Option<usize>,
@@ -180,6 +183,10 @@ impl Params {
             None | Some("") => None,
             Some(s) => Some(Spacing::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
         };
+        let prompt_syntax = match self.prompt_syntax.as_deref() {
+            None | Some("") => PromptSyntax::Plain,
+            Some(s) => s.parse().map_err(|e: String| ApiError::bad_request(e))?,
+        };
         Ok(GenerateRequest {
             prompts: vec![prompt],
             negative_prompts: self
@@ -199,6 +206,7 @@ impl Params {
             vae_tiling: VaeTiling::from_bool(self.vae_tiling),
             tiling: self.tiling.unwrap_or(false),
             preview: false,
+            prompt_syntax,
             ..GenerateRequest::default()
         })
     }
@@ -229,6 +237,17 @@ mod tests {
         // `/predictions` refuses A1111's -1 (the studio's jobs take it as random).
         assert!(request(r#"{"prompt": "a", "seed": -1}"#).is_err());
         assert!(request(r#"{"prompt": "a", "seed": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn prompt_syntax_is_plain_unless_asked() {
+        let r = request(r#"{"prompt": "a (cat:1.2)"}"#).expect("valid");
+        assert_eq!(r.prompt_syntax, PromptSyntax::Plain);
+        let r = request(r#"{"prompt": "a (cat:1.2)", "prompt_syntax": "a1111"}"#).expect("valid");
+        assert_eq!(r.prompt_syntax, PromptSyntax::A1111);
+        let e = request(r#"{"prompt": "a", "prompt_syntax": "comfy"}"#).expect_err("unknown");
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(e.message.contains("a1111"), "{}", e.message);
     }
 
     #[test]
