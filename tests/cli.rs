@@ -8,6 +8,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "common/psnr.rs"]
+mod psnr_impl;
+use psnr_impl::psnr;
+
 const MIN_PSNR: f64 = 60.0;
 
 fn root() -> PathBuf {
@@ -67,21 +71,6 @@ fn reference_images(fixture: &str, case: &str) -> Vec<Vec<u8>> {
     let t = st.tensor(&format!("e2e.{case}.image_u8")).unwrap();
     let per: usize = t.shape()[1..].iter().product();
     t.data().chunks(per).map(<[u8]>::to_vec).collect()
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "image sizes differ");
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
 }
 
 fn png_pixels(path: &Path) -> (u32, u32, Vec<u8>) {

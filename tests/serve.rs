@@ -8,7 +8,7 @@ use wgsd::schedulers::{Sampler, Spacing};
 use wgsd::serve::{ServeConfig, start};
 
 mod serve_common;
-use serve_common::{agent, decode_nested, root, tiny_config};
+use serve_common::{agent, decode_nested, psnr, root, tiny_config};
 
 fn error_of(resp: &mut ureq::http::Response<ureq::Body>) -> serde_json::Value {
     let text = resp.body_mut().read_to_string().expect("body");
@@ -280,19 +280,6 @@ fn predictions_take_the_a1111_prompt_syntax() {
         .expect("case")
         .data()
         .to_vec();
-    let psnr = |a: &[u8]| {
-        let mse = a
-            .iter()
-            .zip(&want)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum::<f64>()
-            / a.len() as f64;
-        if mse == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (255.0 * 255.0 / mse).log10()
-        }
-    };
     let mut body = serde_json::json!({
         "prompt": "a (red:1.5) circle on a ((white)) background, [blurry]",
         "negative_prompt": "(ugly:1.2), text",
@@ -308,10 +295,10 @@ fn predictions_take_the_a1111_prompt_syntax() {
         assert_eq!(r.status(), 200);
         decode_nested(&r.body_mut().read_to_string().expect("body")).2
     };
-    let p = psnr(&post(&body));
+    let p = psnr(&post(&body), &want);
     assert!(p >= 60.0, "a1111 syntax: {p:.1} dB");
     body["prompt_syntax"] = "plain".into();
-    let p = psnr(&post(&body));
+    let p = psnr(&post(&body), &want);
     assert!(
         p < 45.0,
         "plain syntax reads the brackets as text: {p:.1} dB"

@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use wgsd::serve::ServeConfig;
 
+#[path = "../common/psnr.rs"]
+mod psnr_impl;
+#[allow(unused_imports)]
+pub use psnr_impl::psnr;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
