@@ -89,7 +89,7 @@ function setServerState(text) {
 // ---------------------------------------------------------------- the form
 
 const FIELDS = ["prompt", "negative-prompt", "steps", "guidance", "width", "height",
-  "scheduler", "num-images", "seed", "vae-tiling", "model"];
+  "scheduler", "num-images", "seed", "prompt-syntax", "vae-tiling", "model"];
 
 function saveForm() {
   const values = {};
@@ -133,6 +133,7 @@ function applyDefaults(modelName, { sizeOnly = false } = {}) {
     $("num-images").value = d.num_images ?? 1;
     $("seed").value = -1;
     $("vae-tiling").value = "auto";
+    $("prompt-syntax").value = "a1111";
   }
   syncRanges();
 }
@@ -172,6 +173,7 @@ function jobBody() {
     scheduler: $("scheduler").value || undefined,
     num_images: intField("num-images", "Images"),
     model: $("model").value || undefined,
+    prompt_syntax: $("prompt-syntax").value,
   };
   const seed = intField("seed", "Seed");
   if (seed !== undefined && seed !== -1) body.seed = seed;
@@ -204,6 +206,9 @@ function fillForm(params) {
   set("width", params.width);
   set("height", params.height);
   set("seed", params.seed);
+  if (params.prompt_syntax && hasOption($("prompt-syntax"), params.prompt_syntax)) {
+    $("prompt-syntax").value = params.prompt_syntax;
+  }
   if (params.scheduler) {
     const s = schedulerName(params.scheduler);
     if (s) $("scheduler").value = s;

@@ -106,6 +106,7 @@ fn job_params(entry: &ModelEntry, r: &GenerateRequest) -> Value {
         "height": r.height,
         "scheduler": short_name(scheduler),
         "num_images": r.num_images_per_prompt,
+        "prompt_syntax": r.prompt_syntax.as_str(),
     })
 }
 

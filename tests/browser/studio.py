@@ -243,6 +243,7 @@ def cancel_long_job(page, base, shots):
     page.wait(lambda: page.progress()["state"] == "cancelled", "the job to be cancelled", timeout=120)
     job = json.loads(http(base + "api/v1/jobs/" + prog["job"])[2])
     check(job["status"] == "cancelled" and job["step"] < 500, f"the server says cancelled at step {job['step']}")
+    check(job["params"].get("prompt_syntax") == "a1111", f"the page sends A1111's prompt syntax: {job['params']}")
     total_after = json.loads(http(base + "api/v1/history?limit=1")[2])["total"]
     check(total_after == total_before, "a cancelled job writes no image")
     check(page.el("generate").get_attribute("disabled") is None, "Generate is enabled again")
