@@ -227,7 +227,10 @@ fn studio_page_jobs_history_and_errors() {
     assert_eq!(done["status"], "done");
     assert_eq!(done["params"]["seed"], 42);
     assert_eq!(done["params"]["scheduler"], "euler_a");
-    assert_eq!(done["params"]["prompt_syntax"], "plain", "the jobs API's default");
+    assert_eq!(
+        done["params"]["prompt_syntax"], "plain",
+        "the jobs API's default"
+    );
     let image_url = done["images"][0]["url"]
         .as_str()
         .expect("image url")
