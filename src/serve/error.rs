@@ -25,6 +25,8 @@ pub enum ErrorKind {
     RequestEntityTooLarge,
     ServiceUnavailable,
     RequestTimeout,
+    /// The request body did not arrive in time (`body_read_timeout`; 408).
+    BodyTimeout,
     OutOfMemory,
     ResponseTooLarge,
     Internal,
@@ -44,6 +46,7 @@ impl ErrorKind {
             RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
             ResponseTooLarge | Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -65,7 +68,7 @@ impl ErrorKind {
             FileAlreadyExists => "FileAlreadyExistsException",
             RequestEntityTooLarge => "RequestEntityTooLargeException",
             ServiceUnavailable => "ServiceUnavailableException",
-            RequestTimeout => "RequestTimeoutException",
+            RequestTimeout | BodyTimeout => "RequestTimeoutException",
             OutOfMemory => "OutOfMemoryException",
             ResponseTooLarge => "ResponseTooLargeException",
             Internal => "InternalServerException",

@@ -47,12 +47,16 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         .map_err(|e| {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             let mut length_limit = false;
+            let mut timed_out = false;
             while let Some(err) = source {
                 length_limit |= err.is::<http_body_util::LengthLimitError>();
+                timed_out |= err.is::<super::listen::BodyTimeout>();
                 source = err.source();
             }
             if length_limit {
                 too_large()
+            } else if timed_out {
+                ApiError::new(ErrorKind::BodyTimeout, e.to_string())
             } else {
                 ApiError::bad_request(format!("could not read the request body: {e}"))
             }
