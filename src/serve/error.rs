@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Conflict,
     FileAlreadyExists,
     RequestEntityTooLarge,
+    /// A `Content-Encoding` wgsd does not decode (415).
+    UnsupportedMediaType,
     ServiceUnavailable,
     RequestTimeout,
     /// The request body did not arrive in time (`body_read_timeout`; 408).
@@ -44,6 +46,7 @@ impl ErrorKind {
             NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Conflict | FileAlreadyExists => StatusCode::CONFLICT,
             RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -67,6 +70,7 @@ impl ErrorKind {
             Conflict => "ConflictStatusException",
             FileAlreadyExists => "FileAlreadyExistsException",
             RequestEntityTooLarge => "RequestEntityTooLargeException",
+            UnsupportedMediaType => "UnsupportedMediaTypeException",
             ServiceUnavailable => "ServiceUnavailableException",
             RequestTimeout | BodyTimeout => "RequestTimeoutException",
             OutOfMemory => "OutOfMemoryException",

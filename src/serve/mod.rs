@@ -18,6 +18,7 @@
 pub mod a1111;
 pub mod auth;
 pub mod config;
+mod content_encoding;
 pub mod download;
 pub mod error;
 mod inference;
