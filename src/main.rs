@@ -53,7 +53,7 @@ enum Command {
     Convert(cli::convert::ConvertArgs),
     /// Serve models over HTTP as TorchServe does: inference (TorchServe, KServe v1, OIP v2),
     /// management and Prometheus metrics APIs.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// The desktop web UI on http://127.0.0.1:7860/: one model, live previews, history
     /// of the outputs folder (every API of `serve` answers there too).
     Studio(cli::studio::StudioArgs),

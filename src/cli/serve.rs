@@ -56,6 +56,22 @@ pub struct ServeArgs {
     /// Requests waiting per model before new ones get 503 (job_queue_size) [default: 100].
     #[arg(long)]
     job_queue_size: Option<usize>,
+    /// Seconds a request head may take from its first byte (config key
+    /// header_read_timeout) [default: 30].
+    #[arg(long, value_name = "S")]
+    header_read_timeout: Option<u64>,
+    /// Seconds a connection may sit idle, no request in flight, before it is closed
+    /// (config key idle_timeout) [default: 60].
+    #[arg(long, value_name = "S")]
+    idle_timeout: Option<u64>,
+    /// Seconds a request body may take after its head; then 408 (config key
+    /// body_read_timeout) [default: 120].
+    #[arg(long, value_name = "S")]
+    body_read_timeout: Option<u64>,
+    /// Open connections per listener; more wait unaccepted until one closes (config key
+    /// max_connections) [default: 512].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// MiB of GPU memory each model's worker may hold (weights, activations, cache); a
     /// request past it gets 507 and the worker goes on (config key gpu_memory_limit).
     #[arg(long, value_name = "MIB")]
@@ -179,6 +195,29 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         if let Some(v) = src {
             *dst = v;
         }
+    }
+    let c = &mut config.connections;
+    for (flag, dst, src) in [
+        (
+            "--header-read-timeout",
+            &mut c.header_read_timeout,
+            args.header_read_timeout,
+        ),
+        ("--idle-timeout", &mut c.idle_timeout, args.idle_timeout),
+        (
+            "--body-read-timeout",
+            &mut c.body_read_timeout,
+            args.body_read_timeout,
+        ),
+    ] {
+        if let Some(s) = src {
+            anyhow::ensure!(s > 0, "{flag} must be at least 1 second");
+            *dst = std::time::Duration::from_secs(s);
+        }
+    }
+    if let Some(n) = args.max_connections {
+        anyhow::ensure!(n > 0, "--max-connections must be at least 1");
+        c.max_connections = n;
     }
     if let Some(w) = args.warmup_size {
         config.warmup = w;

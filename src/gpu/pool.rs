@@ -28,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::ThreadId;
 
 use crate::error::{Error, Result};
@@ -138,16 +139,68 @@ pub(crate) fn create_checked(
     }
 }
 
+/// Bytes held by every pool of the process (`in_use + cached`, summed): what the
+/// server's memory gauge reports, and how a test sees an unloaded model's memory go.
+static PROCESS_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// GPU memory held by all [`BufferPool`]s of this process.
+pub fn process_bytes() -> u64 {
+    PROCESS_BYTES.load(Ordering::Relaxed)
+}
+
+impl Inner {
+    fn held(&self) -> u64 {
+        self.stats.in_use + self.stats.cached
+    }
+}
+
+/// The locked pool; on unlock it moves [`PROCESS_BYTES`] by what the holder changed.
+struct Locked<'a> {
+    guard: std::sync::MutexGuard<'a, Inner>,
+    before: u64,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Wrapping: a decrease is added as its two's complement.
+        let delta = self.guard.held().wrapping_sub(self.before);
+        PROCESS_BYTES.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
 /// Size-keyed free lists of activation buffers.
 #[derive(Default)]
 pub struct BufferPool {
     inner: Mutex<Inner>,
 }
 
+impl Drop for BufferPool {
+    /// The pool's buffers go with it (and the device): the process holds that much less.
+    fn drop(&mut self) {
+        let held = self.lock().held();
+        PROCESS_BYTES.fetch_sub(held, Ordering::Relaxed);
+    }
+}
+
 impl BufferPool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock leaves only bookkeeping behind: keep going.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let before = guard.held();
+        Locked { guard, before }
     }
 
     /// A buffer of at least `size` bytes (its size class), reused if one is free;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::registry::ModelSettings;
 use super::request::Defaults;
@@ -68,6 +69,43 @@ pub struct ServeConfig {
     /// Where finished studio jobs write their images (`NNNNN-<seed>.png`); created on
     /// first write (`--outputs`, config key `outputs_dir`).
     pub outputs_dir: PathBuf,
+    /// Timeouts and the connection cap of each of the three listeners.
+    pub connections: ConnectionLimits,
+    /// For tests of the worker's panic recovery: a generation whose first prompt is
+    /// exactly this panics at its first step. No flag or config key sets it.
+    #[doc(hidden)]
+    pub panic_on_prompt: Option<String>,
+}
+
+/// How long each listener waits on its clients, and how many it serves at once (each
+/// listener has its own cap). A connection with a request being handled is never timed
+/// out: generations take as long as `responseTimeout` lets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request head must be complete this long after its first byte (nginx's
+    /// `client_header_timeout`; config key `header_read_timeout`, seconds).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte moving is closed after this
+    /// (nginx's `keepalive_timeout`; config key `idle_timeout`, seconds).
+    pub idle_timeout: Duration,
+    /// A request body must be complete this long after its head, or the request gets
+    /// 408 (config key `body_read_timeout`, seconds). With the default 6,553,500-byte
+    /// `max_request_size` and 120 s, a client must send at least 55 KB/s.
+    pub body_read_timeout: Duration,
+    /// Open connections per listener; more wait unaccepted until one closes (config key
+    /// `max_connections`).
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(120),
+            max_connections: 512,
+        }
+    }
 }
 
 /// The size a worker runs its warm-up pass at ([`Pipeline::warm_up`]) before the model
@@ -137,6 +175,8 @@ impl Default for ServeConfig {
             warmup: WarmupSize::Default,
             native_size_defaults: false,
             outputs_dir: PathBuf::from(DEFAULT_OUTPUTS_DIR),
+            connections: ConnectionLimits::default(),
+            panic_on_prompt: None,
         }
     }
 }

@@ -505,6 +505,7 @@ async fn unregister_inner(
         .remove(model)
         .ok_or_else(|| model_not_found(model))?;
     m.scaled_map().remove(model);
+    let version = entry.version.clone();
     // Hold the last reference on a blocking thread: dropping it joins the worker.
     tokio::task::spawn_blocking(move || {
         while Arc::strong_count(&entry) > 1 {
@@ -514,7 +515,7 @@ async fn unregister_inner(
     })
     .await
     .map_err(|e| internal(format!("unloading stopped: {e}")))?;
-    m.app.metrics.model_removed(model);
+    m.app.metrics.model_removed(model, &version);
     Ok(status(
         StatusCode::OK,
         format!("Model \"{model}\" unregistered"),

@@ -30,6 +30,8 @@ pub struct Metrics {
     unet_passes: IntCounterVec,
     steps_per_second: GaugeVec,
     gpu_memory: IntGaugeVec,
+    /// Every model's pools together (`crate::gpu::pool::process_bytes`), read at render.
+    gpu_memory_process: prometheus::IntGauge,
 }
 
 const TS_LABELS: &[&str] = &["model_name", "model_version", "hostname"];
@@ -167,6 +169,14 @@ impl Metrics {
                 "wgsd_gpu_memory_bytes",
                 "GPU memory held by the model's worker (weights and activation pool).",
             ),
+            gpu_memory_process: reg(
+                &registry,
+                prometheus::IntGauge::new(
+                    "wgsd_gpu_memory_process_bytes",
+                    "GPU memory held by all models of the process; falls when one is unregistered.",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
     }
@@ -267,12 +277,56 @@ impl Metrics {
             .set(bytes.min(i64::MAX as u64) as i64);
     }
 
-    /// Drops a model's series that describe live state (queue length, memory) when it
-    /// is unregistered; its counters stay, as Prometheus expects.
-    pub fn model_removed(&self, model: &str) {
+    /// Drops every series of an unregistered model, counters included: the series of
+    /// models registered and removed over a server's life would otherwise pile up
+    /// (Prometheus reads a vanished series as stale, and a re-registered name's
+    /// counters as a reset).
+    pub fn model_removed(&self, model: &str, version: &str) {
+        let ts = self.ts(model, version);
+        let ts: Vec<&str> = ts.iter().map(String::as_str).collect();
+        let _ = self.ts_requests.remove_label_values(&ts);
+        let _ = self.ts_inference_us.remove_label_values(&ts);
+        let _ = self.ts_queue_us.remove_label_values(&ts);
+        for c in [
+            &self.cancelled,
+            &self.images,
+            &self.steps,
+            &self.unet_passes,
+        ] {
+            let _ = c.remove_label_values(&[model]);
+        }
+        for h in [
+            &self.queue_seconds,
+            &self.inference_seconds,
+            &self.batch_size,
+        ] {
+            let _ = h.remove_label_values(&[model]);
+        }
         let _ = self.queue_length.remove_label_values(&[model]);
         let _ = self.gpu_memory.remove_label_values(&[model]);
         let _ = self.steps_per_second.remove_label_values(&[model]);
+        // `wgsd_requests_total` has a series per status: find the model's.
+        for status in self.statuses_of(model) {
+            let _ = self.requests.remove_label_values(&[model, &status]);
+        }
+    }
+
+    /// The `status` labels of `model`'s `wgsd_requests_total` series.
+    fn statuses_of(&self, model: &str) -> Vec<String> {
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_string())
+        };
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "wgsd_requests_total")
+            .flat_map(|f| f.get_metric())
+            .filter(|m| label(m, "model_name").as_deref() == Some(model))
+            .filter_map(|m| label(m, "status"))
+            .collect()
     }
 
     /// UNet passes so far for `model` (what the batching test reads).
@@ -292,6 +346,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
+        let held = crate::gpu::pool::process_bytes();
+        self.gpu_memory_process
+            .set(held.min(i64::MAX as u64) as i64);
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -18,10 +18,12 @@
 pub mod a1111;
 pub mod auth;
 pub mod config;
+mod content_encoding;
 pub mod download;
 pub mod error;
 mod inference;
 pub mod jobs;
+mod listen;
 pub mod management;
 pub mod metrics;
 mod multipart;
@@ -38,8 +40,9 @@ pub mod ts_config;
 pub mod worker;
 
 pub use config::{
-    DEFAULT_ALLOWED_URLS, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_OUTPUTS_DIR,
-    DEFAULT_QUEUE_SIZE, ServeConfig, WarmupSize, expand_models, parse_model_spec,
+    ConnectionLimits, DEFAULT_ALLOWED_URLS, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_OUTPUTS_DIR, DEFAULT_QUEUE_SIZE, ServeConfig, WarmupSize, expand_models,
+    parse_model_spec,
 };
 pub use error::{ApiError, ErrorKind};
 pub use metrics::Metrics;
@@ -109,6 +112,7 @@ impl AppState {
             memory_limit: self.config.gpu_memory_limit,
             warmup: self.config.warmup,
             default_size: (self.config.default_width, self.config.default_height),
+            panic_on_prompt: self.config.panic_on_prompt.clone(),
         })?;
         self.metrics.model_added(name, &version);
         let entry = ModelEntry {
@@ -331,21 +335,19 @@ pub fn start(config: ServeConfig) -> Result<Server> {
                 let mut tasks = Vec::new();
                 for (listener, app) in [inference, management, metrics].into_iter().zip(routers) {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let mut rx = rx.clone();
+                    let limits = serve_state.config.connections;
                     // Trailing slashes route as TorchServe's do (`/predictions/sd/`,
                     // `/models/`): trimmed before the router sees the path.
                     let app = tower::Layer::layer(
                         &axum::middleware::map_request(trim_trailing_slash),
                         app,
                     );
-                    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-                    tasks.push(tokio::spawn(async move {
-                        axum::serve(listener, app)
-                            .with_graceful_shutdown(async move {
-                                let _ = rx.wait_for(|stop| *stop).await;
-                            })
-                            .await
-                    }));
+                    tasks.push(tokio::spawn(listen::serve(
+                        listener,
+                        app,
+                        limits,
+                        rx.clone(),
+                    )));
                 }
                 for t in tasks {
                     t.await.map_err(std::io::Error::other)??;

@@ -26,7 +26,8 @@ pub struct Defaults {
 }
 
 /// Reads the body, refusing it (413) as soon as it passes `limit`: first from
-/// `Content-Length`, then while streaming in.
+/// `Content-Length`, then while streaming in, then after undoing its `Content-Encoding`
+/// (gzip, deflate; see [`content_encoding`](super::content_encoding)).
 pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -42,21 +43,25 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            let mut length_limit = false;
-            while let Some(err) = source {
-                length_limit |= err.is::<http_body_util::LengthLimitError>();
-                source = err.source();
-            }
-            if length_limit {
-                too_large()
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
-            }
-        })
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut length_limit = false;
+        let mut timed_out = false;
+        while let Some(err) = source {
+            length_limit |= err.is::<http_body_util::LengthLimitError>();
+            timed_out |= err.is::<super::listen::BodyTimeout>();
+            source = err.source();
+        }
+        if length_limit {
+            too_large()
+        } else if timed_out {
+            ApiError::new(ErrorKind::BodyTimeout, e.to_string())
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })?;
+    super::content_encoding::decode(&parts.headers, bytes, limit)
 }
 
 /// The JSON request form (diffusers' argument names).

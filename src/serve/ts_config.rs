@@ -142,6 +142,12 @@ pub struct TsConfig {
     pub api_auth: Option<Vec<(String, String)>>,
     /// wgsd's own key `precision` (`auto`, `f32`, `f16`): every model's default.
     pub precision: Option<crate::Precision>,
+    /// wgsd's own keys `header_read_timeout`, `idle_timeout`, `body_read_timeout`
+    /// (seconds) and `max_connections` (see [`super::ConnectionLimits`]).
+    pub header_read_timeout_s: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
+    pub body_read_timeout_s: Option<u64>,
+    pub max_connections: Option<usize>,
     /// Per-model settings from `model_snapshot` and `models`.
     pub model_settings: BTreeMap<String, SnapshotModel>,
     /// `(name, marName)` of the models `model_snapshot` lists.
@@ -236,6 +242,16 @@ impl TsConfig {
             "default_response_timeout" => {
                 self.default_response_timeout = Some(parse_positive(value).map_err(bad)? as u64)
             }
+            "header_read_timeout" => {
+                self.header_read_timeout_s = Some(parse_positive(value).map_err(bad)? as u64)
+            }
+            "idle_timeout" => {
+                self.idle_timeout_s = Some(parse_positive(value).map_err(bad)? as u64)
+            }
+            "body_read_timeout" => {
+                self.body_read_timeout_s = Some(parse_positive(value).map_err(bad)? as u64)
+            }
+            "max_connections" => self.max_connections = Some(parse_positive(value).map_err(bad)?),
             "default_workers_per_model" => {
                 self.default_workers_per_model = Some(parse_positive(value).map_err(bad)?)
             }
@@ -382,6 +398,19 @@ impl TsConfig {
         }
         if let Some(p) = self.precision {
             config.pipeline.precision = p;
+        }
+        let c = &mut config.connections;
+        for (dst, src) in [
+            (&mut c.header_read_timeout, self.header_read_timeout_s),
+            (&mut c.idle_timeout, self.idle_timeout_s),
+            (&mut c.body_read_timeout, self.body_read_timeout_s),
+        ] {
+            if let Some(s) = src {
+                *dst = std::time::Duration::from_secs(s);
+            }
+        }
+        if let Some(n) = self.max_connections {
+            c.max_connections = n;
         }
         let base = config.default_settings;
         for (name, m) in &self.model_settings {

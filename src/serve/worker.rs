@@ -16,6 +16,11 @@
 //! included) the worker drops its cached buffers and serves the next job; a batch that ran
 //! out of memory is retried one job at a time.
 //!
+//! A panic while a batch runs (a bug: wgsd's code returns errors, it does not panic on
+//! input) fails that batch's jobs with a 500 and the worker serves the next job, as
+//! TorchServe's frontend answers 500 for a request whose worker process died and restarts
+//! the worker. Only a worker thread that is really gone makes `/ping` report Unhealthy.
+//!
 //! A job may carry a [`ProgressSink`]: it hears of every denoising step with a preview of
 //! that job's latents (the studio's progress events); the pipeline computes previews only
 //! when a job of the batch has a sink.
@@ -53,6 +58,8 @@ pub struct WorkerConfig {
     pub warmup: super::WarmupSize,
     /// The size [`WarmupSize::Default`](super::WarmupSize::Default) means.
     pub default_size: (usize, usize),
+    /// Tests only (see [`ServeConfig::panic_on_prompt`](super::ServeConfig::panic_on_prompt)).
+    pub panic_on_prompt: Option<String>,
 }
 
 /// What the loaded model is, reported once it is ready.
@@ -158,8 +165,9 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("wgsd-worker-{name}"))
             .spawn(move || {
+                // Marks the worker gone however the thread ends, a panic included.
+                let _gone = Gone(thread_shared);
                 run(&config, intake, ready_tx);
-                thread_shared.alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| Error::Gpu(format!("cannot start the worker thread: {e}")))?;
         match ready_rx.recv() {
@@ -214,6 +222,15 @@ impl Worker {
 
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::SeqCst)
+    }
+}
+
+/// Clears `alive` when dropped (the worker thread's last act).
+struct Gone(Arc<Shared>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
     }
 }
 
@@ -464,8 +481,16 @@ fn run_batch(
         })
         .collect();
     let stop = AtomicBool::new(false);
-    let out = {
+    let panic_hook = config.panic_on_prompt.as_deref();
+    let out = catch_panic(|| {
         let mut on_step = |p: &crate::pipeline::Progress| {
+            if let Some(trigger) = panic_hook
+                && requests
+                    .iter()
+                    .any(|r| r.prompts.first().is_some_and(|p| p == trigger))
+            {
+                panic!("panic_on_prompt: a test asked this generation to panic");
+            }
             for (job, &row) in jobs.iter().zip(&first_rows) {
                 if let Some(sink) = &job.progress {
                     sink(StepProgress {
@@ -482,7 +507,7 @@ fn run_batch(
             }
         };
         pipeline.generate_batch(&requests, &mut on_step, Some(&stop))
-    };
+    });
     match out {
         Ok(generated) => {
             metrics.batch_done(
@@ -518,6 +543,19 @@ fn run_batch(
             }
         }
     }
+}
+
+/// Runs `f`, turning a panic into an error (its message kept) so the worker goes on.
+fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        eprintln!("wgsd serve: a generation panicked ({message}); its requests get 500");
+        Err(Error::Gpu(format!("the generation panicked: {message}")))
+    })
 }
 
 /// The same error for each job of a failed batch ([`Error`] is not `Clone`).
