@@ -22,6 +22,7 @@ pub mod download;
 pub mod error;
 mod inference;
 pub mod jobs;
+pub mod loras;
 pub mod management;
 pub mod metrics;
 mod multipart;
