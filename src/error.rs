@@ -36,6 +36,9 @@ pub enum Error {
     /// A model archive, config, weights file or tokenizer could not be loaded.
     #[error(transparent)]
     Load(#[from] crate::loader::LoadError),
+    /// A LoRA file that cannot be applied to this model, or a bad LoRA request.
+    #[error(transparent)]
+    Lora(#[from] crate::lora::LoraError),
 }
 
 /// `Result` with wgsd's [`Error`].

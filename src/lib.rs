@@ -6,6 +6,7 @@ mod conditioning;
 pub mod error;
 pub mod gpu;
 pub mod loader;
+pub mod lora;
 pub mod models;
 pub mod ops;
 pub mod pipeline;

@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use crate::conditioning::{self, TextStage};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Recorder, Tensor};
+use crate::gpu::{DType, Gpu, Recorder, Tensor, WeightOverrides};
 use crate::loader::{ArchiveOptions, ClipTextConfig, ModelDir, VarBuilder, open_model_with};
+pub use crate::lora::LoraSpec;
+use crate::lora::{self, LoraCache, ModelTargets};
 use crate::models::clip::ClipTextModel;
 use crate::models::config::{UNetConfig, VaeConfig};
 use crate::models::unet::UNet2DConditionModel;
@@ -103,6 +105,9 @@ pub struct GenerateRequest {
     /// How the prompts and negative prompts are read (diffusers' plain text, or
     /// AUTOMATIC1111's syntax on its API).
     pub prompt_syntax: PromptSyntax,
+    /// LoRAs applied for this request only (fused copies of the weights they change,
+    /// cached for the next request with the same set; the base weights stay loaded).
+    pub loras: Vec<LoraSpec>,
     /// When set (AUTOMATIC1111's `interrupt` / `skip`), denoising stops before the next
     /// step and the latents as they are go through the VAE: the request still gets its
     /// (less denoised) images, as A1111 returns them. In a batch, the run finishes early
@@ -128,6 +133,7 @@ impl Default for GenerateRequest {
             tiling: false,
             preview: false,
             prompt_syntax: PromptSyntax::Plain,
+            loras: Vec::new(),
             finish_early: None,
         }
     }
@@ -224,6 +230,9 @@ pub struct Pipeline<'g> {
     default_scheduler: Sampler,
     weight_dtype: DType,
     unused_weights: Vec<String>,
+    /// The UNet's and text encoder's Linear / Conv2d weights, by module name.
+    lora_targets: ModelTargets,
+    lora_cache: LoraCache,
 }
 
 impl std::fmt::Debug for Pipeline<'_> {
@@ -258,6 +267,7 @@ impl<'g> Pipeline<'g> {
         let vb = component_vb(gpu, &model, "text_encoder", dtype)?;
         let text_encoder = ClipTextModel::load(&vb, ClipTextConfig::read(&root)?)?;
         unused.extend(vb.unused_keys());
+        let text_encoder_targets = vb.lora_targets().clone();
         let unet_config: UNetConfig = crate::loader::read_component_config(&root, "unet")?;
         if unet_config.time_cond_proj_dim.is_some() {
             return Err(Error::InvalidInput(
@@ -267,6 +277,7 @@ impl<'g> Pipeline<'g> {
         let vb = component_vb(gpu, &model, "unet", dtype)?.with_activation_dtype(dtype);
         let unet = UNet2DConditionModel::load(&vb, unet_config)?;
         unused.extend(vb.unused_keys());
+        let lora_targets = ModelTargets::new(vb.lora_targets(), &text_encoder_targets);
         let vae_config: VaeConfig = crate::loader::read_component_config(&root, "vae")?;
         let vb = component_vb(gpu, &model, "vae", dtype)?.with_activation_dtype(dtype);
         let vae = VaeDecoder::load(&vb, vae_config)?;
@@ -294,6 +305,8 @@ impl<'g> Pipeline<'g> {
             default_scheduler,
             weight_dtype: dtype,
             unused_weights: unused,
+            lora_targets,
+            lora_cache: LoraCache::default(),
         })
     }
 
@@ -344,6 +357,14 @@ impl<'g> Pipeline<'g> {
         self.generate_with(req, &mut |_| {}, None)
     }
 
+    /// The fused weights of `loras` (read, checked against this model and fused now
+    /// unless the last request had the same set); None for no LoRA. A LoRA for another
+    /// model is an [`Error::Lora`].
+    pub fn lora_overrides(&self, loras: &[LoraSpec]) -> Result<Option<Arc<WeightOverrides>>> {
+        self.lora_cache
+            .overrides(self.gpu, &self.lora_targets, loras)
+    }
+
     /// Checks a request without running it (sizes, counts, prompts).
     pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidInput(m));
@@ -371,6 +392,12 @@ impl<'g> Pipeline<'g> {
             return bad(format!(
                 "guidance must be a finite number, got {}",
                 req.guidance
+            ));
+        }
+        if let Some(l) = req.loras.iter().find(|l| !l.scale.is_finite()) {
+            return bad(format!(
+                "LoRA {}: the scale must be finite",
+                l.path.display()
             ));
         }
         if req.tiling && req.vae_tiling == VaeTiling::On {
@@ -425,6 +452,7 @@ impl<'g> Pipeline<'g> {
             tiling: req.tiling,
             prompt_syntax: req.prompt_syntax,
             prompt_chunks,
+            loras: lora::set_key(&req.loras),
         })
     }
 
@@ -483,6 +511,7 @@ impl<'g> Pipeline<'g> {
         });
         let mut rec = Recorder::new(gpu);
         rec.set_circular_padding(req.tiling);
+        rec.set_weight_overrides(self.lora_overrides(&req.loras)?);
         // A seamless image is decoded whole: tiles would wrap around themselves.
         let vae_tiling = if req.tiling {
             VaeTiling::Off
@@ -696,4 +725,6 @@ pub struct BatchKey {
     pub prompt_syntax: PromptSyntax,
     /// 77-token chunks per context (1 in the plain syntax).
     pub prompt_chunks: usize,
+    /// The LoRA set ([`lora::set_key`]): one set of weights per UNet pass.
+    pub loras: u64,
 }

@@ -15,6 +15,7 @@ use clap::Args;
 use serde::Serialize;
 use wgsd::Precision;
 use wgsd::gpu::{AdapterChoice, Gpu};
+use wgsd::lora::LoraSpec;
 use wgsd::pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, GenerateRequest, Image, Pipeline,
     PipelineOptions, Progress, PromptSyntax, VaeTiling,
@@ -76,6 +77,10 @@ pub struct GenerateArgs {
     /// further chunks, [from:to:when] prompt editing, [a|b] alternation).
     #[arg(long, value_name = "plain|a1111", default_value = "plain")]
     prompt_syntax: PromptSyntax,
+    /// A LoRA file (kohya-ss or diffusers/PEFT safetensors) and its scale (default 1.0),
+    /// as diffusers' load_lora_weights + fuse_lora(lora_scale=SCALE); repeatable.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    loras: Vec<String>,
     /// Images to generate (one seed, drawn as one batch as diffusers does).
     #[arg(long, default_value_t = 1)]
     num_images: usize,
@@ -153,6 +158,12 @@ struct AdapterSummary {
 }
 
 #[derive(Serialize)]
+struct LoraSummary {
+    path: PathBuf,
+    scale: f32,
+}
+
+#[derive(Serialize)]
 struct Summary {
     outputs: Vec<PathBuf>,
     prompt: String,
@@ -170,6 +181,7 @@ struct Summary {
     timestep_spacing: Option<&'static str>,
     tiling: bool,
     prompt_syntax: &'static str,
+    loras: Vec<LoraSummary>,
     weight_dtype: &'static str,
     /// The precision asked for (`auto`, `f32`, `f16`) and what it resolved to here.
     precision_requested: Precision,
@@ -354,6 +366,11 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         .map(Spacing::parse)
         .transpose()?;
     let vae_tiling = VaeTiling::parse(&args.vae_tiling)?;
+    let loras = args
+        .loras
+        .iter()
+        .map(|s| LoraSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let format = Format::of(&args.output)?;
     let out_dir = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -394,6 +411,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     for k in pipe.unused_weights() {
         eprintln!("warning: weight {k} is not used");
     }
+    // A LoRA for another model fails here, before the warm-up; the run reuses the fusion.
+    pipe.lora_overrides(&loras).context("applying --lora")?;
     let warmup = if args.no_warmup {
         Duration::ZERO
     } else {
@@ -423,6 +442,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         tiling: args.tiling,
         preview: false,
         prompt_syntax: args.prompt_syntax,
+        loras: loras.clone(),
         ..GenerateRequest::default()
     };
     let bar = Bar {
@@ -491,6 +511,13 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             timestep_spacing: timestep_spacing.map(Spacing::as_str),
             tiling: args.tiling,
             prompt_syntax: args.prompt_syntax.as_str(),
+            loras: loras
+                .iter()
+                .map(|l| LoraSummary {
+                    path: l.path.clone(),
+                    scale: l.scale,
+                })
+                .collect(),
             weight_dtype: pipe.weight_dtype().wgsl(),
             precision_requested: options.precision,
             precision: pipe.precision().wgsl(),

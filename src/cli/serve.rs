@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Folder holding the model archives (.mar, .zip or diffusers folders) [default: .].
     #[arg(long)]
     model_store: Option<PathBuf>,
+    /// Folder of LoRA files that requests name (the `loras` field, A1111's
+    /// `<lora:name:scale>`) [default: loras/ in the model store].
+    #[arg(long, value_name = "DIR")]
+    lora_dir: Option<PathBuf>,
     /// Models to load, NAME=ARCHIVE (relative to --model-store, or absolute), or `all`;
     /// optional when the config file has load_models or model_snapshot.
     #[arg(long, num_args = 1..)]
@@ -171,6 +175,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     }
     if let Some(store) = &args.model_store {
         config.model_store = store.clone();
+    }
+    if let Some(dir) = &args.lora_dir {
+        config.lora_dir = Some(dir.clone());
     }
     let specs = args.models.clone().or(file_models).ok_or_else(|| {
         anyhow::anyhow!("no models to serve: use --models NAME=ARCHIVE (or `all`), or load_models in --ts-config")

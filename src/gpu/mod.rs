@@ -12,5 +12,5 @@ pub mod tensor;
 pub use adapter::AdapterChoice;
 pub use context::{Caps, Gpu};
 pub use kernel::{Generator, KernelSpec, ShaderParams};
-pub use recorder::Recorder;
+pub use recorder::{Recorder, WeightOverrides};
 pub use tensor::{DType, Tensor, Window};

@@ -3,6 +3,7 @@
 //! 256-byte-aligned slots, written once at submit. Reading a tensor back is the only
 //! blocking operation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::context::Gpu;
@@ -29,7 +30,13 @@ pub struct Recorder<'g> {
     params: Vec<u8>,
     dispatches_total: u64,
     circular_padding: bool,
+    weight_overrides: Option<Arc<WeightOverrides>>,
 }
+
+/// Weights to use in place of others for one run, keyed by the replaced tensor's
+/// [`Tensor::storage_id`]: fused LoRA copies (`crate::lora`) of the few weights a LoRA
+/// changes, so the base weights stay loaded and untouched.
+pub type WeightOverrides = HashMap<u64, Tensor>;
 
 impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
@@ -39,6 +46,7 @@ impl<'g> Recorder<'g> {
             params: Vec::new(),
             dispatches_total: 0,
             circular_padding: false,
+            weight_overrides: None,
         }
     }
 
@@ -52,6 +60,22 @@ impl<'g> Recorder<'g> {
 
     pub fn circular_padding(&self) -> bool {
         self.circular_padding
+    }
+
+    /// Replacement weights for the work recorded from now on (`None`: the loaded ones).
+    /// `models::nn::Linear` and `Conv2d` look their weight up with
+    /// [`Recorder::weight`]. A per-run choice, like circular padding.
+    pub fn set_weight_overrides(&mut self, overrides: Option<Arc<WeightOverrides>>) {
+        self.weight_overrides = overrides;
+    }
+
+    /// The weight to use for `w` in this run: its override, or `w` itself.
+    pub fn weight(&self, w: &Tensor) -> Tensor {
+        self.weight_overrides
+            .as_ref()
+            .and_then(|o| o.get(&w.storage_id()))
+            .unwrap_or(w)
+            .clone()
     }
 
     pub fn gpu(&self) -> &'g Gpu {

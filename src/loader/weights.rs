@@ -16,6 +16,7 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo};
 use super::error::LoadError;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::lora::LoraTargets;
 
 /// Weight file names tried in a component folder, in order.
 pub const WEIGHT_FILES: [&str; 4] = [
@@ -251,6 +252,8 @@ pub struct VarBuilder<'g> {
     weight_dtype: DType,
     /// How the model built from this builder stores its activations (F32 unless set).
     activation_dtype: DType,
+    /// The Linear / Conv2d weights loaded through this builder and those derived from it.
+    lora_targets: LoraTargets,
 }
 
 impl std::fmt::Debug for VarBuilder<'_> {
@@ -293,6 +296,7 @@ impl<'g> VarBuilder<'g> {
             prefix: String::new(),
             weight_dtype,
             activation_dtype: DType::F32,
+            lora_targets: LoraTargets::default(),
         }
     }
 
@@ -318,6 +322,7 @@ impl<'g> VarBuilder<'g> {
             prefix: String::new(),
             weight_dtype,
             activation_dtype: DType::F32,
+            lora_targets: LoraTargets::default(),
         }
     }
 
@@ -442,6 +447,12 @@ impl<'g> VarBuilder<'g> {
                 Tensor::from_bytes(self.gpu, &out_shape, dtype, &bytes)
             }
         }
+    }
+
+    /// Where `models::nn` records the Linear / Conv2d weights it loads (shared by every
+    /// builder derived from this one): what a LoRA can change.
+    pub fn lora_targets(&self) -> &LoraTargets {
+        &self.lora_targets
     }
 
     /// Parameters uploaded so far through this builder and all builders derived from it.

@@ -7,7 +7,8 @@
 //! Cross-attention K and V depend only on the text embeddings, which stay the same for a
 //! whole generation: they are computed at the first denoising step and reused after,
 //! keyed by the context tensor's storage identity and shape (never reused for another
-//! tensor, see [`Tensor::storage_id`]).
+//! tensor, see [`Tensor::storage_id`]) and by the K/V weights the run uses (a LoRA
+//! replaces them, see [`Recorder::weight`]).
 
 use std::sync::Mutex;
 
@@ -41,6 +42,8 @@ pub struct Attention {
 struct CachedKv {
     id: u64,
     shape: Vec<usize>,
+    /// Storage ids of the to_k and to_v weights used.
+    weights: [u64; 2],
     k: Tensor,
     v: Tensor,
 }
@@ -138,9 +141,14 @@ impl Attention {
         ctx: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let mut cache = self.kv_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let weights = [
+            rec.weight(&to_k.weight).storage_id(),
+            rec.weight(&to_v.weight).storage_id(),
+        ];
         if let Some(c) = cache.as_ref()
             && c.id == ctx.storage_id()
             && c.shape == ctx.shape()
+            && c.weights == weights
         {
             return Ok((c.k.clone(), c.v.clone()));
         }
@@ -149,6 +157,7 @@ impl Attention {
         *cache = Some(CachedKv {
             id: ctx.storage_id(),
             shape: ctx.shape().to_vec(),
+            weights,
             k: k.clone(),
             v: v.clone(),
         });

@@ -1,5 +1,8 @@
 //! The layers every model is built from, loaded by diffusers / transformers weight names
 //! (`weight`, `bias`) under a [`VarBuilder`] prefix, each a thin wrapper over a kernel.
+//! Linear and Conv2d weights are recorded as LoRA targets at load (`crate::lora`) and
+//! looked up through [`Recorder::weight`] at run time, so a LoRA's fused copies replace
+//! them for one run.
 
 use crate::error::Result;
 use crate::gpu::{Recorder, Tensor};
@@ -15,8 +18,11 @@ pub struct Linear {
 
 impl Linear {
     pub fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let weight = vb.get_weight(&[out_dim, in_dim], "weight")?;
+        vb.lora_targets()
+            .add(vb.prefix(), &weight, 0, &[out_dim, in_dim]);
         Ok(Linear {
-            weight: vb.get_weight(&[out_dim, in_dim], "weight")?,
+            weight,
             bias: if bias {
                 Some(vb.get_f32(&[out_dim], "bias")?)
             } else {
@@ -38,6 +44,14 @@ impl Linear {
         let weights: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
         let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
         let weight = vb.get_cat0(&weights, &[out_each, in_dim], vb.weight_dtype())?;
+        for (i, n) in names.iter().enumerate() {
+            vb.lora_targets().add(
+                vb.pp(n).prefix(),
+                &weight,
+                i * out_each,
+                &[out_each, in_dim],
+            );
+        }
         let bias = if bias {
             let biases: Vec<String> = names.iter().map(|n| format!("{n}.bias")).collect();
             let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
@@ -50,18 +64,21 @@ impl Linear {
 
     /// `x @ W^T + b`; x `[.., in]` -> `[.., out]`.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        ops::matmul::linear(rec, x, &self.weight, self.bias.as_ref(), None)
+        let w = rec.weight(&self.weight);
+        ops::matmul::linear(rec, x, &w, self.bias.as_ref(), None)
     }
 
     /// `x @ W^T + b + residual`, the residual add fused into the matmul.
     pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        ops::matmul::linear(rec, x, &self.weight, self.bias.as_ref(), Some(residual))
+        let w = rec.weight(&self.weight);
+        ops::matmul::linear(rec, x, &w, self.bias.as_ref(), Some(residual))
     }
 
     /// diffusers `GEGLU` on this projection (weight `[2I, in]`): `h * gelu(gate)` of the
     /// two output halves, fused into the matmul; x `[.., in]` -> `[.., I]`.
     pub fn forward_geglu(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        ops::matmul::linear_geglu(rec, x, &self.weight, self.bias.as_ref())
+        let w = rec.weight(&self.weight);
+        ops::matmul::linear_geglu(rec, x, &w, self.bias.as_ref())
     }
 }
 
@@ -81,8 +98,11 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Conv2d> {
+        let shape = [out_ch, in_ch, kernel, kernel];
+        let weight = vb.get_weight(&shape, "weight")?;
+        vb.lora_targets().add(vb.prefix(), &weight, 0, &shape);
         Ok(Conv2d {
-            weight: vb.get_weight(&[out_ch, in_ch, kernel, kernel], "weight")?,
+            weight,
             bias: Some(vb.get_f32(&[out_ch], "bias")?),
             args: Conv2dArgs { stride, padding },
         })
@@ -103,15 +123,16 @@ impl Conv2d {
     /// `padding_mode="circular"`).
     fn run(&self, rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let bias = self.bias.as_ref();
+        let weight = rec.weight(&self.weight);
         if rec.circular_padding() && self.args.padding > 0 {
             let padded = ops::pad::pad_circular(rec, x, self.args.padding)?;
             let args = Conv2dArgs {
                 padding: 0,
                 ..self.args
             };
-            return ops::conv2d::conv2d(rec, &padded, &self.weight, bias, args, residual);
+            return ops::conv2d::conv2d(rec, &padded, &weight, bias, args, residual);
         }
-        ops::conv2d::conv2d(rec, x, &self.weight, bias, self.args, residual)
+        ops::conv2d::conv2d(rec, x, &weight, bias, self.args, residual)
     }
 }
 

@@ -29,6 +29,8 @@ pub const DEFAULT_ALLOWED_URLS: &str = "file://.*|http(s)?://.*";
 pub struct ServeConfig {
     /// Where `--models` archives are looked up when relative.
     pub model_store: PathBuf,
+    /// Where requests' LoRAs are looked up by name (`None`: `loras/` in the model store).
+    pub lora_dir: Option<PathBuf>,
     /// `(name, archive)`; the archive is relative to `model_store` or absolute.
     pub models: Vec<(String, PathBuf)>,
     pub inference_address: SocketAddr,
@@ -154,6 +156,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             model_store: PathBuf::from("."),
+            lora_dir: None,
             models: Vec::new(),
             inference_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             management_address: SocketAddr::from(([127, 0, 0, 1], 8081)),
@@ -273,7 +276,15 @@ impl ServeConfig {
             steps: self.default_steps,
             width,
             height,
+            lora_dir: Some(self.lora_dir()),
         }
+    }
+
+    /// The loras folder: `--lora-dir`, or `loras/` in the model store.
+    pub fn lora_dir(&self) -> PathBuf {
+        self.lora_dir
+            .clone()
+            .unwrap_or_else(|| self.model_store.join("loras"))
     }
 
     /// An archive named relative to the model store, or absolute.

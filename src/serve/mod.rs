@@ -24,6 +24,7 @@ pub mod error;
 mod inference;
 pub mod jobs;
 mod listen;
+pub mod loras;
 pub mod management;
 pub mod metrics;
 mod multipart;

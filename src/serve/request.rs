@@ -18,11 +18,13 @@ pub const MAX_SIZE: usize = 2048;
 pub const MAX_IMAGES: usize = 16;
 
 /// What a request that does not say gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Defaults {
     pub steps: usize,
     pub width: usize,
     pub height: usize,
+    /// Where the `loras` field's names are looked up (`super::loras`).
+    pub lora_dir: Option<std::path::PathBuf>,
 }
 
 /// Reads the body, refusing it (413) as soon as it passes `limit`: first from
@@ -91,6 +93,8 @@ pub struct Params {
     pub vae_tiling: Option<bool>,
     pub num_images: Option<usize>,
     pub num_images_per_prompt: Option<usize>,
+    /// `[{"name": .., "scale": ..}]` or `{"name": scale}`, names in the loras folder.
+    pub loras: Option<serde_json::Value>,
 }
 
 /// Body to parameters: JSON (when sent as JSON, or a JSON object with a prompt sent as
@@ -192,6 +196,10 @@ impl Params {
             None | Some("") => PromptSyntax::Plain,
             Some(s) => s.parse().map_err(|e: String| ApiError::bad_request(e))?,
         };
+        let loras = match &self.loras {
+            Some(v) => super::loras::from_json(v, defaults.lora_dir.as_deref())?,
+            None => Vec::new(),
+        };
         Ok(GenerateRequest {
             prompts: vec![prompt],
             negative_prompts: self
@@ -212,6 +220,7 @@ impl Params {
             tiling: self.tiling.unwrap_or(false),
             preview: false,
             prompt_syntax,
+            loras,
             ..GenerateRequest::default()
         })
     }
@@ -225,6 +234,7 @@ mod tests {
         steps: 20,
         width: 64,
         height: 48,
+        lora_dir: None,
     };
 
     fn request(json: &str) -> Result<GenerateRequest, ApiError> {

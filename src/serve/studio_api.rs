@@ -70,6 +70,7 @@ async fn options(State(state): State<Arc<AppState>>) -> Response {
         .collect();
     let first = models.first();
     let defaults = first.map(|m| (state.defaults(m), m.worker.info.default_scheduler));
+    let defaults = defaults.as_ref();
     json_reply(
         StatusCode::OK,
         json!({
@@ -81,7 +82,7 @@ async fn options(State(state): State<Arc<AppState>>) -> Response {
                 "guidance_scale": DEFAULT_GUIDANCE,
                 "width": defaults.map_or(state.config.default_width, |(d, _)| d.width),
                 "height": defaults.map_or(state.config.default_height, |(d, _)| d.height),
-                "scheduler": defaults.map(|(_, s)| short_name(s)),
+                "scheduler": defaults.map(|(_, s)| short_name(*s)),
                 "num_images": 1,
             },
             "limits": {

@@ -562,6 +562,7 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn copy_error(e: &Error) -> Error {
     match e {
         Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
+        Error::Lora(e) => Error::InvalidInput(e.to_string()),
         Error::OutOfMemory(m) => Error::OutOfMemory(m.clone()),
         Error::Cancelled { completed, total } => Error::Cancelled {
             completed: *completed,

@@ -44,6 +44,7 @@ pub async fn cmd_flags(State(state): State<Arc<AppState>>) -> Json<Value> {
         "api_auth": (!c.api_auth.is_empty()).then_some("<set>"),
         "api_log": false,
         "ckpt_dir": c.model_store.display().to_string(),
+        "lora_dir": c.lora_dir().display().to_string(),
         "outdir_samples": c.outputs_dir.display().to_string(),
         "no_half": matches!(c.pipeline.precision, crate::Precision::F32),
         "lowvram": false,
@@ -99,4 +100,21 @@ pub async fn memory(State(state): State<Arc<AppState>>) -> Json<Value> {
         "cuda": { "error": "unavailable: wgsd runs on wgpu, not CUDA" },
         "wgsd_gpu": gpu,
     }))
+}
+
+/// `GET /sdapi/v1/loras`: the loras folder as A1111's `networks` extension lists it
+/// (`name`, `alias`, `path`, `metadata`); wgsd reports no training metadata.
+pub async fn loras(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let list: Vec<Value> = crate::serve::loras::list(&state.config.lora_dir())
+        .into_iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "alias": e.name,
+                "path": e.path.display().to_string(),
+                "metadata": {},
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
 }

@@ -50,11 +50,12 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("cmd-flags"), get(lists::cmd_flags))
         .route(&p("memory"), get(lists::memory))
         .route(&p("embeddings"), get(lists::embeddings))
-        .route(&p("scripts"), get(lists::scripts));
+        .route(&p("scripts"), get(lists::scripts))
+        .route(&p("loras"), get(lists::loras))
+        .route(&p("refresh-loras"), post(lists::refresh_checkpoints));
     for empty in [
         "upscalers",
         "latent-upscale-modes",
-        "loras",
         "hypernetworks",
         "face-restorers",
         "realesrgan-models",

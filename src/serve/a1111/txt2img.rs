@@ -26,6 +26,7 @@ use crate::png_info;
 use crate::serve::AppState;
 use crate::serve::error::ApiError;
 use crate::serve::jobs::{JobEntry, Outcome};
+use crate::serve::loras::{resolve, take_prompt_tags};
 use crate::serve::outputs::gen_params;
 use crate::serve::queue::{CancelOnDrop, run_group};
 use crate::serve::registry::ModelEntry;
@@ -72,8 +73,14 @@ async fn run(
     let seed = plan.seed.unwrap_or_else(|| random_seed() % SEED_RANGE);
     let subseed = plan.subseed.unwrap_or_else(|| random_seed() % SEED_RANGE);
     let total = plan.batch_size * plan.n_iter;
+    // `<lora:name:scale>` tags leave the prompt and name LoRAs in the loras folder.
+    let (prompt, tags) = take_prompt_tags(&plan.prompt)?;
+    let loras = tags
+        .iter()
+        .map(|(name, scale)| resolve(d.lora_dir.as_deref(), name, *scale))
+        .collect::<Result<Vec<_>, _>>()?;
     let base = GenerateRequest {
-        prompts: vec![plan.prompt.clone()],
+        prompts: vec![prompt],
         negative_prompts: Some(plan.negative_prompt.clone())
             .filter(|n| !n.is_empty())
             .into_iter()
@@ -87,6 +94,7 @@ async fn run(
         scheduler: Some(plan.sampler),
         tiling: plan.tiling,
         prompt_syntax: PromptSyntax::A1111,
+        loras,
         ..GenerateRequest::default()
     };
     let job = state
