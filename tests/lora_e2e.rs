@@ -15,7 +15,6 @@ mod serve_common;
 use serve_common::{agent, root, tiny_config};
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 use common::psnr;
 
@@ -164,7 +163,7 @@ fn cli_lora_flags() {
         ),
         (format!("{}:x1", s(&kohya)), "kohya.safetensors:x1"),
     ] {
-        let out = generate(&bad, &[lora.clone()]);
+        let out = generate(&bad, std::slice::from_ref(&lora));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{lora}: should fail");
         assert!(stderr.contains(says), "{lora}: {stderr}");
