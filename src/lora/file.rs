@@ -78,7 +78,7 @@ enum Part {
 }
 
 /// Tensor-name endings and the part each names.
-const SUFFIXES: [(&str, Part); 9] = [
+const SUFFIXES: [(&str, Part); 11] = [
     (".lora_down.weight", Part::Down),
     (".lora_up.weight", Part::Up),
     (".lora_A.weight", Part::Down),
@@ -87,15 +87,18 @@ const SUFFIXES: [(&str, Part); 9] = [
     (".lora.up.weight", Part::Up),
     (".lora_linear_layer.down.weight", Part::Down),
     (".lora_linear_layer.up.weight", Part::Up),
+    // Old attention processors: `attn1.processor.to_q_lora.down.weight`.
+    ("_lora.down.weight", Part::Down),
+    ("_lora.up.weight", Part::Up),
     (".alpha", Part::Alpha),
 ];
 
 /// Old diffusers attention-processor names -> module names.
 const PROCESSOR_NAMES: [(&str, &str); 4] = [
-    ("processor.to_q_lora", "to_q"),
-    ("processor.to_k_lora", "to_k"),
-    ("processor.to_v_lora", "to_v"),
-    ("processor.to_out_lora", "to_out.0"),
+    ("processor.to_q", "to_q"),
+    ("processor.to_k", "to_k"),
+    ("processor.to_v", "to_v"),
+    ("processor.to_out", "to_out.0"),
 ];
 
 /// `(component, module, part)` of a tensor name, or None for a name wgsd does not read.
