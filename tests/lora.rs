@@ -380,5 +380,8 @@ fn peft_alpha_from_adapter_metadata() {
         .generate(&c.request(vec![LoraSpec::new(&path, 0.35).expect("spec")]))
         .expect("generate");
     let db = psnr(&out.images[0].data, &c.image);
-    assert!(db >= MIN_PSNR, "alpha from metadata: {db:.1} dB against peft_s07");
+    assert!(
+        db >= MIN_PSNR,
+        "alpha from metadata: {db:.1} dB against peft_s07"
+    );
 }
