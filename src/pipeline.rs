@@ -509,9 +509,11 @@ impl<'g> Pipeline<'g> {
             latent_shape,
             ..Trace::default()
         });
+        // Fused (before this run's recorder opens) or cached LoRA weights.
+        let lora_weights = self.lora_overrides(&req.loras)?;
         let mut rec = Recorder::new(gpu);
         rec.set_circular_padding(req.tiling);
-        rec.set_weight_overrides(self.lora_overrides(&req.loras)?);
+        rec.set_weight_overrides(lora_weights);
         // A seamless image is decoded whole: tiles would wrap around themselves.
         let vae_tiling = if req.tiling {
             VaeTiling::Off

@@ -281,3 +281,49 @@ fn serve_loras_field_and_a1111_tags() {
     );
     server.shutdown().expect("shutdown");
 }
+
+/// Concurrent requests with different LoRA sets never share a batch (each gets its own
+/// reference image); equal sets may.
+#[test]
+fn serve_batches_only_equal_lora_sets() {
+    let dir = lora_dir();
+    let server = start(ServeConfig {
+        default_settings: wgsd::serve::registry::ModelSettings {
+            batch_size: 4,
+            max_batch_delay_ms: 400,
+            ..Default::default()
+        },
+        ..config(&dir)
+    })
+    .expect("server starts");
+    let url = format!("http://{}/predictions/sd", server.addr());
+    let asks = [
+        (json!({"ink": 1.0}), "kohya_s1"),
+        (json!({"pe": 1.0}), "peft_s1"),
+        (json!([{"name": "ink"}]), "kohya_s1"),
+    ];
+    let before = server.metrics().unet_passes("sd");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = asks
+            .iter()
+            .map(|(loras, case)| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let body = json!({"prompt": PROMPT, "seed": 42, "num_inference_steps": 4,
+                        "guidance_scale": 7.5, "width": 64, "height": 48, "loras": loras});
+                    let (code, text) = post(&url, &body);
+                    assert_eq!(code, 200, "{text}");
+                    let (_, _, img) = serve_common::decode_nested(&text);
+                    assert_matches(&format!("batched {loras}"), &img, case);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("client thread");
+        }
+    });
+    // At least two groups of 4 steps: the PEFT request never joined the kohya ones.
+    let passes = server.metrics().unet_passes("sd") - before;
+    assert!(passes >= 8, "{passes} UNet passes for two LoRA sets");
+    server.shutdown().expect("shutdown");
+}

@@ -104,6 +104,11 @@ impl SafetensorsFile {
         &self.path
     }
 
+    /// The header's `__metadata__` (free-form strings), if any.
+    pub fn user_metadata(&self) -> Option<&std::collections::HashMap<String, String>> {
+        self.meta.metadata().as_ref()
+    }
+
     /// All tensor names, sorted.
     pub fn keys(&self) -> Vec<String> {
         let mut k: Vec<String> = self.meta.tensors().into_keys().collect();

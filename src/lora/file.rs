@@ -8,7 +8,9 @@
 //! - diffusers / PEFT (`save_lora_weights`): `unet.<module>.lora_A.weight` (down) and
 //!   `.lora_B.weight` (up), `text_encoder.<module>...`; older diffusers files say
 //!   `.lora.down.weight` / `.lora_linear_layer.up.weight`, or
-//!   `attn1.processor.to_q_lora.down.weight`. PEFT's `lora_alpha` defaults to the rank.
+//!   `attn1.processor.to_q_lora.down.weight`. PEFT's `lora_alpha` defaults to the rank;
+//!   newer diffusers files carry it in the header's `lora_adapter_metadata` (the PEFT
+//!   `LoraConfig` per component: `unet.lora_alpha`, `unet.alpha_pattern`, ...).
 //!
 //! diffusers turns both into PEFT adapters (`lora_conversion_utils.py`,
 //! `_convert_kohya_lora_to_diffusers`); wgsd maps the names straight onto its modules
@@ -78,7 +80,7 @@ enum Part {
 }
 
 /// Tensor-name endings and the part each names.
-const SUFFIXES: [(&str, Part); 9] = [
+const SUFFIXES: [(&str, Part); 11] = [
     (".lora_down.weight", Part::Down),
     (".lora_up.weight", Part::Up),
     (".lora_A.weight", Part::Down),
@@ -87,15 +89,18 @@ const SUFFIXES: [(&str, Part); 9] = [
     (".lora.up.weight", Part::Up),
     (".lora_linear_layer.down.weight", Part::Down),
     (".lora_linear_layer.up.weight", Part::Up),
+    // Old attention processors: `attn1.processor.to_q_lora.down.weight`.
+    ("_lora.down.weight", Part::Down),
+    ("_lora.up.weight", Part::Up),
     (".alpha", Part::Alpha),
 ];
 
 /// Old diffusers attention-processor names -> module names.
 const PROCESSOR_NAMES: [(&str, &str); 4] = [
-    ("processor.to_q_lora", "to_q"),
-    ("processor.to_k_lora", "to_k"),
-    ("processor.to_v_lora", "to_v"),
-    ("processor.to_out_lora", "to_out.0"),
+    ("processor.to_q", "to_q"),
+    ("processor.to_k", "to_k"),
+    ("processor.to_v", "to_v"),
+    ("processor.to_out", "to_out.0"),
 ];
 
 /// `(component, module, part)` of a tensor name, or None for a name wgsd does not read.
@@ -166,6 +171,7 @@ impl LoraFile {
                 }
             }
         }
+        let config = AdapterMetadata::read(&file, path)?;
         if parts.is_empty() {
             return Err(LoraError::NotALora {
                 file: path.to_path_buf(),
@@ -198,19 +204,70 @@ impl LoraFile {
             if p.alpha.is_some_and(|a| !a.is_finite()) {
                 return Err(incomplete("alpha is not a finite number"));
             }
+            let alpha = match (&module, p.alpha) {
+                (_, Some(a)) => Some(a),
+                (ModuleName::Dotted(name), None) => config.alpha(component, name),
+                (ModuleName::Kohya(_), None) => None,
+            };
             layers.push(LoraLayer {
                 component,
                 module,
                 key,
                 down,
                 up,
-                alpha: p.alpha,
+                alpha,
             });
         }
         Ok(LoraFile {
             path: path.to_path_buf(),
             layers,
         })
+    }
+}
+
+/// diffusers' `lora_adapter_metadata` header entry: per component, PEFT's `lora_alpha`
+/// and `alpha_pattern` (module name or name suffix -> alpha).
+#[derive(Default)]
+struct AdapterMetadata {
+    config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdapterMetadata {
+    fn read(file: &SafetensorsFile, path: &Path) -> Result<AdapterMetadata, LoraError> {
+        let Some(raw) = file
+            .user_metadata()
+            .and_then(|m| m.get("lora_adapter_metadata"))
+        else {
+            return Ok(AdapterMetadata::default());
+        };
+        match serde_json::from_str(raw) {
+            Ok(serde_json::Value::Object(config)) => Ok(AdapterMetadata { config }),
+            _ => Err(LoraError::Incomplete {
+                file: path.to_path_buf(),
+                module: "lora_adapter_metadata".into(),
+                msg: "the header's lora_adapter_metadata is not a JSON object".into(),
+            }),
+        }
+    }
+
+    /// Module `name`'s alpha, if the metadata sets one (PEFT matches `alpha_pattern`
+    /// keys against the end of the module name at a dot boundary).
+    fn alpha(&self, component: Component, name: &str) -> Option<f32> {
+        let c = component.name();
+        if let Some(serde_json::Value::Object(pattern)) =
+            self.config.get(&format!("{c}.alpha_pattern"))
+        {
+            let hit = pattern
+                .iter()
+                .find(|(k, _)| name == k.as_str() || name.ends_with(&format!(".{k}")));
+            if let Some(a) = hit.and_then(|(_, v)| v.as_f64()) {
+                return Some(a as f32);
+            }
+        }
+        self.config
+            .get(&format!("{c}.lora_alpha"))
+            .and_then(serde_json::Value::as_f64)
+            .map(|a| a as f32)
     }
 }
 
