@@ -72,6 +72,13 @@ pub struct ServeArgs {
     /// max_connections) [default: 512].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// PEM certificate (chain) for TLS on all three listeners, with --tls-key
+    /// (TorchServe's certificate_file).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (TorchServe's private_key_file).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// MiB of GPU memory each model's worker may hold (weights, activations, cache); a
     /// request past it gets 507 and the worker goes on (config key gpu_memory_limit).
     #[arg(long, value_name = "MIB")]
@@ -167,6 +174,11 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
             );
         }
         ts.apply(&mut config);
+        if args.tls_cert.is_none() {
+            config.tls = ts
+                .tls()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         file_models = ts.model_specs();
     }
     if let Some(store) = &args.model_store {
@@ -218,6 +230,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     if let Some(n) = args.max_connections {
         anyhow::ensure!(n > 0, "--max-connections must be at least 1");
         c.max_connections = n;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some((cert.clone(), key.clone()));
     }
     if let Some(w) = args.warmup_size {
         config.warmup = w;
@@ -285,15 +300,17 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
     let config = config(choice, args)?;
     let names: Vec<String> = config.models.iter().map(|(n, _)| n.clone()).collect();
     let auth = config.auth_token.is_some();
+    let tls = config.tls.is_some();
     let server = wgsd::serve::start(config).context("starting the server")?;
     // Before anything reports the server up, so a SIGTERM right after is a clean stop.
     watch_signals(server.shutdown_handle())?;
     let a = server.addrs();
     eprintln!("wgsd serve: models: {}", names.join(", "));
-    eprintln!("wgsd serve: inference API on http://{}", a.inference);
-    eprintln!("wgsd serve: studio page on http://{}/", a.inference);
-    eprintln!("wgsd serve: management API on http://{}", a.management);
-    eprintln!("wgsd serve: metrics API on http://{}", a.metrics);
+    let scheme = if tls { "https" } else { "http" };
+    eprintln!("wgsd serve: inference API on {scheme}://{}", a.inference);
+    eprintln!("wgsd serve: studio page on {scheme}://{}/", a.inference);
+    eprintln!("wgsd serve: management API on {scheme}://{}", a.management);
+    eprintln!("wgsd serve: metrics API on {scheme}://{}", a.metrics);
     if auth {
         eprintln!("wgsd serve: token auth on (Authorization: Bearer TOKEN)");
     }

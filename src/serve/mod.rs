@@ -269,6 +269,11 @@ pub fn start(config: ServeConfig) -> Result<Server> {
             "no models to serve; use --models NAME=ARCHIVE".into(),
         ));
     }
+    // Read first, so a bad certificate or key stops start-up before any model loads.
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let listeners = [
         bind(config.inference_address)?,
         bind(config.management_address)?,
@@ -344,6 +349,7 @@ pub fn start(config: ServeConfig) -> Result<Server> {
                     );
                     tasks.push(tokio::spawn(listen::serve(
                         listener,
+                        tls.clone(),
                         app,
                         limits,
                         rx.clone(),
