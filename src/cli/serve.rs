@@ -37,6 +37,22 @@ pub struct ServeArgs {
     /// optional when the config file has load_models or model_snapshot.
     #[arg(long, num_args = 1..)]
     models: Option<Vec<String>>,
+    /// KServe's custom-predictor flag: the model's name (the InferenceService's); the
+    /// model is the one found in --model_dir.
+    #[arg(long = "model_name", value_name = "NAME", conflicts_with = "models")]
+    kserve_model_name: Option<String>,
+    /// KServe's flag: the folder its storage initializer filled (a diffusers folder, or
+    /// a folder of .zip/.mar/.safetensors archives) [default with --model_name:
+    /// /mnt/models].
+    #[arg(long = "model_dir", value_name = "DIR", conflicts_with = "models")]
+    kserve_model_dir: Option<PathBuf>,
+    /// KServe's flag: the inference API listens on 0.0.0.0:PORT.
+    #[arg(
+        long = "http_port",
+        value_name = "PORT",
+        conflicts_with = "inference_address"
+    )]
+    http_port: Option<u16>,
     /// Where the inference API listens (HOST:PORT or http://HOST:PORT) [default: 127.0.0.1:8080].
     #[arg(long, value_parser = address)]
     inference_address: Option<SocketAddr>,
@@ -146,6 +162,26 @@ pub struct ServeArgs {
     prediction_type: Option<wgsd::loader::PredictionType>,
 }
 
+/// The `--models` specs for KServe's `--model_dir` (and `--model_name`): the folder
+/// itself when it is a diffusers model, else the one archive or folder in it (every one,
+/// each under its own name, without `--model_name`).
+fn kserve_models(dir: &std::path::Path, name: Option<&str>) -> anyhow::Result<Vec<String>> {
+    if dir.join("model_index.json").is_file() {
+        let name = name.unwrap_or("model");
+        return Ok(vec![format!("{name}={}", dir.display())]);
+    }
+    let found = wgsd::serve::expand_models(dir, &["all".to_string()])?;
+    match (name, found.as_slice()) {
+        (Some(n), [(_, archive)]) => Ok(vec![format!("{n}={}", archive.display())]),
+        (Some(n), _) => anyhow::bail!(
+            "--model_name {n}: {} holds {} models; name one with --models NAME=ARCHIVE",
+            dir.display(),
+            found.len()
+        ),
+        (None, _) => Ok(vec!["all".to_string()]),
+    }
+}
+
 fn warmup_size(s: &str) -> Result<WarmupSize, String> {
     WarmupSize::parse(s).map_err(|e| e.to_string())
 }
@@ -184,6 +220,16 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     if let Some(store) = &args.model_store {
         config.model_store = store.clone();
     }
+    if args.kserve_model_name.is_some() || args.kserve_model_dir.is_some() {
+        let dir = args
+            .kserve_model_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/mnt/models"));
+        let dir =
+            std::path::absolute(&dir).with_context(|| format!("--model_dir {}", dir.display()))?;
+        file_models = Some(kserve_models(&dir, args.kserve_model_name.as_deref())?);
+        config.model_store = dir;
+    }
     let specs = args.models.clone().or(file_models).ok_or_else(|| {
         anyhow::anyhow!("no models to serve: use --models NAME=ARCHIVE (or `all`), or load_models in --ts-config")
     })?;
@@ -194,6 +240,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         }
     };
     set(&mut config.inference_address, args.inference_address);
+    if let Some(port) = args.http_port {
+        config.inference_address = SocketAddr::from(([0, 0, 0, 0], port));
+    }
     set(&mut config.management_address, args.management_address);
     set(&mut config.metrics_address, args.metrics_address);
     for (dst, src) in [
