@@ -11,6 +11,10 @@
 //! (see [`worker`]) fed through a bounded queue ([`queue`]); [`registry`] maps names to
 //! workers.
 //!
+//! All three listeners run [`listen`]'s accept loop (header, idle and body timeouts, a
+//! connection cap, TLS); request bodies may come gzip- or deflate-encoded
+//! ([`content_encoding`], undone by `request::read_body`).
+//!
 //! Imports go one way: the route modules (inference, protocols, studio_api, a1111,
 //! openai, page, management, metrics) use the shared ones (error, request, queue, reply, jobs,
 //! outputs, registry, worker), never each other; this file composes the routers.

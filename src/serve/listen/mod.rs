@@ -45,7 +45,10 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let cap = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // `acquire_many` below counts in u32.
+    let cap = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(cap));
     loop {
         // The permit first: past the cap, connections stay unaccepted (queued).
