@@ -146,9 +146,25 @@ fn bad_values_name_key_and_line() {
     assert_eq!((line, key.as_str()), (3, "job_queue_size"));
     assert!(message.contains("\"lots\""), "{message}");
 
-    let (line, key, message) = value_error("inference_address=https://127.0.0.1:8443\n");
-    assert_eq!((line, key.as_str()), (1, "inference_address"));
-    assert!(message.contains("TLS"), "{message}");
+    // https:// is TorchServe's TLS: it needs both PEM files.
+    let https = TsConfig::parse(b"inference_address=https://127.0.0.1:8443\n").expect("https");
+    assert!(
+        https
+            .tls()
+            .expect_err("no files")
+            .contains("certificate_file")
+    );
+    let half = TsConfig::parse(b"certificate_file=c.pem\n").expect("half");
+    assert!(half.tls().expect_err("no key").contains("go together"));
+    let both = TsConfig::parse(
+        b"inference_address=https://127.0.0.1:8443\ncertificate_file=c.pem\nprivate_key_file=k.pem\n",
+    )
+    .expect("both");
+    assert_eq!(
+        both.tls().expect("tls"),
+        Some(("c.pem".into(), "k.pem".into()))
+    );
+    assert!(both.unused_keys.is_empty(), "{:?}", both.unused_keys);
 
     let (_, key, _) = value_error("max_request_size=0\n");
     assert_eq!(key, "max_request_size");
@@ -173,7 +189,8 @@ fn addresses_parse_like_torchserve_writes_them() {
     assert_eq!(ok("http://[::1]:8081"), "[::1]:8081");
     assert_eq!(ok("127.0.0.1:0"), "127.0.0.1:0");
     assert_eq!(ok("http://127.0.0.1"), "127.0.0.1:80");
-    assert!(parse_address("https://127.0.0.1:8443").is_err());
+    assert_eq!(ok("https://127.0.0.1:8443"), "127.0.0.1:8443");
+    assert_eq!(ok("https://127.0.0.1"), "127.0.0.1:443");
     assert!(parse_address("unix:/tmp/ts.sock").is_err());
     assert!(parse_address("http://127.0.0.1:8080/api").is_err());
     assert!(parse_address("127.0.0.1").is_err());

@@ -41,6 +41,22 @@ pub struct ServeArgs {
     /// optional when the config file has load_models or model_snapshot.
     #[arg(long, num_args = 1..)]
     models: Option<Vec<String>>,
+    /// KServe's custom-predictor flag: the model's name (the InferenceService's); the
+    /// model is the one found in --model_dir.
+    #[arg(long = "model_name", value_name = "NAME", conflicts_with = "models")]
+    kserve_model_name: Option<String>,
+    /// KServe's flag: the folder its storage initializer filled (a diffusers folder, or
+    /// a folder of .zip/.mar/.safetensors archives) [default with --model_name:
+    /// /mnt/models].
+    #[arg(long = "model_dir", value_name = "DIR", conflicts_with = "models")]
+    kserve_model_dir: Option<PathBuf>,
+    /// KServe's flag: the inference API listens on 0.0.0.0:PORT.
+    #[arg(
+        long = "http_port",
+        value_name = "PORT",
+        conflicts_with = "inference_address"
+    )]
+    http_port: Option<u16>,
     /// Where the inference API listens (HOST:PORT or http://HOST:PORT) [default: 127.0.0.1:8080].
     #[arg(long, value_parser = address)]
     inference_address: Option<SocketAddr>,
@@ -76,6 +92,13 @@ pub struct ServeArgs {
     /// max_connections) [default: 512].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// PEM certificate (chain) for TLS on all three listeners, with --tls-key
+    /// (TorchServe's certificate_file).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (TorchServe's private_key_file).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// MiB of GPU memory each model's worker may hold (weights, activations, cache); a
     /// request past it gets 507 and the worker goes on (config key gpu_memory_limit).
     #[arg(long, value_name = "MIB")]
@@ -143,6 +166,26 @@ pub struct ServeArgs {
     prediction_type: Option<wgsd::loader::PredictionType>,
 }
 
+/// The `--models` specs for KServe's `--model_dir` (and `--model_name`): the folder
+/// itself when it is a diffusers model, else the one archive or folder in it (every one,
+/// each under its own name, without `--model_name`).
+fn kserve_models(dir: &std::path::Path, name: Option<&str>) -> anyhow::Result<Vec<String>> {
+    if dir.join("model_index.json").is_file() {
+        let name = name.unwrap_or("model");
+        return Ok(vec![format!("{name}={}", dir.display())]);
+    }
+    let found = wgsd::serve::expand_models(dir, &["all".to_string()])?;
+    match (name, found.as_slice()) {
+        (Some(n), [(_, archive)]) => Ok(vec![format!("{n}={}", archive.display())]),
+        (Some(n), _) => anyhow::bail!(
+            "--model_name {n}: {} holds {} models; name one with --models NAME=ARCHIVE",
+            dir.display(),
+            found.len()
+        ),
+        (None, _) => Ok(vec!["all".to_string()]),
+    }
+}
+
 fn warmup_size(s: &str) -> Result<WarmupSize, String> {
     WarmupSize::parse(s).map_err(|e| e.to_string())
 }
@@ -171,6 +214,11 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
             );
         }
         ts.apply(&mut config);
+        if args.tls_cert.is_none() {
+            config.tls = ts
+                .tls()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         file_models = ts.model_specs();
     }
     if let Some(store) = &args.model_store {
@@ -178,6 +226,16 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     }
     if let Some(dir) = &args.lora_dir {
         config.lora_dir = Some(dir.clone());
+    }
+    if args.kserve_model_name.is_some() || args.kserve_model_dir.is_some() {
+        let dir = args
+            .kserve_model_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/mnt/models"));
+        let dir =
+            std::path::absolute(&dir).with_context(|| format!("--model_dir {}", dir.display()))?;
+        file_models = Some(kserve_models(&dir, args.kserve_model_name.as_deref())?);
+        config.model_store = dir;
     }
     let specs = args.models.clone().or(file_models).ok_or_else(|| {
         anyhow::anyhow!("no models to serve: use --models NAME=ARCHIVE (or `all`), or load_models in --ts-config")
@@ -189,6 +247,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
         }
     };
     set(&mut config.inference_address, args.inference_address);
+    if let Some(port) = args.http_port {
+        config.inference_address = SocketAddr::from(([0, 0, 0, 0], port));
+    }
     set(&mut config.management_address, args.management_address);
     set(&mut config.metrics_address, args.metrics_address);
     for (dst, src) in [
@@ -225,6 +286,9 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
     if let Some(n) = args.max_connections {
         anyhow::ensure!(n > 0, "--max-connections must be at least 1");
         c.max_connections = n;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some((cert.clone(), key.clone()));
     }
     if let Some(w) = args.warmup_size {
         config.warmup = w;
@@ -292,15 +356,17 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
     let config = config(choice, args)?;
     let names: Vec<String> = config.models.iter().map(|(n, _)| n.clone()).collect();
     let auth = config.auth_token.is_some();
+    let tls = config.tls.is_some();
     let server = wgsd::serve::start(config).context("starting the server")?;
     // Before anything reports the server up, so a SIGTERM right after is a clean stop.
     watch_signals(server.shutdown_handle())?;
     let a = server.addrs();
     eprintln!("wgsd serve: models: {}", names.join(", "));
-    eprintln!("wgsd serve: inference API on http://{}", a.inference);
-    eprintln!("wgsd serve: studio page on http://{}/", a.inference);
-    eprintln!("wgsd serve: management API on http://{}", a.management);
-    eprintln!("wgsd serve: metrics API on http://{}", a.metrics);
+    let scheme = if tls { "https" } else { "http" };
+    eprintln!("wgsd serve: inference API on {scheme}://{}", a.inference);
+    eprintln!("wgsd serve: studio page on {scheme}://{}/", a.inference);
+    eprintln!("wgsd serve: management API on {scheme}://{}", a.management);
+    eprintln!("wgsd serve: metrics API on {scheme}://{}", a.metrics);
     if auth {
         eprintln!("wgsd serve: token auth on (Authorization: Bearer TOKEN)");
     }

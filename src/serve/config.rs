@@ -73,6 +73,9 @@ pub struct ServeConfig {
     pub outputs_dir: PathBuf,
     /// Timeouts and the connection cap of each of the three listeners.
     pub connections: ConnectionLimits,
+    /// `(certificate, private key)` PEM files: all three listeners then speak TLS only
+    /// (`--tls-cert`/`--tls-key`, TorchServe's `certificate_file`/`private_key_file`).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// For tests of the worker's panic recovery: a generation whose first prompt is
     /// exactly this panics at its first step. No flag or config key sets it.
     #[doc(hidden)]
@@ -179,6 +182,7 @@ impl Default for ServeConfig {
             native_size_defaults: false,
             outputs_dir: PathBuf::from(DEFAULT_OUTPUTS_DIR),
             connections: ConnectionLimits::default(),
+            tls: None,
             panic_on_prompt: None,
         }
     }

@@ -11,6 +11,10 @@
 //! (see [`worker`]) fed through a bounded queue ([`queue`]); [`registry`] maps names to
 //! workers.
 //!
+//! All three listeners run [`listen`]'s accept loop (header, idle and body timeouts, a
+//! connection cap, TLS); request bodies may come gzip- or deflate-encoded
+//! ([`content_encoding`], undone by `request::read_body`).
+//!
 //! Imports go one way: the route modules (inference, protocols, studio_api, a1111,
 //! openai, page, management, metrics) use the shared ones (error, request, queue, reply, jobs,
 //! outputs, registry, worker), never each other; this file composes the routers.
@@ -270,6 +274,11 @@ pub fn start(config: ServeConfig) -> Result<Server> {
             "no models to serve; use --models NAME=ARCHIVE".into(),
         ));
     }
+    // Read first, so a bad certificate or key stops start-up before any model loads.
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let listeners = [
         bind(config.inference_address)?,
         bind(config.management_address)?,
@@ -345,6 +354,7 @@ pub fn start(config: ServeConfig) -> Result<Server> {
                     );
                     tasks.push(tokio::spawn(listen::serve(
                         listener,
+                        tls.clone(),
                         app,
                         limits,
                         rx.clone(),

@@ -148,6 +148,12 @@ pub struct TsConfig {
     pub idle_timeout_s: Option<u64>,
     pub body_read_timeout_s: Option<u64>,
     pub max_connections: Option<usize>,
+    /// TorchServe's `certificate_file` and `private_key_file` (PEM; relative paths from
+    /// the config file's folder): both set, the listeners speak TLS.
+    pub certificate_file: Option<PathBuf>,
+    pub private_key_file: Option<PathBuf>,
+    /// Some address was written `https://` (then TLS files are required).
+    pub https: bool,
     /// Per-model settings from `model_snapshot` and `models`.
     pub model_settings: BTreeMap<String, SnapshotModel>,
     /// `(name, marName)` of the models `model_snapshot` lists.
@@ -166,9 +172,14 @@ impl TsConfig {
         })?;
         let mut config = TsConfig::parse(&text)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        for folder in [&mut config.model_store, &mut config.outputs_dir]
-            .into_iter()
-            .flatten()
+        for folder in [
+            &mut config.model_store,
+            &mut config.outputs_dir,
+            &mut config.certificate_file,
+            &mut config.private_key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if folder.is_relative() {
                 *folder = dir.join(&*folder);
@@ -201,13 +212,17 @@ impl TsConfig {
             message,
         };
         match key {
-            "inference_address" => {
-                self.inference_address = Some(parse_address(value).map_err(bad)?)
+            "inference_address" | "management_address" | "metrics_address" => {
+                let addr = Some(parse_address(value).map_err(bad)?);
+                self.https |= value.to_ascii_lowercase().starts_with("https://");
+                match key {
+                    "inference_address" => self.inference_address = addr,
+                    "management_address" => self.management_address = addr,
+                    _ => self.metrics_address = addr,
+                }
             }
-            "management_address" => {
-                self.management_address = Some(parse_address(value).map_err(bad)?)
-            }
-            "metrics_address" => self.metrics_address = Some(parse_address(value).map_err(bad)?),
+            "certificate_file" => self.certificate_file = Some(PathBuf::from(value)),
+            "private_key_file" => self.private_key_file = Some(PathBuf::from(value)),
             "model_store" => self.model_store = Some(PathBuf::from(value)),
             "outputs_dir" => {
                 if value.is_empty() {
@@ -316,6 +331,19 @@ impl TsConfig {
         Ok(())
     }
 
+    /// The TLS `(certificate, key)` files, or why they are missing: both keys or
+    /// neither, and both when an address is `https://`.
+    pub fn tls(&self) -> std::result::Result<Option<(PathBuf, PathBuf)>, String> {
+        match (&self.certificate_file, &self.private_key_file) {
+            (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+            (None, None) if !self.https => Ok(None),
+            (None, None) => {
+                Err("an https:// address needs certificate_file and private_key_file".into())
+            }
+            _ => Err("certificate_file and private_key_file go together".into()),
+        }
+    }
+
     /// Lines for stderr, one per key wgsd does not read.
     pub fn unused_key_messages(&self) -> Vec<String> {
         self.unused_keys
@@ -399,6 +427,9 @@ impl TsConfig {
         if let Some(p) = self.precision {
             config.pipeline.precision = p;
         }
+        if let Ok(Some(files)) = self.tls() {
+            config.tls = Some(files);
+        }
         let c = &mut config.connections;
         for (dst, src) in [
             (&mut c.header_read_timeout, self.header_read_timeout_s),
@@ -459,13 +490,12 @@ fn parse_positive(value: &str) -> std::result::Result<usize, String> {
 }
 
 /// TorchServe writes addresses as URLs (`http://127.0.0.1:8080`); a bare
-/// `host:port` is accepted too. wgsd has no TLS, so `https` is refused.
+/// `host:port` is accepted too, and `https://` (TLS then needs `certificate_file` and
+/// `private_key_file`; see [`TsConfig::tls`]).
 pub fn parse_address(value: &str) -> std::result::Result<SocketAddr, String> {
     let lower = value.to_ascii_lowercase();
     let (rest, default_port) = if lower.starts_with("https://") {
-        return Err(format!(
-            "{value}: wgsd serves plain HTTP only (no TLS); put a TLS proxy in front and use http://"
-        ));
+        (&value["https://".len()..], Some(443))
     } else if lower.starts_with("http://") {
         (&value["http://".len()..], Some(80))
     } else if lower.starts_with("unix:") {

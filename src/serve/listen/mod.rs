@@ -9,8 +9,11 @@
 
 mod body;
 mod io;
+mod tls;
 
 pub use body::BodyTimeout;
+pub use tls::acceptor as tls_acceptor;
+pub use tokio_rustls::TlsAcceptor;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,17 +24,19 @@ use axum::extract::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::config::ConnectionLimits;
 use body::{DeadlineBody, GuardedBody};
 use io::{Activity, Expiry, TrackedIo};
 
-/// Serves `app` on `listener` until `stop` turns true, then waits for the open
-/// connections to finish.
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then waits
+/// for the open connections to finish.
 pub async fn serve<S>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: S,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
@@ -40,7 +45,10 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let cap = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // `acquire_many` below counts in u32.
+    let cap = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(cap));
     loop {
         // The permit first: past the cap, connections stay unaccepted (queued).
@@ -61,13 +69,20 @@ where
             },
             _ = stopped(&mut stop) => break,
         };
-        tokio::spawn(connection(
-            stream,
-            app.clone(),
-            limits,
-            stop.clone(),
-            permit,
-        ));
+        let _ = stream.set_nodelay(true);
+        let (app, stop) = (app.clone(), stop.clone());
+        match tls.clone() {
+            None => tokio::spawn(connection(stream, app, limits, stop, permit)),
+            Some(tls) => tokio::spawn(async move {
+                // The handshake counts as the head: a client that stalls in it is
+                // dropped after header_read_timeout.
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, tls.accept(stream));
+                if let Ok(Ok(stream)) = handshake.await {
+                    connection(stream, app, limits, stop, permit).await;
+                }
+            }),
+        };
     }
     drop(listener);
     // Every connection holds a permit until it closes.
@@ -76,17 +91,17 @@ where
 }
 
 /// One connection: hyper serves it while a watchdog checks [`Activity::expired`].
-async fn connection<S>(
-    stream: TcpStream,
+async fn connection<T, S>(
+    stream: T,
     app: S,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let _ = stream.set_nodelay(true);
     let activity = Activity::new();
     let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
     let requests = activity.clone();
