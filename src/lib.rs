@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod conditioning;
+pub mod img2img;
 pub mod error;
 pub mod gpu;
 pub mod loader;
