@@ -73,6 +73,39 @@ pub fn decode_image(bytes: &[u8]) -> Result<Image> {
     })
 }
 
+/// Decodes a base64 image (`/predictions`' `init_image`, A1111's `init_images`), with or
+/// without a `data:image/...;base64,` prefix.
+pub fn decode_base64_image(text: &str) -> Result<Image> {
+    use base64::Engine as _;
+    let body = match text.split_once(";base64,") {
+        Some((head, rest)) if head.starts_with("data:") => rest,
+        _ => text,
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| Error::InvalidInput(format!("init image: not base64 ({e})")))?;
+    decode_image(&bytes)
+}
+
+/// The init image at the size a request asks for: `width`/`height` when given, else the
+/// image's own rounded down to a multiple of 8 (diffusers' `VaeImageProcessor`), resized
+/// with [`resize`] when that differs from the image.
+pub fn fit(img: Image, width: Option<usize>, height: Option<usize>) -> Result<Image> {
+    let w = width.unwrap_or(img.width / 8 * 8);
+    let h = height.unwrap_or(img.height / 8 * 8);
+    if w == 0 || h == 0 {
+        return Err(Error::InvalidInput(format!(
+            "init image: {} x {} is smaller than 8 x 8",
+            img.width, img.height
+        )));
+    }
+    if (w, h) == (img.width, img.height) {
+        Ok(img)
+    } else {
+        resize(&img, w, h)
+    }
+}
+
 /// AUTOMATIC1111's resize mode 0 ("Just resize", `images.resize_image(0, ...)`): stretch
 /// to `width x height` with a Lanczos filter, ignoring the aspect ratio. The `image`
 /// crate's Lanczos3 is close to, not bit-identical with, PIL's LANCZOS.

@@ -372,6 +372,11 @@ impl<'g> Pipeline<'g> {
             .ok_or_else(|| Error::Gpu("the VAE encoder did not load".into()))
     }
 
+    /// Whether the VAE encoder is loaded (after the first img2img request).
+    pub fn vae_encoder_loaded(&self) -> bool {
+        self.vae_encoder.get().is_some()
+    }
+
     /// Runs a request with no progress reporting and no cancellation.
     pub fn generate(&self, req: &GenerateRequest) -> Result<Generated> {
         self.generate_with(req, &mut |_| {}, None)
