@@ -35,8 +35,8 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (i >= p.n) { return; }
     let mean = f32(a[p.a_shift + i]);
     let logvar = clamp(f32(a[p.a_shift + p.n + i]), -30.0, 20.0);
-    let std = exp(0.5 * logvar);
-    let z = mean + std * b[p.b_shift + i];
+    let sd = exp(0.5 * logvar);
+    let z = mean + sd * b[p.b_shift + i];
     out[p.o_shift + i] = z * p.ca;
 }
 

@@ -117,7 +117,9 @@ pub fn resize(img: &Image, width: usize, height: usize) -> Result<Image> {
         u32::try_from(v).map_err(|_| Error::InvalidInput(format!("image size {v} is too large")))
     };
     let src = image::RgbImage::from_raw(dims(img.width)?, dims(img.height)?, img.data.clone())
-        .ok_or_else(|| Error::InvalidInput("init image: pixel data does not match its size".into()))?;
+        .ok_or_else(|| {
+            Error::InvalidInput("init image: pixel data does not match its size".into())
+        })?;
     let out = image::imageops::resize(
         &src,
         dims(width)?,
@@ -157,7 +159,10 @@ mod tests {
             data: vec![0, 255, 51, 255, 0, 102],
         };
         let p = to_pixels(&img);
-        assert_eq!(p, vec![-1.0, 1.0, 1.0, -1.0, 2.0 * 0.2 - 1.0, 2.0 * 0.4 - 1.0]);
+        assert_eq!(
+            p,
+            vec![-1.0, 1.0, 1.0, -1.0, 2.0 * 0.2 - 1.0, 2.0 * 0.4 - 1.0]
+        );
     }
 
     #[test]
@@ -170,7 +175,10 @@ mod tests {
         };
         let r = resize(&img, 8, 8).unwrap();
         assert_eq!((r.width, r.height, r.data.len()), (8, 8, 192));
-        assert!(r.data.iter().all(|&v| v.abs_diff(200) <= 1), "a flat image stays flat");
+        assert!(
+            r.data.iter().all(|&v| v.abs_diff(200) <= 1),
+            "a flat image stays flat"
+        );
     }
 }
 

@@ -3,9 +3,9 @@
 
 pub mod bench;
 mod conditioning;
-pub mod img2img;
 pub mod error;
 pub mod gpu;
+pub mod img2img;
 pub mod loader;
 pub mod models;
 pub mod ops;

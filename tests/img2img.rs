@@ -142,7 +142,9 @@ fn img2img_matches_diffusers() {
             trace: true,
             ..request(case)
         };
-        let out = pipe.generate(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = pipe
+            .generate(&req)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let want_ts: Vec<f64> = case["timesteps"]
             .as_array()
             .expect("timesteps")
@@ -153,7 +155,10 @@ fn img2img_matches_diffusers() {
         assert_eq!(out.steps_done, want_ts.len(), "{name}");
         let tr = out.trace.as_ref().expect("trace");
         let init_err = rel_err(&tr.latents_init, &fx.tensor(&format!("{pre}.latents_init")));
-        let final_err = rel_err(&tr.final_latents, &fx.tensor(&format!("{pre}.final_latents")));
+        let final_err = rel_err(
+            &tr.final_latents,
+            &fx.tensor(&format!("{pre}.final_latents")),
+        );
         let want = fx.u8s(&format!("{pre}.image_u8"));
         let per = want.len() / out.images.len();
         for (k, img) in out.images.iter().enumerate() {
@@ -161,9 +166,15 @@ fn img2img_matches_diffusers() {
             eprintln!(
                 "{name} image {k}: PSNR {p:.1} dB; latents_init rel {init_err:.1e}, final rel {final_err:.1e}"
             );
-            assert!(p >= MIN_PSNR, "{name} image {k}: PSNR {p:.2} dB < {MIN_PSNR}");
+            assert!(
+                p >= MIN_PSNR,
+                "{name} image {k}: PSNR {p:.2} dB < {MIN_PSNR}"
+            );
         }
-        assert!(init_err < 1e-4, "{name}: starting latents off by {init_err}");
+        assert!(
+            init_err < 1e-4,
+            "{name}: starting latents off by {init_err}"
+        );
     }
 }
 
@@ -184,7 +195,11 @@ fn img2img_batches_give_solo_results() {
         init_image: None,
         ..request(case)
     };
-    assert_ne!(pipe.batch_key(&a), pipe.batch_key(&txt), "img2img and txt2img");
+    assert_ne!(
+        pipe.batch_key(&a),
+        pipe.batch_key(&txt),
+        "img2img and txt2img"
+    );
     let other = GenerateRequest {
         strength: 0.9,
         ..request(case)
@@ -194,14 +209,20 @@ fn img2img_batches_give_solo_results() {
         .generate_batch(&[a.clone(), b.clone()], &mut |_| {}, None)
         .expect("batch");
     let solo_b = pipe.generate(&b).expect("solo");
-    let want = fx.u8s(&format!("{}.image_u8", case["tensor_prefix"].as_str().unwrap()));
+    let want = fx.u8s(&format!(
+        "{}.image_u8",
+        case["tensor_prefix"].as_str().unwrap()
+    ));
     let per = want.len() / 2;
     for k in 0..2 {
         let p = psnr(&batch[0].images[k].data, &want[k * per..(k + 1) * per]);
         assert!(p >= MIN_PSNR, "batched request a image {k}: {p:.1} dB");
     }
     let p = psnr(&batch[1].images[0].data, &solo_b.images[0].data);
-    assert!(p >= MIN_PSNR, "batched request b against its solo run: {p:.1} dB");
+    assert!(
+        p >= MIN_PSNR,
+        "batched request b against its solo run: {p:.1} dB"
+    );
 }
 
 #[test]

@@ -27,10 +27,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn reference(case: &str) -> (Value, Vec<u8>) {
-    let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("reference.json")).expect("json"),
-    )
-    .expect("json");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).expect("json"))
+            .expect("json");
     let c = json["cases"]
         .as_array()
         .expect("cases")
@@ -124,7 +123,10 @@ fn cli_generate_init_image() {
     );
     let summary: Value = serde_json::from_slice(&out.stdout).expect("--json summary");
     assert_eq!(summary["strength"], case["strength"]);
-    assert_eq!((summary["width"].as_u64(), summary["height"].as_u64()), (Some(64), Some(64)));
+    assert_eq!(
+        (summary["width"].as_u64(), summary["height"].as_u64()),
+        (Some(64), Some(64))
+    );
     assert_eq!(summary["unet_evaluations"], 3, "int(4 * 0.75) steps");
     let img = image::open(&out_png).expect("png").to_rgb8();
     assert_matches("wgsd generate --init-image", img.as_raw(), &want);
@@ -134,9 +136,18 @@ fn cli_generate_init_image() {
     std::fs::write(&text, "hello").unwrap();
     let bad_out = dir.join("bad.png");
     for (args, needle) in [
-        (vec!["--init-image", text.to_str().unwrap()], "not a PNG or JPEG"),
-        (vec!["--init-image", init.to_str().unwrap(), "--strength", "1.5"], "strength"),
-        (vec!["--init-image", init.to_str().unwrap(), "--strength", "0"], "strength"),
+        (
+            vec!["--init-image", text.to_str().unwrap()],
+            "not a PNG or JPEG",
+        ),
+        (
+            vec!["--init-image", init.to_str().unwrap(), "--strength", "1.5"],
+            "strength",
+        ),
+        (
+            vec!["--init-image", init.to_str().unwrap(), "--strength", "0"],
+            "strength",
+        ),
         (vec!["--strength", "0.5"], "--init-image"),
     ] {
         let mut all = vec![
@@ -200,10 +211,19 @@ fn predictions_and_sdapi_img2img() {
     assert_eq!((h, w), (64, 64));
     assert_matches("/predictions init_image", &got, &want);
     for (bad, needle) in [
-        (json!({"prompt": "a", "init_image": "aGVsbG8="}), "not a PNG or JPEG"),
-        (json!({"prompt": "a", "init_image": b64, "strength": 2.0}), "strength"),
-        (json!({"prompt": "a", "init_image": b64, "strength": 0.1,
-                "num_inference_steps": 3}), "no denoising step"),
+        (
+            json!({"prompt": "a", "init_image": "aGVsbG8="}),
+            "not a PNG or JPEG",
+        ),
+        (
+            json!({"prompt": "a", "init_image": b64, "strength": 2.0}),
+            "strength",
+        ),
+        (
+            json!({"prompt": "a", "init_image": b64, "strength": 0.1,
+                "num_inference_steps": 3}),
+            "no denoising step",
+        ),
     ] {
         let (code, text) = post(&base, "/predictions/sd", &bad);
         assert_eq!(code, 400, "{bad}: {text}");
@@ -230,11 +250,23 @@ fn predictions_and_sdapi_img2img() {
     assert_matches("/sdapi/v1/img2img", img.as_raw(), &want);
 
     for (bad, field) in [
-        (json!({"prompt": "a", "init_images": [b64], "mask": b64}), "mask"),
-        (json!({"prompt": "a", "init_images": ["aGVsbG8="]}), "init_images"),
+        (
+            json!({"prompt": "a", "init_images": [b64], "mask": b64}),
+            "mask",
+        ),
+        (
+            json!({"prompt": "a", "init_images": ["aGVsbG8="]}),
+            "init_images",
+        ),
         (json!({"prompt": "a"}), "init_images"),
-        (json!({"prompt": "a", "init_images": [b64], "denoising_strength": 1.5}), "denoising_strength"),
-        (json!({"prompt": "a", "init_images": [b64], "resize_mode": 2}), "resize_mode"),
+        (
+            json!({"prompt": "a", "init_images": [b64], "denoising_strength": 1.5}),
+            "denoising_strength",
+        ),
+        (
+            json!({"prompt": "a", "init_images": [b64], "resize_mode": 2}),
+            "resize_mode",
+        ),
     ] {
         let (code, text) = post(&base, "/sdapi/v1/img2img", &bad);
         assert_eq!(code, 422, "{bad}: {text}");

@@ -363,8 +363,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         bail!("width and height must be positive multiples of 8, got {width} x {height}");
     }
     if init_image.is_some() {
-        wgsd::img2img::t_start(args.steps, args.strength)
-            .context("--strength with --steps")?;
+        wgsd::img2img::t_start(args.steps, args.strength).context("--strength with --steps")?;
     }
     let init_image = init_image
         .map(|img| {

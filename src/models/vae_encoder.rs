@@ -68,8 +68,14 @@ impl VaeEncoder {
                 .collect::<Result<_>>()?;
             let downsampler = (i + 1 < n)
                 .then(|| -> Result<Conv2d> {
-                    let mut conv =
-                        Conv2d::load(&db.pp("downsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 2, 0)?;
+                    let mut conv = Conv2d::load(
+                        &db.pp("downsamplers").pp(0).pp("conv"),
+                        out_ch,
+                        out_ch,
+                        3,
+                        2,
+                        0,
+                    )?;
                     conv.args = Conv2dArgs {
                         pad_end: 1,
                         ..conv.args
@@ -117,7 +123,10 @@ impl VaeEncoder {
             s => {
                 return Err(Error::shape(
                     "vae encoder",
-                    format!("image must be [B, {}, H, W], got {s:?}", self.config.in_channels),
+                    format!(
+                        "image must be [B, {}, H, W], got {s:?}",
+                        self.config.in_channels
+                    ),
                 ));
             }
         }

@@ -39,9 +39,9 @@ fn spec(entry: &'static str, dt: DType) -> KernelSpec {
 }
 
 fn dims(what: &str, t: &Tensor) -> Result<[usize; 4]> {
-    match *t.shape() {
-        [b, c, h, w] => Ok([b, c, h, w]),
-        ref s => Err(Error::shape(
+    match t.shape() {
+        &[b, c, h, w] => Ok([b, c, h, w]),
+        s => Err(Error::shape(
             OP,
             format!("{what} must be [B, C, H, W], got {s:?}"),
         )),
@@ -165,7 +165,14 @@ pub mod cpu {
     }
 
     /// `ca * x[rows[r]] + cb * noise[r]`, rows of `n` elements.
-    pub fn add_noise(x: &[f32], rows: &[usize], noise: &[f32], n: usize, ca: f32, cb: f32) -> Vec<f32> {
+    pub fn add_noise(
+        x: &[f32],
+        rows: &[usize],
+        noise: &[f32],
+        n: usize,
+        ca: f32,
+        cb: f32,
+    ) -> Vec<f32> {
         rows.iter()
             .zip(noise.chunks(n))
             .flat_map(|(&src, z)| {

@@ -198,7 +198,11 @@ impl Scheduler for DpmSolverMultistep {
                 let (alpha_t, sigma_t, _) = alpha_sigma_lambda(s);
                 Ok((alpha_t, sigma_t))
             }
-            _ => Err(super::step_out_of_range(self.base.class, i, self.timesteps.len())),
+            _ => Err(super::step_out_of_range(
+                self.base.class,
+                i,
+                self.timesteps.len(),
+            )),
         }
     }
 

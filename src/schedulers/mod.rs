@@ -87,7 +87,11 @@ pub trait Scheduler: Send + Sync {
         let sigmas = self.sigmas().unwrap_or(&[]);
         match sigmas.get(i) {
             Some(&s) if i < self.timesteps().len() => Ok((1.0, s)),
-            _ => Err(step_out_of_range(self.class_name(), i, self.timesteps().len())),
+            _ => Err(step_out_of_range(
+                self.class_name(),
+                i,
+                self.timesteps().len(),
+            )),
         }
     }
 }
@@ -415,9 +419,9 @@ impl Base {
     /// `add_noise` of the alpha-based classes (DDIM, PNDM) at timestep `t`:
     /// `(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`.
     pub fn add_noise_alpha(&self, t: i64) -> Result<(f64, f64)> {
-        let a = self.alpha_at(t).ok_or_else(|| {
-            unsupported(self.class, "timestep", t, "within num_train_timesteps")
-        })?;
+        let a = self
+            .alpha_at(t)
+            .ok_or_else(|| unsupported(self.class, "timestep", t, "within num_train_timesteps"))?;
         Ok((a.sqrt(), (1.0 - a).sqrt()))
     }
 

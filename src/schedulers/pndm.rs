@@ -123,9 +123,9 @@ impl Scheduler for Pndm {
             .get(step_index)
             .ok_or_else(|| super::step_out_of_range(self.base.class, step_index, len))?;
         // The PLMS counter.
-        let i = step_index.checked_sub(self.begin).ok_or_else(|| {
-            super::step_out_of_range(self.base.class, step_index, len)
-        })?;
+        let i = step_index
+            .checked_sub(self.begin)
+            .ok_or_else(|| super::step_out_of_range(self.base.class, step_index, len))?;
         let ratio = (self.base.num_train_timesteps / self.n) as i64;
         let (t, prev) = if i == 1 {
             (t0 + ratio, t0)

@@ -264,7 +264,11 @@ impl Scheduler for UniPcMultistep {
                 let alpha_t = 1.0 / (s * s + 1.0).sqrt();
                 Ok((alpha_t, s * alpha_t))
             }
-            _ => Err(super::step_out_of_range(self.base.class, i, self.timesteps.len())),
+            _ => Err(super::step_out_of_range(
+                self.base.class,
+                i,
+                self.timesteps.len(),
+            )),
         }
     }
 
@@ -278,8 +282,7 @@ impl Scheduler for UniPcMultistep {
         let m = |j: usize| Lin::h(j, 1.0);
 
         // UniC: correct the incoming sample with this step's prediction.
-        let use_corrector =
-            i > self.begin && !self.disable_corrector.contains(&(i as i64 - 1));
+        let use_corrector = i > self.begin && !self.disable_corrector.contains(&(i as i64 - 1));
         let sample = if use_corrector {
             let k = self.predictor_order(i - 1);
             let u = self.update(i, i - 1, k);

@@ -288,16 +288,26 @@ mod tests {
         let mut png = std::io::Cursor::new(Vec::new());
         img.write_to(&mut png, image::ImageFormat::Png).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode(png.get_ref());
-        let r = request(&format!(r#"{{"prompt": "a", "init_image": "{b64}", "strength": 0.5}}"#))
-            .expect("valid");
-        assert_eq!((r.width, r.height, r.strength), (24, 16, 0.5), "the image's size");
+        let r = request(&format!(
+            r#"{{"prompt": "a", "init_image": "{b64}", "strength": 0.5}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            (r.width, r.height, r.strength),
+            (24, 16, 0.5),
+            "the image's size"
+        );
         let img = r.init_image.expect("image");
         assert_eq!(&img.data[..3], &[10, 20, 30]);
         let r = request(&format!(
             r#"{{"prompt": "a", "init_image": "data:image/png;base64,{b64}", "width": 32}}"#
         ))
         .expect("valid");
-        assert_eq!((r.width, r.height, r.strength), (32, 16, 0.8), "resized to width");
+        assert_eq!(
+            (r.width, r.height, r.strength),
+            (32, 16, 0.8),
+            "resized to width"
+        );
         for body in [
             r#"{"prompt": "a", "init_image": "bm90IGFuIGltYWdl"}"#.to_string(),
             r#"{"prompt": "a", "init_image": "%%%"}"#.to_string(),

@@ -309,6 +309,12 @@ fn conv2d_stride2_pad_end() {
         ([2, 5, 13, 9], 6, 43),
         ([1, 16, 64, 64], 16, 44),
     ] {
-        check(&Case { args, ..case(x, cout, 3, 2, 0) }, seed);
+        check(
+            &Case {
+                args,
+                ..case(x, cout, 3, 2, 0)
+            },
+            seed,
+        );
     }
 }

@@ -13,11 +13,18 @@ fn sample_hand_checked() {
     let mt = Tensor::from_f32(gpu, &[1, 2, 1, 2], &m, DType::F32).unwrap();
     let et = Tensor::from_f32(gpu, &[1, 1, 1, 2], &e, DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
-    let got = rec.read_f32(&sample(&mut rec, &mt, &et, 2.0).unwrap()).unwrap();
+    let out = sample(&mut rec, &mt, &et, 2.0).unwrap();
+    let got = rec.read_f32(&out).unwrap();
     assert_close("sample", &got, &[3.0, 0.0], 1e-6, 1e-6);
     let big = [0.0f32, 100.0];
     let want = cpu::sample(&big, &[1.0], 1, 1.0);
-    assert_close("clamped logvar", &want, &[(10.0f64).exp() as f32], 0.0, 1e-7);
+    assert_close(
+        "clamped logvar",
+        &want,
+        &[(10.0f64).exp() as f32],
+        0.0,
+        1e-7,
+    );
 }
 
 #[test]
@@ -41,9 +48,8 @@ fn sample_random_f32_and_f16() {
         let mt = Tensor::from_f32(gpu, &[b, 2 * c, h, w], &m, dt).unwrap();
         let et = Tensor::from_f32(gpu, &[b, c, h, w], &e, DType::F32).unwrap();
         let mut rec = Recorder::new(gpu);
-        let got = rec
-            .read_f32(&sample(&mut rec, &mt, &et, 0.18215).unwrap())
-            .unwrap();
+        let out = sample(&mut rec, &mt, &et, 0.18215).unwrap();
+        let got = rec.read_f32(&out).unwrap();
         let want = cpu::sample(&m, &e, n, 0.18215);
         assert_close(&format!("sample {shape:?} {dt:?}"), &got, &want, 1e-6, 1e-5);
     }
@@ -63,9 +69,8 @@ fn add_noise_random_with_repeated_rows() {
     let zt = Tensor::from_f32(gpu, &[rows.len(), c, h, w], &z, DType::F32).unwrap();
     for (ca, cb) in [(1.0f32, 14.6146), (0.5641, 0.8257)] {
         let mut rec = Recorder::new(gpu);
-        let got = rec
-            .read_f32(&add_noise(&mut rec, &xt, &rows, &zt, ca, cb).unwrap())
-            .unwrap();
+        let out = add_noise(&mut rec, &xt, &rows, &zt, ca, cb).unwrap();
+        let got = rec.read_f32(&out).unwrap();
         let want = cpu::add_noise(&x, &rows, &z, n, ca, cb);
         assert_close(&format!("add_noise {ca} {cb}"), &got, &want, 1e-5, 1e-6);
     }
@@ -77,7 +82,13 @@ fn bad_shapes_are_errors() {
     let x = Tensor::from_f32(gpu, &[1, 4, 2, 2], &[0.0; 16], DType::F32).unwrap();
     let z = Tensor::from_f32(gpu, &[2, 4, 2, 2], &[0.0; 32], DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
-    assert!(add_noise(&mut rec, &x, &[0, 1], &z, 1.0, 1.0).is_err(), "row past x");
-    assert!(add_noise(&mut rec, &x, &[0], &z, 1.0, 1.0).is_err(), "noise rows");
+    assert!(
+        add_noise(&mut rec, &x, &[0, 1], &z, 1.0, 1.0).is_err(),
+        "row past x"
+    );
+    assert!(
+        add_noise(&mut rec, &x, &[0], &z, 1.0, 1.0).is_err(),
+        "noise rows"
+    );
     assert!(sample(&mut rec, &x, &z, 1.0).is_err(), "eps shape");
 }

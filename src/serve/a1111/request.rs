@@ -199,6 +199,7 @@ fn non_empty(v: &Option<Value>) -> bool {
 }
 
 /// Reads a `txt2img` body; 422 naming every field that is malformed or refused.
+#[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<Txt2Img, A1111Error> {
     parse_as(bytes, Mode::Txt2Img)
 }
@@ -275,7 +276,11 @@ pub fn parse_as(bytes: &[u8], mode: Mode) -> Result<Txt2Img, A1111Error> {
             for key in IMG2IMG_NO_EFFECT {
                 body.value(key);
             }
-            for key in ["include_init_images", "image_cfg_scale", "initial_noise_multiplier"] {
+            for key in [
+                "include_init_images",
+                "image_cfg_scale",
+                "initial_noise_multiplier",
+            ] {
                 body.value(key);
             }
             init
@@ -543,16 +548,28 @@ mod tests {
         )
         .expect("valid");
         let init = r.init.expect("init");
-        assert_eq!((init.image.width, init.image.height, init.strength), (16, 8, 0.5));
+        assert_eq!(
+            (init.image.width, init.image.height, init.strength),
+            (16, 8, 0.5)
+        );
         assert!(r.ignored.is_empty(), "{:?}", r.ignored);
-        let r = parse_as(format!(r#"{{"init_images": ["{b64}"]}}"#).as_bytes(), Mode::Img2Img)
-            .expect("valid");
+        let r = parse_as(
+            format!(r#"{{"init_images": ["{b64}"]}}"#).as_bytes(),
+            Mode::Img2Img,
+        )
+        .expect("valid");
         assert_eq!(r.init.expect("init").strength, DEFAULT_DENOISING_STRENGTH);
         assert_eq!(refused_img2img("{}"), ["init_images"]);
-        assert_eq!(refused_img2img(r#"{"init_images": ["bm90"]}"#), ["init_images"]);
+        assert_eq!(
+            refused_img2img(r#"{"init_images": ["bm90"]}"#),
+            ["init_images"]
+        );
         let with = |extra: &str| format!(r#"{{"init_images": ["{b64}"], {extra}}}"#);
         assert_eq!(refused_img2img(&with(r#""mask": "abc""#)), ["mask"]);
-        assert_eq!(refused_img2img(&with(r#""resize_mode": 1"#)), ["resize_mode"]);
+        assert_eq!(
+            refused_img2img(&with(r#""resize_mode": 1"#)),
+            ["resize_mode"]
+        );
         assert_eq!(
             refused_img2img(&with(r#""denoising_strength": 0"#)),
             ["denoising_strength"]
