@@ -133,55 +133,6 @@ pub fn resize(img: &Image, width: usize, height: usize) -> Result<Image> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn get_timesteps_as_diffusers() {
-        // init_timestep = min(int(steps * strength), steps); t_start = steps - init.
-        assert_eq!(t_start(10, 1.0).unwrap(), 0);
-        assert_eq!(t_start(10, 0.75).unwrap(), 3);
-        assert_eq!(t_start(10, 0.7).unwrap(), 3, "0.7 * 10 = 7.0 in f64");
-        assert_eq!(t_start(4, 0.6).unwrap(), 2);
-        assert_eq!(t_start(50, 0.8).unwrap(), 10);
-        assert!(t_start(10, 0.05).is_err(), "no step left");
-        for bad in [0.0, -0.5, 1.5, f64::NAN] {
-            assert!(check_strength(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn pixels_are_nchw_in_minus_one_to_one() {
-        let img = Image {
-            width: 2,
-            height: 1,
-            data: vec![0, 255, 51, 255, 0, 102],
-        };
-        let p = to_pixels(&img);
-        assert_eq!(
-            p,
-            vec![-1.0, 1.0, 1.0, -1.0, 2.0 * 0.2 - 1.0, 2.0 * 0.4 - 1.0]
-        );
-    }
-
-    #[test]
-    fn bad_bytes_and_resize() {
-        assert!(decode_image(b"not an image").is_err());
-        let img = Image {
-            width: 4,
-            height: 2,
-            data: vec![200; 24],
-        };
-        let r = resize(&img, 8, 8).unwrap();
-        assert_eq!((r.width, r.height, r.data.len()), (8, 8, 192));
-        assert!(
-            r.data.iter().all(|&v| v.abs_diff(200) <= 1),
-            "a flat image stays flat"
-        );
-    }
-}
-
 /// `prepare_latents` for a batch of img2img requests: every request's image through the
 /// encoder (one pass), then per request, from its own generator, the latent sample's
 /// draw `[1, C, h, w]` and the noise draw `[rows, C, h, w]`; the request's rows all start
@@ -242,4 +193,53 @@ pub(crate) fn init_latents(
         tr.init_noise = noise;
     }
     Ok(latents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_timesteps_as_diffusers() {
+        // init_timestep = min(int(steps * strength), steps); t_start = steps - init.
+        assert_eq!(t_start(10, 1.0).unwrap(), 0);
+        assert_eq!(t_start(10, 0.75).unwrap(), 3);
+        assert_eq!(t_start(10, 0.7).unwrap(), 3, "0.7 * 10 = 7.0 in f64");
+        assert_eq!(t_start(4, 0.6).unwrap(), 2);
+        assert_eq!(t_start(50, 0.8).unwrap(), 10);
+        assert!(t_start(10, 0.05).is_err(), "no step left");
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            assert!(check_strength(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pixels_are_nchw_in_minus_one_to_one() {
+        let img = Image {
+            width: 2,
+            height: 1,
+            data: vec![0, 255, 51, 255, 0, 102],
+        };
+        let p = to_pixels(&img);
+        assert_eq!(
+            p,
+            vec![-1.0, 1.0, 1.0, -1.0, 2.0 * 0.2 - 1.0, 2.0 * 0.4 - 1.0]
+        );
+    }
+
+    #[test]
+    fn bad_bytes_and_resize() {
+        assert!(decode_image(b"not an image").is_err());
+        let img = Image {
+            width: 4,
+            height: 2,
+            data: vec![200; 24],
+        };
+        let r = resize(&img, 8, 8).unwrap();
+        assert_eq!((r.width, r.height, r.data.len()), (8, 8, 192));
+        assert!(
+            r.data.iter().all(|&v| v.abs_diff(200) <= 1),
+            "a flat image stays flat"
+        );
+    }
 }
