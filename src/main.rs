@@ -47,7 +47,7 @@ enum Command {
         prompt: String,
     },
     /// Generate images from a text prompt.
-    Generate(cli::generate::GenerateArgs),
+    Generate(Box<cli::generate::GenerateArgs>),
     /// Convert a single-file checkpoint (.safetensors, .ckpt; SD 1.x / 2.x) into a
     /// diffusers archive (.zip) for a model store.
     Convert(cli::convert::ConvertArgs),

@@ -38,6 +38,7 @@ use crate::models::clip::ClipTextModel;
 use crate::models::config::{UNetConfig, VaeConfig};
 use crate::models::unet::UNet2DConditionModel;
 use crate::models::vae::VaeDecoder;
+use crate::models::vae_encoder::VaeEncoder;
 pub use crate::models::vae_tiling::VaeTiling;
 use crate::ops;
 use crate::precision::Precision;
@@ -113,6 +114,13 @@ pub struct GenerateRequest {
     /// (less denoised) images, as A1111 returns them. In a batch, the run finishes early
     /// once every request in it has its flag set.
     pub finish_early: Option<Arc<AtomicBool>>,
+    /// img2img (diffusers' `StableDiffusionImg2ImgPipeline`, see `crate::img2img`): the
+    /// image the latents start from, `width x height`. `None`: text to image.
+    pub init_image: Option<Arc<Image>>,
+    /// img2img's `strength` in (0, 1]: the share of the schedule that runs (diffusers'
+    /// default 0.8). f64 because diffusers computes `int(steps * strength)` in Python
+    /// floats (0.7 * 10 must be 7, which f32's 0.7 is not). Unused without `init_image`.
+    pub strength: f64,
 }
 
 impl Default for GenerateRequest {
@@ -135,6 +143,8 @@ impl Default for GenerateRequest {
             prompt_syntax: PromptSyntax::Plain,
             loras: Vec::new(),
             finish_early: None,
+            init_image: None,
+            strength: crate::img2img::DEFAULT_STRENGTH,
         }
     }
 }
@@ -174,8 +184,12 @@ pub struct Trace {
     pub negative_prompt_embeds: Option<Vec<f32>>,
     /// The raw randn draw `[B * n, 4, h, w]`.
     pub init_noise: Vec<f32>,
-    /// `init_noise * init_noise_sigma`.
+    /// `init_noise * init_noise_sigma` (img2img: the noised image latents).
     pub latents_init: Vec<f32>,
+    /// img2img: the VAE encoder's moments `[N, 2C, h, w]` of each request's image.
+    pub init_image_moments: Vec<f32>,
+    /// img2img: the latent sample times `scaling_factor`, before noise, `[N, C, h, w]`.
+    pub init_image_latents: Vec<f32>,
     /// The first UNet call's input and output (CFG batch `[uncond; cond]`).
     pub unet0_sample: Vec<f32>,
     pub unet0_out: Vec<f32>,
@@ -226,6 +240,8 @@ pub struct Pipeline<'g> {
     text_encoder: ClipTextModel,
     unet: UNet2DConditionModel,
     vae: VaeDecoder,
+    /// The VAE's encoder half, loaded on the first img2img request.
+    vae_encoder: std::sync::OnceLock<VaeEncoder>,
     scheduler_config: SchedulerConfig,
     default_scheduler: Sampler,
     weight_dtype: DType,
@@ -281,7 +297,7 @@ impl<'g> Pipeline<'g> {
         let vae_config: VaeConfig = crate::loader::read_component_config(&root, "vae")?;
         let vb = component_vb(gpu, &model, "vae", dtype)?.with_activation_dtype(dtype);
         let vae = VaeDecoder::load(&vb, vae_config)?;
-        // The encoder half of the VAE is not used for text to image.
+        // The encoder half of the VAE is loaded on the first img2img request.
         unused.extend(
             vb.unused_keys()
                 .into_iter()
@@ -301,6 +317,7 @@ impl<'g> Pipeline<'g> {
             text_encoder,
             unet,
             vae,
+            vae_encoder: std::sync::OnceLock::new(),
             scheduler_config,
             default_scheduler,
             weight_dtype: dtype,
@@ -350,6 +367,27 @@ impl<'g> Pipeline<'g> {
     /// Pixels per latent cell: `2 ** (len(vae.block_out_channels) - 1)`, as diffusers.
     pub fn vae_scale_factor(&self) -> usize {
         1 << self.vae.config.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The VAE encoder (img2img), loaded from the `vae/` weights on first use so that
+    /// text to image never holds it.
+    pub fn vae_encoder(&self) -> Result<&VaeEncoder> {
+        if let Some(e) = self.vae_encoder.get() {
+            return Ok(e);
+        }
+        let vb = component_vb(self.gpu, &self.model, "vae", self.weight_dtype)?
+            .with_activation_dtype(self.weight_dtype);
+        let encoder = VaeEncoder::load(&vb, self.vae.config.clone())?;
+        // Another thread may have won the race; either copy is the same model.
+        let _ = self.vae_encoder.set(encoder);
+        self.vae_encoder
+            .get()
+            .ok_or_else(|| Error::Gpu("the VAE encoder did not load".into()))
+    }
+
+    /// Whether the VAE encoder is loaded (after the first img2img request).
+    pub fn vae_encoder_loaded(&self) -> bool {
+        self.vae_encoder.get().is_some()
     }
 
     /// Runs a request with no progress reporting and no cancellation.
@@ -405,6 +443,18 @@ impl<'g> Pipeline<'g> {
                 "seamless tiling wraps the whole image around: it cannot be combined with a tiled VAE decode".into(),
             );
         }
+        if let Some(img) = &req.init_image {
+            if (img.width, img.height) != (req.width, req.height) {
+                return bad(format!(
+                    "the init image is {} x {} but the request asks for {} x {}; resize it or give its size",
+                    img.width, img.height, req.width, req.height
+                ));
+            }
+            if img.data.len() != img.width * img.height * 3 {
+                return bad("the init image's pixel data does not match its size".into());
+            }
+            crate::img2img::t_start(req.steps, req.strength)?;
+        }
         let (nn, np) = (req.negative_prompts.len(), req.prompts.len());
         if nn > 1 && nn != np {
             return bad(format!(
@@ -453,6 +503,7 @@ impl<'g> Pipeline<'g> {
             prompt_syntax: req.prompt_syntax,
             prompt_chunks,
             loras: lora::set_key(&req.loras),
+            strength_bits: req.init_image.as_ref().map(|_| req.strength.to_bits()),
         })
     }
 
@@ -488,7 +539,7 @@ impl<'g> Pipeline<'g> {
             let key = self.batch_key(req);
             if key.is_none() || items.iter().any(|r| self.batch_key(r) != key) {
                 return Err(Error::InvalidInput(
-                    "a batch needs equal sizes, steps, guidance and scheduler, and no trace".into(),
+                    "a batch needs equal sizes, steps, guidance, scheduler and img2img strength, and no trace".into(),
                 ));
             }
         }
@@ -551,7 +602,14 @@ impl<'g> Pipeline<'g> {
         let config = self.scheduler_config.with_spacing(req.timestep_spacing);
         let mut sched = schedulers::from_config(&config, Some(class))?;
         sched.set_timesteps(req.steps)?;
-        let timesteps = sched.timesteps().to_vec();
+        // img2img runs the schedule from `begin` (diffusers' get_timesteps; the order of
+        // every wgsd scheduler is 1).
+        let begin = match req.init_image {
+            Some(_) => crate::img2img::t_start(req.steps, req.strength)?,
+            None => 0,
+        };
+        sched.set_begin_index(begin)?;
+        let timesteps = sched.timesteps().get(begin..).unwrap_or_default().to_vec();
         let mut generators: Vec<TorchGenerator> =
             items.iter().map(|r| TorchGenerator::new(r.seed)).collect();
         let draw = |generators: &mut [TorchGenerator]| -> Result<Vec<f32>> {
@@ -561,15 +619,28 @@ impl<'g> Pipeline<'g> {
             }
             Ok(all)
         };
-        let noise = draw(&mut generators)?;
-        // torch multiplies a float32 tensor by a Python float in float32.
-        let sigma = sched.init_noise_sigma() as f32;
-        let init: Vec<f32> = noise.iter().map(|&v| v * sigma).collect();
-        let latents = Tensor::from_f32(gpu, &latent_shape, &init, DType::F32)?;
-        if let Some(tr) = trace.as_mut() {
-            tr.init_noise = noise;
-            tr.latents_init = init;
-        }
+        let latents = if req.init_image.is_some() {
+            crate::img2img::init_latents(
+                &mut rec,
+                self.vae_encoder()?,
+                items,
+                &mut generators,
+                &counts,
+                sched.add_noise_coeffs(begin)?,
+                trace.as_mut(),
+            )?
+        } else {
+            let noise = draw(&mut generators)?;
+            // torch multiplies a float32 tensor by a Python float in float32.
+            let sigma = sched.init_noise_sigma() as f32;
+            let init: Vec<f32> = noise.iter().map(|&v| v * sigma).collect();
+            let latents = Tensor::from_f32(gpu, &latent_shape, &init, DType::F32)?;
+            if let Some(tr) = trace.as_mut() {
+                tr.init_noise = noise;
+                tr.latents_init = init;
+            }
+            latents
+        };
         let history: Vec<Tensor> = (0..sched.history_slots())
             .map(|_| Tensor::empty(gpu, &latent_shape, DType::F32))
             .collect::<Result<_>>()?;
@@ -587,17 +658,19 @@ impl<'g> Pipeline<'g> {
             })
         };
         let mut steps_done = 0;
-        for (i, &t) in timesteps.iter().enumerate() {
+        for (k, &t) in timesteps.iter().enumerate() {
+            // `k` counts the steps run, `i` indexes the scheduler's full schedule.
+            let i = begin + k;
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled {
-                    completed: i,
+                    completed: k,
                     total,
                 });
             }
             if finish_early() {
                 break;
             }
-            steps_done = i + 1;
+            steps_done = k + 1;
             let factor = sched.scale_model_input_factor(i);
             let scaled = if factor == 1.0 {
                 latents.clone()
@@ -612,7 +685,7 @@ impl<'g> Pipeline<'g> {
             let out = self
                 .unet
                 .forward(&mut rec, &input, t as f32, conditioning.at_step(i))?;
-            if i == 0
+            if k == 0
                 && let Some(tr) = trace.as_mut()
             {
                 tr.unet0_sample = rec.read_f32(&input)?;
@@ -663,7 +736,7 @@ impl<'g> Pipeline<'g> {
                 gpu.wait()?;
             }
             progress(&Progress {
-                step: i + 1,
+                step: k + 1,
                 total,
                 timestep: t,
                 elapsed: t1.elapsed(),
@@ -729,4 +802,6 @@ pub struct BatchKey {
     pub prompt_chunks: usize,
     /// The LoRA set ([`lora::set_key`]): one set of weights per UNet pass.
     pub loras: u64,
+    /// img2img's strength (its bits; `None` for text to image): one schedule per batch.
+    pub strength_bits: Option<u64>,
 }

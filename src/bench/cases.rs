@@ -126,10 +126,7 @@ pub fn all(gpu: &Gpu, quick: bool) -> Vec<Case> {
                     &t[0],
                     &t[1],
                     Some(&t[2]),
-                    Conv2dArgs {
-                        stride: 1,
-                        padding: 1,
-                    },
+                    Conv2dArgs::new(1, 1),
                     None,
                     variant,
                 )

@@ -52,12 +52,20 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (<= 1 turns guidance off).
     #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     guidance: f32,
-    /// Image width in pixels, a multiple of 8.
-    #[arg(long, default_value_t = DEFAULT_SIZE)]
-    width: usize,
-    /// Image height in pixels, a multiple of 8.
-    #[arg(long, default_value_t = DEFAULT_SIZE)]
-    height: usize,
+    /// Image width in pixels, a multiple of 8 (default 768, or the init image's).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height in pixels, a multiple of 8 (default 768, or the init image's).
+    #[arg(long)]
+    height: Option<usize>,
+    /// img2img: start from this image (PNG or JPEG), as diffusers'
+    /// StableDiffusionImg2ImgPipeline. Without --width/--height the size is the image's
+    /// (rounded down to a multiple of 8); otherwise it is resized to them.
+    #[arg(long, value_name = "IN.png")]
+    init_image: Option<PathBuf>,
+    /// img2img: how much of the schedule runs, in (0, 1]; 1 ignores most of the image.
+    #[arg(long, default_value_t = wgsd::img2img::DEFAULT_STRENGTH, requires = "init_image")]
+    strength: f64,
     /// Scheduler (sampler): euler_a, euler, euler_karras, lms, lms_karras, dpm++2m,
     /// dpm++2m_karras, dpm++2m_sde, dpm++2m_sde_karras, unipc, ddim, pndm; or an
     /// AUTOMATIC1111 name ("DPM++ 2M Karras") or a diffusers class name. Default: the
@@ -174,6 +182,9 @@ struct Summary {
     guidance: f32,
     width: usize,
     height: usize,
+    /// img2img: the init image and strength.
+    init_image: Option<PathBuf>,
+    strength: Option<f64>,
     num_images: usize,
     scheduler: &'static str,
     /// wgsd's sampler name (`--scheduler`'s short form).
@@ -339,17 +350,44 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     if !model.exists() {
         bail!("model {}: no such file or folder", model.display());
     }
-    if args.width == 0
-        || args.height == 0
-        || !args.width.is_multiple_of(8)
-        || !args.height.is_multiple_of(8)
-    {
-        bail!(
-            "width and height must be positive multiples of 8, got {} x {}",
-            args.width,
-            args.height
-        );
+    let init_image = args
+        .init_image
+        .as_deref()
+        .map(|p| {
+            let bytes =
+                std::fs::read(p).with_context(|| format!("--init-image {}", p.display()))?;
+            wgsd::img2img::decode_image(&bytes)
+                .with_context(|| format!("--init-image {}", p.display()))
+        })
+        .transpose()?;
+    let (width, height) = match &init_image {
+        // VaeImageProcessor: the image's size rounded down to a multiple of 8.
+        Some(img) => (
+            args.width.unwrap_or(img.width / 8 * 8),
+            args.height.unwrap_or(img.height / 8 * 8),
+        ),
+        None => (
+            args.width.unwrap_or(DEFAULT_SIZE),
+            args.height.unwrap_or(DEFAULT_SIZE),
+        ),
+    };
+    if width == 0 || height == 0 || !width.is_multiple_of(8) || !height.is_multiple_of(8) {
+        bail!("width and height must be positive multiples of 8, got {width} x {height}");
     }
+    if init_image.is_some() {
+        wgsd::img2img::t_start(args.steps, args.strength).context("--strength with --steps")?;
+    }
+    let init_image = init_image
+        .map(|img| {
+            if (img.width, img.height) != (width, height) {
+                eprintln!(
+                    "resizing the init image from {} x {} to {width} x {height}",
+                    img.width, img.height
+                );
+            }
+            wgsd::img2img::resize(&img, width, height).map(Arc::new)
+        })
+        .transpose()?;
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -416,7 +454,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
     let warmup = if args.no_warmup {
         Duration::ZERO
     } else {
-        pipe.warm_up(args.width, args.height, args.num_images)
+        pipe.warm_up(width, height, args.num_images)
             .context("warming up")?
             .elapsed
     };
@@ -432,8 +470,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         seed,
         steps: args.steps,
         guidance: args.guidance,
-        width: args.width,
-        height: args.height,
+        width,
+        height,
         num_images_per_prompt: args.num_images,
         scheduler,
         timestep_spacing,
@@ -443,6 +481,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         preview: false,
         prompt_syntax: args.prompt_syntax,
         loras: loras.clone(),
+        init_image,
+        strength: args.strength,
         ..GenerateRequest::default()
     };
     let bar = Bar {
@@ -470,8 +510,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         scheduler: Some(out.scheduler),
         guidance_scale: args.guidance,
         seed,
-        width: args.width,
-        height: args.height,
+        width,
+        height,
         model_hash: pipe
             .model()
             .sha256
@@ -503,8 +543,10 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             steps: args.steps,
             unet_evaluations: out.timesteps.len(),
             guidance: args.guidance,
-            width: args.width,
-            height: args.height,
+            width,
+            height,
+            init_image: args.init_image.clone(),
+            strength: args.init_image.is_some().then_some(args.strength),
             num_images: n,
             scheduler: out.scheduler.diffusers_name(),
             sampler: out.scheduler.name(),

@@ -337,6 +337,9 @@ pub struct VaeConfig {
     pub mid_block_add_attention: bool,
     #[serde(default = "d_true")]
     pub use_post_quant_conv: bool,
+    /// The encoder's `quant_conv` (img2img).
+    #[serde(default = "d_true")]
+    pub use_quant_conv: bool,
     #[serde(default)]
     pub force_upcast: Option<bool>,
     /// The training image size; diffusers' tiled decode uses it as its tile size.

@@ -6,4 +6,5 @@ pub mod config;
 pub mod nn;
 pub mod unet;
 pub mod vae;
+pub mod vae_encoder;
 pub mod vae_tiling;

@@ -104,7 +104,7 @@ impl Conv2d {
         Ok(Conv2d {
             weight,
             bias: Some(vb.get_f32(&[out_ch], "bias")?),
-            args: Conv2dArgs { stride, padding },
+            args: Conv2dArgs::new(stride, padding),
         })
     }
 

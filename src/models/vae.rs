@@ -18,11 +18,11 @@ use crate::loader::weights::VarBuilder;
 use crate::models::config::VaeConfig;
 use crate::ops;
 
-const EPS: f64 = 1e-6;
+pub(crate) const EPS: f64 = 1e-6;
 
 /// The mid block's attention (diffusers `Attention` with `group_norm`, one head,
 /// `residual_connection`, biases on q/k/v).
-struct MidAttention {
+pub(crate) struct MidAttention {
     group_norm: GroupNorm,
     /// `to_q`, `to_k`, `to_v` fused into one matmul (concatenated at load).
     to_qkv: Linear,
@@ -31,7 +31,7 @@ struct MidAttention {
 }
 
 impl MidAttention {
-    fn load(vb: &VarBuilder, ch: usize, groups: usize) -> Result<Self> {
+    pub(crate) fn load(vb: &VarBuilder, ch: usize, groups: usize) -> Result<Self> {
         Ok(MidAttention {
             group_norm: GroupNorm::load(&vb.pp("group_norm"), groups, ch, EPS)?,
             to_qkv: Linear::load_fused(vb, &["to_q", "to_k", "to_v"], ch, ch, true)?,
@@ -40,7 +40,7 @@ impl MidAttention {
         })
     }
 
-    fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         let &[b, c, h, w] = x.shape() else {
             return Err(Error::shape(
                 "vae attention",

@@ -73,6 +73,20 @@ impl Scheduler for Ddim {
         1.0
     }
 
+    /// DDIM keeps no history: a late start changes nothing in its steps.
+    fn set_begin_index(&mut self, _begin: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn add_noise_coeffs(&self, i: usize) -> Result<(f64, f64)> {
+        let len = self.timesteps.len();
+        let t = *self
+            .timesteps
+            .get(i)
+            .ok_or_else(|| super::step_out_of_range(self.base.class, i, len))?;
+        self.base.add_noise_alpha(t)
+    }
+
     fn step(&self, i: usize) -> Result<StepPlan> {
         let len = self.timesteps.len();
         let t = *self

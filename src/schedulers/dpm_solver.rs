@@ -25,6 +25,8 @@ pub struct DpmSolverMultistep {
     table: Vec<f64>,
     timesteps: Vec<f64>,
     sigmas: Vec<f64>,
+    /// `set_begin_index`: `lower_order_nums` counts from here.
+    begin: usize,
 }
 
 /// `(alpha_t, sigma_t, lambda_t)` of a sigma (`_sigma_to_alpha_sigma_t`).
@@ -110,6 +112,7 @@ impl DpmSolverMultistep {
             table,
             timesteps: Vec::new(),
             sigmas: Vec::new(),
+            begin: 0,
         })
     }
 
@@ -183,9 +186,29 @@ impl Scheduler for DpmSolverMultistep {
         usize::from(self.order == 2)
     }
 
+    fn set_begin_index(&mut self, begin: usize) -> Result<()> {
+        self.begin = begin;
+        Ok(())
+    }
+
+    /// `alpha_t * x + sigma_t * noise` at `sigmas[i]` (`_sigma_to_alpha_sigma_t`).
+    fn add_noise_coeffs(&self, i: usize) -> Result<(f64, f64)> {
+        match self.sigmas.get(i) {
+            Some(&s) if i < self.timesteps.len() => {
+                let (alpha_t, sigma_t, _) = alpha_sigma_lambda(s);
+                Ok((alpha_t, sigma_t))
+            }
+            _ => Err(super::step_out_of_range(
+                self.base.class,
+                i,
+                self.timesteps.len(),
+            )),
+        }
+    }
+
     fn step(&self, i: usize) -> Result<StepPlan> {
         let len = self.timesteps.len();
-        if i >= len || self.sigmas.len() != len + 1 {
+        if i >= len || i < self.begin || self.sigmas.len() != len + 1 {
             return Err(super::step_out_of_range(self.base.class, i, len));
         }
         let short = self.lower_order_final && len < 15;
@@ -198,7 +221,8 @@ impl Scheduler for DpmSolverMultistep {
         };
         let h = lambda_t - lambda_s0;
         // `lower_order_nums` is min(i, order) when step i starts.
-        let first_order = self.order == 1 || i < 1 || lower_order_final;
+        // (counted from the begin index, img2img's first step).
+        let first_order = self.order == 1 || i < self.begin + 1 || lower_order_final;
         let d1 = || {
             let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[i - 1]);
             let r0 = (lambda_s0 - lambda_s1) / h;

@@ -160,6 +160,11 @@ impl Scheduler for EulerDiscrete {
         self.base.class
     }
 
+    /// Euler keeps no history: steps from the begin index are its ordinary steps.
+    fn set_begin_index(&mut self, _begin: usize) -> Result<()> {
+        Ok(())
+    }
+
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         self.sched.set(&self.base, n, self.last_sigma)
     }

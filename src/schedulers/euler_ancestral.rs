@@ -32,6 +32,11 @@ impl Scheduler for EulerAncestralDiscrete {
         self.base.class
     }
 
+    /// Euler ancestral keeps no history: steps from the begin index are its ordinary steps.
+    fn set_begin_index(&mut self, _begin: usize) -> Result<()> {
+        Ok(())
+    }
+
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         self.sched.set(&self.base, n, 0.0)
     }

@@ -14,6 +14,8 @@ const ORDER: usize = 4;
 pub struct LmsDiscrete {
     base: Base,
     sched: SigmaSchedule,
+    /// `set_begin_index`: the derivatives list starts empty here.
+    begin: usize,
 }
 
 impl LmsDiscrete {
@@ -28,7 +30,11 @@ impl LmsDiscrete {
             ],
         )?;
         let sched = SigmaSchedule::new(&base, cfg.use_karras_sigmas.unwrap_or(false));
-        Ok(LmsDiscrete { base, sched })
+        Ok(LmsDiscrete {
+            base,
+            sched,
+            begin: 0,
+        })
     }
 
     /// `get_lms_coefficient`: the integral over [sigmas[i], sigmas[i+1]] of the Lagrange
@@ -80,12 +86,20 @@ impl Scheduler for LmsDiscrete {
         ORDER - 1
     }
 
+    fn set_begin_index(&mut self, begin: usize) -> Result<()> {
+        self.begin = begin;
+        Ok(())
+    }
+
     fn step(&self, i: usize) -> Result<StepPlan> {
         let (sigma, _) = self.sched.pair(self.base.class, i)?;
         let d = derivative(self.base.prediction, sigma);
         let order = (i + 1).min(ORDER);
         let mut out = Lin::x(1.0) + d * self.coefficient(order, i, 0);
-        for k in 1..order {
+        // diffusers zips the coefficients with the derivatives it has: after a late
+        // start (img2img's begin index) fewer than `order`, with `order`'s coefficients.
+        let have = (i + 1).saturating_sub(self.begin);
+        for k in 1..order.min(have) {
             out = out + Lin::h((i - k) % (ORDER - 1), self.coefficient(order, i, k));
         }
         let mut writes = [None; super::SLOTS];

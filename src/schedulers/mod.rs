@@ -67,6 +67,33 @@ pub trait Scheduler: Send + Sync {
     fn history_slots(&self) -> usize {
         0
     }
+    /// diffusers' `set_begin_index(begin)` (img2img starts at `timesteps()[begin]`):
+    /// [`Scheduler::step`] keeps taking indices into the full `timesteps()`, while the
+    /// history a multistep scheduler keeps starts empty at `begin`, as in diffusers.
+    /// Classes whose history does not support a late start refuse `begin > 0`.
+    fn set_begin_index(&mut self, begin: usize) -> Result<()> {
+        if begin == 0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!(
+                "img2img with strength < 1 is not supported with {} yet",
+                self.class_name()
+            )))
+        }
+    }
+    /// diffusers' `add_noise(x, noise, timesteps[i])` as `ca * x + cb * noise`. The
+    /// sigma-based classes (Euler, LMS) use `x + sigmas[i] * noise`; the others override.
+    fn add_noise_coeffs(&self, i: usize) -> Result<(f64, f64)> {
+        let sigmas = self.sigmas().unwrap_or(&[]);
+        match sigmas.get(i) {
+            Some(&s) if i < self.timesteps().len() => Ok((1.0, s)),
+            _ => Err(step_out_of_range(
+                self.class_name(),
+                i,
+                self.timesteps().len(),
+            )),
+        }
+    }
 }
 
 /// Largest `num_train_timesteps` accepted (diffusers' SD schedulers use 1000).
@@ -387,6 +414,15 @@ impl Base {
             )));
         }
         Ok(())
+    }
+
+    /// `add_noise` of the alpha-based classes (DDIM, PNDM) at timestep `t`:
+    /// `(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`.
+    pub fn add_noise_alpha(&self, t: i64) -> Result<(f64, f64)> {
+        let a = self
+            .alpha_at(t)
+            .ok_or_else(|| unsupported(self.class, "timestep", t, "within num_train_timesteps"))?;
+        Ok((a.sqrt(), (1.0 - a).sqrt()))
     }
 
     /// `alphas_cumprod[t]`, or `None` when `t` is outside the table.

@@ -18,6 +18,8 @@ pub struct Pndm {
     n: usize,
     timesteps: Vec<i64>,
     timesteps_f: Vec<f64>,
+    /// img2img's first step: diffusers' PLMS `counter` (and its `ets`) start at 0 there.
+    begin: usize,
 }
 
 impl Pndm {
@@ -42,6 +44,7 @@ impl Pndm {
             n: 0,
             timesteps: Vec::new(),
             timesteps_f: Vec::new(),
+            begin: 0,
         })
     }
 
@@ -97,12 +100,32 @@ impl Scheduler for Pndm {
         4
     }
 
-    fn step(&self, i: usize) -> Result<StepPlan> {
+    /// PNDMScheduler has no `set_begin_index`; the img2img pipeline hands it the
+    /// timesteps from `begin` on, and its `counter` counts from 0 there.
+    fn set_begin_index(&mut self, begin: usize) -> Result<()> {
+        self.begin = begin;
+        Ok(())
+    }
+
+    fn add_noise_coeffs(&self, i: usize) -> Result<(f64, f64)> {
         let len = self.timesteps.len();
-        let t0 = *self
+        let t = *self
             .timesteps
             .get(i)
             .ok_or_else(|| super::step_out_of_range(self.base.class, i, len))?;
+        self.base.add_noise_alpha(t)
+    }
+
+    fn step(&self, step_index: usize) -> Result<StepPlan> {
+        let len = self.timesteps.len();
+        let t0 = *self
+            .timesteps
+            .get(step_index)
+            .ok_or_else(|| super::step_out_of_range(self.base.class, step_index, len))?;
+        // The PLMS counter.
+        let i = step_index
+            .checked_sub(self.begin)
+            .ok_or_else(|| super::step_out_of_range(self.base.class, step_index, len))?;
         let ratio = (self.base.num_train_timesteps / self.n) as i64;
         let (t, prev) = if i == 1 {
             (t0 + ratio, t0)

@@ -32,6 +32,8 @@ pub struct UniPcMultistep {
     table: Vec<f64>,
     timesteps: Vec<f64>,
     sigmas: Vec<f64>,
+    /// `set_begin_index`: `lower_order_nums` and the corrector's history start here.
+    begin: usize,
 }
 
 /// `(alpha_t, lambda_t)` of a sigma (`_sigma_to_alpha_sigma_t`, then `log a - log s`).
@@ -131,6 +133,7 @@ impl UniPcMultistep {
             table,
             timesteps: Vec::new(),
             sigmas: Vec::new(),
+            begin: 0,
         })
     }
 
@@ -141,7 +144,7 @@ impl UniPcMultistep {
         if self.lower_order_final {
             k = k.min(self.timesteps.len() - i);
         }
-        k.min(i + 1)
+        k.min(i + 1 - self.begin.min(i))
     }
 
     /// The update from `sigmas[s0]` to `sigmas[t]` of order `order`, whose earlier nodes
@@ -249,9 +252,29 @@ impl Scheduler for UniPcMultistep {
         1 + self.order
     }
 
+    fn set_begin_index(&mut self, begin: usize) -> Result<()> {
+        self.begin = begin;
+        Ok(())
+    }
+
+    /// `alpha_t * x + sigma_t * noise` at `sigmas[i]` (`_sigma_to_alpha_sigma_t`).
+    fn add_noise_coeffs(&self, i: usize) -> Result<(f64, f64)> {
+        match self.sigmas.get(i) {
+            Some(&s) if i < self.timesteps.len() => {
+                let alpha_t = 1.0 / (s * s + 1.0).sqrt();
+                Ok((alpha_t, s * alpha_t))
+            }
+            _ => Err(super::step_out_of_range(
+                self.base.class,
+                i,
+                self.timesteps.len(),
+            )),
+        }
+    }
+
     fn step(&self, i: usize) -> Result<StepPlan> {
         let len = self.timesteps.len();
-        if i >= len || self.sigmas.len() != len + 1 {
+        if i >= len || i < self.begin || self.sigmas.len() != len + 1 {
             return Err(super::step_out_of_range(self.base.class, i, len));
         }
         let m_t = self.x0(i);
@@ -259,7 +282,7 @@ impl Scheduler for UniPcMultistep {
         let m = |j: usize| Lin::h(j, 1.0);
 
         // UniC: correct the incoming sample with this step's prediction.
-        let use_corrector = i > 0 && !self.disable_corrector.contains(&(i as i64 - 1));
+        let use_corrector = i > self.begin && !self.disable_corrector.contains(&(i as i64 - 1));
         let sample = if use_corrector {
             let k = self.predictor_order(i - 1);
             let u = self.update(i, i - 1, k);
@@ -305,7 +328,7 @@ impl Scheduler for UniPcMultistep {
         // Shift only slots already written (slot j holds data from step j - 1 on): the
         // kernel would otherwise read a never-written buffer.
         for (j, w) in writes.iter_mut().enumerate().take(self.order + 1).skip(2) {
-            if i + 1 >= j {
+            if i + 1 >= j + self.begin {
                 *w = Some(m(j - 1));
             }
         }

@@ -95,6 +95,11 @@ pub struct Params {
     pub num_images_per_prompt: Option<usize>,
     /// `[{"name": .., "scale": ..}]` or `{"name": scale}`, names in the loras folder.
     pub loras: Option<serde_json::Value>,
+    /// img2img: the init image as base64 PNG / JPEG (a `data:` URL prefix is accepted).
+    /// Without width/height the size is the image's; with them it is resized to them.
+    pub init_image: Option<String>,
+    /// img2img's strength in (0, 1] (diffusers' default 0.8).
+    pub strength: Option<f64>,
 }
 
 /// Body to parameters: JSON (when sent as JSON, or a JSON object with a prompt sent as
@@ -167,8 +172,36 @@ impl Params {
                 "num_inference_steps must be 1..={MAX_STEPS}, got {steps}"
             ));
         }
-        let width = self.width.unwrap_or(defaults.width);
-        let height = self.height.unwrap_or(defaults.height);
+        let init_image = match self.init_image.as_deref() {
+            None | Some("") => None,
+            Some(b64) => {
+                let img = crate::img2img::decode_base64_image(b64)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                for (name, v) in [("width", img.width), ("height", img.height)] {
+                    if v > MAX_SIZE {
+                        return bad(format!(
+                            "init_image {name} must be at most {MAX_SIZE}, got {v}"
+                        ));
+                    }
+                }
+                let img = crate::img2img::fit(img, self.width, self.height)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Some(std::sync::Arc::new(img))
+            }
+        };
+        let strength = self.strength.unwrap_or(crate::img2img::DEFAULT_STRENGTH);
+        if init_image.is_some() {
+            crate::img2img::check_strength(strength)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        } else if self.strength.is_some() {
+            return bad("strength needs an init_image (img2img)".into());
+        }
+        let width = init_image
+            .as_ref()
+            .map_or(self.width.unwrap_or(defaults.width), |i| i.width);
+        let height = init_image
+            .as_ref()
+            .map_or(self.height.unwrap_or(defaults.height), |i| i.height);
         for (name, v) in [("width", width), ("height", height)] {
             if v == 0 || v % 8 != 0 || v > MAX_SIZE {
                 return bad(format!(
@@ -221,6 +254,8 @@ impl Params {
             preview: false,
             prompt_syntax,
             loras,
+            init_image,
+            strength,
             ..GenerateRequest::default()
         })
     }
@@ -276,6 +311,45 @@ mod tests {
             r#"{"prompt": "a", "scheduler": "magic"}"#,
         ] {
             let e = request(body).expect_err(body);
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{body}");
+        }
+    }
+
+    #[test]
+    fn img2img_fields() {
+        use base64::Engine as _;
+        let img = image::RgbImage::from_pixel(24, 16, image::Rgb([10, 20, 30]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png.get_ref());
+        let r = request(&format!(
+            r#"{{"prompt": "a", "init_image": "{b64}", "strength": 0.5}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            (r.width, r.height, r.strength),
+            (24, 16, 0.5),
+            "the image's size"
+        );
+        let img = r.init_image.expect("image");
+        assert_eq!(&img.data[..3], &[10, 20, 30]);
+        let r = request(&format!(
+            r#"{{"prompt": "a", "init_image": "data:image/png;base64,{b64}", "width": 32}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            (r.width, r.height, r.strength),
+            (32, 16, 0.8),
+            "resized to width"
+        );
+        for body in [
+            r#"{"prompt": "a", "init_image": "bm90IGFuIGltYWdl"}"#.to_string(),
+            r#"{"prompt": "a", "init_image": "%%%"}"#.to_string(),
+            format!(r#"{{"prompt": "a", "init_image": "{b64}", "strength": 0}}"#),
+            format!(r#"{{"prompt": "a", "init_image": "{b64}", "strength": 1.5}}"#),
+            r#"{"prompt": "a", "strength": 0.5}"#.to_string(),
+        ] {
+            let e = request(&body).expect_err(&body);
             assert_eq!(e.kind, ErrorKind::BadRequest, "{body}");
         }
     }

@@ -269,3 +269,52 @@ fn conv2d_f16_larger_than_one_binding() {
     c.at = DType::F16;
     check_variants(&c, 72, &[Conv2dVariant::auto(gpu())]);
 }
+
+/// diffusers' `Downsample2D(padding=0)`: `F.pad(x, (0, 1, 0, 1))` then a stride-2 3x3
+/// convolution without padding (the VAE encoder's downsamplers), as `pad_end = 1`.
+#[test]
+fn conv2d_stride2_pad_end() {
+    let args = Conv2dArgs {
+        pad_end: 1,
+        ..Conv2dArgs::new(2, 0)
+    };
+    // The reference's `pad_end` equals convolving an explicitly zero-padded input.
+    let (b, c, h, w, co) = (2, 3, 6, 5, 4);
+    let mut rng = Rng::new(41);
+    let x = rng.vec(b * c * h * w);
+    let wt = rng.vec(co * c * 9);
+    let mut padded = vec![0f32; b * c * (h + 1) * (w + 1)];
+    for p in 0..b * c {
+        for y in 0..h {
+            for xx in 0..w {
+                padded[(p * (h + 1) + y) * (w + 1) + xx] = x[(p * h + y) * w + xx];
+            }
+        }
+    }
+    let got = cpu::conv2d(&x, [b, c, h, w], &wt, [co, c, 3, 3], None, args, None);
+    let want = cpu::conv2d(
+        &padded,
+        [b, c, h + 1, w + 1],
+        &wt,
+        [co, c, 3, 3],
+        None,
+        Conv2dArgs::new(2, 0),
+        None,
+    );
+    assert_eq!(args.out_size(h, 3), Some(3));
+    assert_eq!(args.out_size(w, 3), Some(2));
+    assert_close("pad_end reference", &got, &want, 0.0, 0.0);
+    for (x, cout, seed) in [
+        ([1, 8, 16, 16], 8, 42),
+        ([2, 5, 13, 9], 6, 43),
+        ([1, 16, 64, 64], 16, 44),
+    ] {
+        check(
+            &Case {
+                args,
+                ..case(x, cout, 3, 2, 0)
+            },
+            seed,
+        );
+    }
+}

@@ -1,5 +1,5 @@
 """Drives wgsd's AUTOMATIC1111 API with the unchanged `webuiapi` package (PyPI), as the
-tools built on it do: txt2img with a batch, options, samplers, progress while a job runs
+tools built on it do: txt2img with a batch, img2img, options, samplers, progress while a job runs
 in a thread, and interrupt. Exits non-zero (an AssertionError) when anything is off;
 prints a JSON summary.
 
@@ -32,6 +32,13 @@ def main():
     assert result.info["all_seeds"] == [1234, 1235], result.info["all_seeds"]
     assert result.info["sampler_name"] == "Euler a", result.info["sampler_name"]
     assert "parameters" in result.images[0].info, result.images[0].info
+
+    # img2img: the first image back in at half strength (webuiapi sends it as a data: URL).
+    i2i = api.img2img(images=[result.images[0]], prompt="a blue circle on a white background",
+                      seed=99, denoising_strength=0.5, width=32, height=32, cfg_scale=7)
+    assert len(i2i.images) == 1 and i2i.images[0].size == (32, 32), i2i.info
+    assert i2i.info["denoising_strength"] == 0.5, i2i.info
+    assert i2i.info["all_seeds"] == [99], i2i.info["all_seeds"]
 
     # Options: an unknown key is stored and read back.
     api.set_options({"wgsd_client_test": "kept"})

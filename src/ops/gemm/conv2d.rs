@@ -41,6 +41,11 @@ const OP: &str = "conv2d";
 pub struct Conv2dArgs {
     pub stride: usize,
     pub padding: usize,
+    /// Extra zero padding after the bottom and right edges only: diffusers'
+    /// `Downsample2D` with `padding=0` (the VAE encoder) pads `(0, 1, 0, 1)` before its
+    /// stride-2 convolution. The kernels already read zeros past the input's end, so
+    /// only the output size changes.
+    pub pad_end: usize,
 }
 
 impl Default for Conv2dArgs {
@@ -48,18 +53,23 @@ impl Default for Conv2dArgs {
         Conv2dArgs {
             stride: 1,
             padding: 0,
+            pad_end: 0,
         }
     }
 }
 
 impl Conv2dArgs {
     pub fn new(stride: usize, padding: usize) -> Self {
-        Conv2dArgs { stride, padding }
+        Conv2dArgs {
+            stride,
+            padding,
+            pad_end: 0,
+        }
     }
 
     /// Output size of one spatial dimension, or `None` when the kernel does not fit.
     pub fn out_size(self, input: usize, kernel: usize) -> Option<usize> {
-        let padded = input + 2 * self.padding;
+        let padded = input + 2 * self.padding + self.pad_end;
         (self.stride > 0 && kernel > 0 && padded >= kernel)
             .then(|| (padded - kernel) / self.stride + 1)
     }

@@ -9,6 +9,7 @@
 mod auth;
 pub mod errors;
 mod fields;
+mod img2img;
 mod lists;
 mod options;
 pub mod progress;
@@ -36,6 +37,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let p = |name: &str| format!("/sdapi/v1/{name}");
     let mut router = Router::new()
         .route(&p("txt2img"), post(txt2img::txt2img))
+        .route(&p("img2img"), post(img2img::img2img))
         .route(&p("progress"), get(progress::progress))
         .route(&p("interrupt"), post(progress::interrupt))
         .route(&p("skip"), post(progress::skip))

@@ -1,5 +1,9 @@
 //! The `txt2img` request body (A1111's `StableDiffusionTxt2ImgProcessingAPI`, built from
-//! `StableDiffusionProcessingTxt2Img` in `modules/processing.py`) read into what wgsd runs.
+//! `StableDiffusionProcessingTxt2Img` in `modules/processing.py`) read into what wgsd runs,
+//! and the `img2img` body (`StableDiffusionImg2ImgProcessingAPI`): the same fields plus
+//! `init_images` (one base64 image), `denoising_strength` (A1111's default 0.75) and
+//! `resize_mode` (0, "just resize", only); a `mask` is refused (no inpainting yet) and the
+//! other inpainting fields have no effect without one, as in A1111.
 //!
 //! Every field falls in one of four groups:
 //! - honoured: prompt, negative_prompt, seed, subseed (reported), steps, cfg_scale, width,
@@ -61,9 +65,41 @@ const NO_EFFECT: [&str; 25] = [
     "s_min_uncond",
 ];
 
-/// A `txt2img` request, checked.
+/// Which A1111 route a body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Txt2Img,
+    Img2Img,
+}
+
+/// Fields of `img2img` that have no effect without a mask (or are reply switches).
+const IMG2IMG_NO_EFFECT: [&str; 9] = [
+    "mask_blur",
+    "mask_blur_x",
+    "mask_blur_y",
+    "inpainting_fill",
+    "inpaint_full_res",
+    "inpaint_full_res_padding",
+    "inpainting_mask_invert",
+    "mask_round",
+    "latent_mask",
+];
+
+/// A1111's `img2img` default strength (`StableDiffusionProcessingImg2Img`).
+pub const DEFAULT_DENOISING_STRENGTH: f64 = 0.75;
+
+/// img2img's own part of a request.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    pub image: std::sync::Arc<crate::pipeline::Image>,
+    pub strength: f64,
+}
+
+/// A `txt2img` (or `img2img`) request, checked.
 #[derive(Debug, Clone)]
 pub struct Txt2Img {
+    /// `img2img` only: the decoded init image and `denoising_strength`.
+    pub init: Option<InitImage>,
     pub prompt: String,
     pub negative_prompt: String,
     /// `None`: random (A1111's -1).
@@ -163,8 +199,94 @@ fn non_empty(v: &Option<Value>) -> bool {
 }
 
 /// Reads a `txt2img` body; 422 naming every field that is malformed or refused.
+#[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<Txt2Img, A1111Error> {
+    parse_as(bytes, Mode::Txt2Img)
+}
+
+/// `img2img`'s own fields: the init image, strength, resize mode and the mask (refused).
+fn init_image(body: &mut Body) -> Option<InitImage> {
+    let images = body.value("init_images");
+    let first = match &images {
+        Some(Value::Array(a)) if a.len() == 1 => a[0].as_str().map(str::to_string),
+        Some(Value::Array(a)) if a.len() > 1 => {
+            body.error(
+                "init_images",
+                "wgsd takes one init image per request",
+                "value_error",
+            );
+            return None;
+        }
+        _ => None,
+    };
+    let strength = body.float("denoising_strength");
+    let resize_mode = body.int("resize_mode").unwrap_or(0);
+    refuse_if(
+        body,
+        "resize_mode",
+        resize_mode != 0,
+        "only resize_mode 0 (just resize) is supported",
+    );
+    let mask = body.value("mask");
+    if non_empty(&mask) {
+        body.error("mask", "inpainting is not supported yet", "value_error");
+    }
+    let strength = strength.unwrap_or(DEFAULT_DENOISING_STRENGTH);
+    if let Err(e) = crate::img2img::check_strength(strength) {
+        body.error("denoising_strength", e.to_string(), "value_error");
+    }
+    let Some(text) = first else {
+        body.error(
+            "init_images",
+            "img2img needs init_images: a list with one base64 image",
+            "value_error",
+        );
+        return None;
+    };
+    match crate::img2img::decode_base64_image(&text) {
+        Ok(img) if img.width <= MAX_SIZE && img.height <= MAX_SIZE => Some(InitImage {
+            image: std::sync::Arc::new(img),
+            strength,
+        }),
+        Ok(img) => {
+            body.error(
+                "init_images",
+                format!(
+                    "the image is {} x {}; at most {MAX_SIZE} a side",
+                    img.width, img.height
+                ),
+                "value_error",
+            );
+            None
+        }
+        Err(e) => {
+            body.error("init_images", e.to_string(), "value_error");
+            None
+        }
+    }
+}
+
+/// Reads a `txt2img` or `img2img` body; 422 naming every field that is malformed or
+/// refused.
+pub fn parse_as(bytes: &[u8], mode: Mode) -> Result<Txt2Img, A1111Error> {
     let mut body = Body::parse(bytes)?;
+    let init = match mode {
+        Mode::Img2Img => {
+            let init = init_image(&mut body);
+            for key in IMG2IMG_NO_EFFECT {
+                body.value(key);
+            }
+            for key in [
+                "include_init_images",
+                "image_cfg_scale",
+                "initial_noise_multiplier",
+            ] {
+                body.value(key);
+            }
+            init
+        }
+        Mode::Txt2Img => None,
+    };
     let prompt = body.string("prompt").unwrap_or_default();
     let negative_prompt = body.string("negative_prompt").unwrap_or_default();
     let seed_v = seed(&mut body, "seed");
@@ -216,14 +338,16 @@ pub fn parse(bytes: &[u8]) -> Result<Txt2Img, A1111Error> {
         enable_hr,
         "wgsd has no hires fix (img2img) yet",
     );
-    for key in ["init_images", "mask"] {
-        let v = body.value(key);
-        refuse_if(
-            &mut body,
-            key,
-            non_empty(&v),
-            "wgsd's txt2img takes no image",
-        );
+    if mode == Mode::Txt2Img {
+        for key in ["init_images", "mask"] {
+            let v = body.value(key);
+            refuse_if(
+                &mut body,
+                key,
+                non_empty(&v),
+                "txt2img takes no image (use /sdapi/v1/img2img)",
+            );
+        }
     }
     for (key, why) in [
         ("styles", "wgsd has no prompt styles"),
@@ -291,7 +415,20 @@ pub fn parse(bytes: &[u8]) -> Result<Txt2Img, A1111Error> {
     for (k, v) in body.as_map() {
         parameters.insert(k.clone(), v.clone());
     }
+    if mode == Mode::Img2Img {
+        parameters.remove("enable_hr");
+        parameters
+            .entry("denoising_strength")
+            .or_insert(Value::from(DEFAULT_DENOISING_STRENGTH));
+        parameters.entry("resize_mode").or_insert(Value::from(0));
+        // The reply's parameters do not echo the (large) image back.
+        parameters.insert("init_images".into(), Value::Null);
+    }
+    if mode == Mode::Img2Img && init.is_none() {
+        return Err(A1111Error::Validation(Vec::new()));
+    }
     Ok(Txt2Img {
+        init,
         prompt,
         negative_prompt,
         seed: seed_v,
@@ -385,6 +522,62 @@ mod tests {
             ["override_settings.CLIP_stop_at_last_layers"]
         );
         assert!(parse(br#"{"alwayson_scripts": {}, "styles": [], "script_name": ""}"#).is_ok());
+    }
+
+    fn refused_img2img(body: &str) -> Vec<String> {
+        match parse_as(body.as_bytes(), Mode::Img2Img) {
+            Err(A1111Error::Validation(errors)) => errors
+                .iter()
+                .map(|e| e.loc[1].as_str().unwrap_or_default().to_string())
+                .collect(),
+            other => panic!("{body}: expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn img2img_fields() {
+        use base64::Engine as _;
+        let img = image::RgbImage::from_pixel(16, 8, image::Rgb([1, 2, 3]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png.get_ref());
+        let r = parse_as(
+            format!(r#"{{"init_images": ["{b64}"], "denoising_strength": 0.5, "mask_blur": 4}}"#)
+                .as_bytes(),
+            Mode::Img2Img,
+        )
+        .expect("valid");
+        let init = r.init.expect("init");
+        assert_eq!(
+            (init.image.width, init.image.height, init.strength),
+            (16, 8, 0.5)
+        );
+        assert!(r.ignored.is_empty(), "{:?}", r.ignored);
+        let r = parse_as(
+            format!(r#"{{"init_images": ["{b64}"]}}"#).as_bytes(),
+            Mode::Img2Img,
+        )
+        .expect("valid");
+        assert_eq!(r.init.expect("init").strength, DEFAULT_DENOISING_STRENGTH);
+        assert_eq!(refused_img2img("{}"), ["init_images"]);
+        assert_eq!(
+            refused_img2img(r#"{"init_images": ["bm90"]}"#),
+            ["init_images"]
+        );
+        let with = |extra: &str| format!(r#"{{"init_images": ["{b64}"], {extra}}}"#);
+        assert_eq!(refused_img2img(&with(r#""mask": "abc""#)), ["mask"]);
+        assert_eq!(
+            refused_img2img(&with(r#""resize_mode": 1"#)),
+            ["resize_mode"]
+        );
+        assert_eq!(
+            refused_img2img(&with(r#""denoising_strength": 0"#)),
+            ["denoising_strength"]
+        );
+        assert_eq!(
+            refused_img2img(&format!(r#"{{"init_images": ["{b64}", "{b64}"]}}"#)),
+            ["init_images"]
+        );
     }
 }
 

@@ -1,4 +1,5 @@
-//! `POST /sdapi/v1/txt2img`: A1111's `text2imgapi` (`modules/api/api.py`) on wgsd's queue.
+//! `POST /sdapi/v1/txt2img`: A1111's `text2imgapi` (`modules/api/api.py`) on wgsd's queue,
+//! and what `POST /sdapi/v1/img2img` (`super::img2img`) shares with it.
 //!
 //! `n_iter` iterations of `batch_size` images run one after another, as A1111's
 //! `process_images` loop does; image `i` of the whole call has seed `seed + i` (each its
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 use super::errors::A1111Error;
 use super::options::{default_model, find_checkpoint};
 use super::progress::Run;
-use super::request::{Txt2Img, parse};
+use super::request::{Mode, Txt2Img, parse_as};
 use crate::pipeline::{GenerateRequest, Generated, PromptSyntax};
 use crate::png_info;
 use crate::serve::AppState;
@@ -40,8 +41,17 @@ pub async fn txt2img(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Response, A1111Error> {
+    handle(state, req, Mode::Txt2Img).await
+}
+
+/// A txt2img or img2img call: read, queue, reply.
+pub(super) async fn handle(
+    state: Arc<AppState>,
+    req: Request,
+    mode: Mode,
+) -> Result<Response, A1111Error> {
     let bytes = read_body(req, state.config.max_request_size).await?;
-    let plan = parse(&bytes)?;
+    let plan = parse_as(&bytes, mode)?;
     let entry = match &plan.checkpoint {
         Some(name) => find_checkpoint(&state, name),
         None => default_model(&state),
@@ -79,6 +89,25 @@ async fn run(
         .iter()
         .map(|(name, scale)| resolve(d.lora_dir.as_deref(), name, *scale))
         .collect::<Result<Vec<_>, _>>()?;
+    // img2img: resize mode 0 to width x height (the image's own size when not given).
+    let (init_image, strength, width, height) = match &plan.init {
+        Some(init) => {
+            let img = crate::img2img::fit((*init.image).clone(), plan.width, plan.height)
+                .map_err(|e| A1111Error::from(ApiError::bad_request(e.to_string())))?;
+            let (w, h) = (img.width, img.height);
+            (Some(Arc::new(img)), init.strength, w, h)
+        }
+        None => (
+            None,
+            crate::img2img::DEFAULT_STRENGTH,
+            plan.width.unwrap_or(d.width),
+            plan.height.unwrap_or(d.height),
+        ),
+    };
+    if init_image.is_some() {
+        crate::img2img::t_start(steps, strength)
+            .map_err(|e| A1111Error::from(ApiError::bad_request(e.to_string())))?;
+    }
     let base = GenerateRequest {
         prompts: vec![prompt],
         negative_prompts: Some(plan.negative_prompt.clone())
@@ -88,13 +117,15 @@ async fn run(
         seed,
         steps,
         guidance: plan.cfg_scale,
-        width: plan.width.unwrap_or(d.width),
-        height: plan.height.unwrap_or(d.height),
+        width,
+        height,
         num_images_per_prompt: 1,
         scheduler: Some(plan.sampler),
         tiling: plan.tiling,
         prompt_syntax: PromptSyntax::A1111,
         loras,
+        init_image,
+        strength,
         ..GenerateRequest::default()
     };
     let job = state
@@ -196,7 +227,8 @@ fn job_params(r: &GenerateRequest, plan: &Txt2Img) -> Value {
         "height": r.height,
         "scheduler": r.scheduler.map(png_info::short_name),
         "num_images": plan.batch_size * plan.n_iter,
-        "api": "sdapi/v1/txt2img",
+        "strength": r.init_image.as_ref().map(|_| r.strength),
+        "api": if plan.init.is_some() { "sdapi/v1/img2img" } else { "sdapi/v1/txt2img" },
     })
 }
 
@@ -279,7 +311,7 @@ fn reply(
         "sd_vae_hash": null,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": null,
+        "denoising_strength": r.init.as_ref().map(|i| i.strength),
         "extra_generation_params": {},
         "index_of_first_image": 0,
         "infotexts": infotexts,
