@@ -21,6 +21,7 @@
 
 pub mod a1111;
 pub mod auth;
+mod clock;
 pub mod config;
 mod content_encoding;
 pub mod download;
