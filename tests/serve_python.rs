@@ -3,7 +3,7 @@
 //! rebuilds from the JSON reply equals, pixel for pixel, the `wgsd generate` CLI's PNG
 //! for the same prompt, seed, size and steps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wgsd::serve::start;
@@ -11,36 +11,9 @@ use wgsd::serve::start;
 mod serve_common;
 use serve_common::{root, tiny_config};
 
-/// The interpreter that runs the client: `$WGSD_PYTHON`, else the first of `python3` on
-/// PATH and Debian's `/usr/bin/python3` that has the client's packages (a pyenv or
-/// conda `python3` on PATH does not see Debian's `python3-*` packages, which .ci/setup
-/// installs). Fails (never skips) when none has them, saying how to get them.
-fn python() -> String {
-    let has_packages = |py: &str| {
-        Command::new(py)
-            .args(["-c", "import requests, numpy, PIL"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if let Ok(py) = std::env::var("WGSD_PYTHON") {
-        assert!(
-            has_packages(&py),
-            "WGSD_PYTHON={py} lacks requests, numpy or PIL"
-        );
-        return py;
-    }
-    ["python3", "/usr/bin/python3"]
-        .into_iter()
-        .find(|py| has_packages(py))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            panic!(
-                "python3 with requests, numpy and PIL is needed for this test; install them with \
-                 `apt-get install -y python3 python3-requests python3-numpy python3-pil` \
-                 (or `pip install requests numpy pillow`, or point WGSD_PYTHON at an \
-                 interpreter that has them); .ci/setup does this"
-            )
-        })
+/// The interpreter that runs the client: the project's `.venv` (see tests/common/venv.rs).
+fn python() -> PathBuf {
+    serve_common::venv_python("requests, numpy, PIL")
 }
 
 fn rgb(path: &Path) -> (u32, u32, Vec<u8>) {

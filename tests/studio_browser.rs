@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-const PYTHON: &str = "/usr/bin/python3";
+#[path = "common/venv.rs"]
+mod venv;
+
 const INSTALL_HINT: &str = "install them with `sudo apt-get install -y chromium chromium-driver \
      python3-selenium` (Debian/Ubuntu; .ci/setup does this)";
 /// Start-up includes loading the model and its warm-up on a CPU driver.
@@ -34,7 +36,8 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Panics with an install hint when the browser, its driver or selenium is missing.
+/// Panics with an install hint when the browser or its driver is missing (selenium is
+/// checked in the project's `.venv`, see tests/common/venv.rs).
 fn require_browser_tools() {
     let mut missing = Vec::new();
     if on_path(&["chromium", "chromium-browser", "google-chrome"]).is_none() {
@@ -42,13 +45,6 @@ fn require_browser_tools() {
     }
     if on_path(&["chromedriver"]).is_none() {
         missing.push("chromedriver (chromium-driver)");
-    }
-    let selenium = Command::new(PYTHON)
-        .args(["-c", "import selenium"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !selenium {
-        missing.push("selenium for /usr/bin/python3 (python3-selenium)");
     }
     assert!(
         missing.is_empty(),
@@ -153,12 +149,13 @@ fn studio_page_in_headless_chromium() {
     let studio = Studio::start(port, outputs.path());
     let url = studio.wait_for_url(port);
 
-    let out = Command::new(PYTHON)
+    let python = venv::venv_python("selenium");
+    let out = Command::new(&python)
         .arg(root().join("tests/browser/studio.py"))
         .args(["--url", &url, "--screenshot-dir"])
         .arg(&shots)
         .output()
-        .expect("/usr/bin/python3 runs");
+        .expect(".venv/bin/python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");

@@ -10,8 +10,12 @@ use wgsd::serve::ServeConfig;
 
 #[path = "../common/psnr.rs"]
 mod psnr_impl;
+#[path = "../common/venv.rs"]
+mod venv_impl;
 #[allow(unused_imports)]
 pub use psnr_impl::psnr;
+#[allow(unused_imports)]
+pub use venv_impl::{run_python, venv_python};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -73,40 +77,4 @@ pub fn nested_image(v: &serde_json::Value) -> (usize, usize, Vec<u8>) {
 /// The reply text of a nested-list image to (height, width, bytes).
 pub fn decode_nested(text: &str) -> (usize, usize, Vec<u8>) {
     nested_image(&serde_json::from_str(text).expect("reply is JSON"))
-}
-
-/// `.venv/bin/python` in the repository root, checked to import `modules` (e.g.
-/// `"webuiapi"`). Fails (never skips) with how to make it when it is missing or lacks them.
-pub fn venv_python(modules: &str) -> PathBuf {
-    let py = root().join(".venv/bin/python");
-    let hint = "create it with .ci/setup, or by hand: \
-                `/usr/bin/python3 -m venv --system-site-packages .venv && \
-                .venv/bin/pip install webuiapi openai` (Debian: apt-get install python3-venv first)";
-    assert!(
-        py.exists(),
-        "{} is missing: the API client tests run the real Python clients from it; {hint}",
-        py.display()
-    );
-    let ok = std::process::Command::new(&py)
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "{} cannot import {modules}; {hint}", py.display());
-    py
-}
-
-/// Runs `python script args...`, failing with its output unless it exits 0; its stdout.
-pub fn run_python(py: &std::path::Path, script: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(py)
-        .arg(root().join(script))
-        .args(args)
-        .output()
-        .expect("python starts");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
