@@ -24,7 +24,7 @@ const TEXT_FIELDS: [&str; 7] = [
 ];
 
 /// Whether the request is a multipart form.
-pub(crate) fn is_multipart(headers: &HeaderMap) -> bool {
+pub fn is_multipart(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -37,7 +37,7 @@ pub(crate) fn is_multipart(headers: &HeaderMap) -> bool {
 
 /// The form's fields as request parameters. A field given twice, one that is not UTF-8
 /// and a malformed form are 400s.
-pub(crate) async fn parse(content_type: HeaderValue, body: Bytes) -> Result<Params, ApiError> {
+pub async fn parse(content_type: HeaderValue, body: Bytes) -> Result<Params, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::bad_request(format!("bad multipart form: {}", e.body_text()))
     };

@@ -13,7 +13,7 @@ mod img2img;
 mod lists;
 mod options;
 pub mod progress;
-mod request;
+pub mod request;
 mod samplers;
 mod txt2img;
 

@@ -11,7 +11,7 @@
 //! which is how OpenAI clients send their API key.
 
 mod errors;
-mod params;
+pub mod params;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
