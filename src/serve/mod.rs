@@ -59,6 +59,7 @@ pub use config::{
 };
 pub use error::{ApiError, ErrorKind};
 pub use metrics::Metrics;
+pub use oip_binary::{InferRequest, parse_request as parse_oip_infer_request};
 pub use registry::{ModelEntry, ModelSettings, Registry};
 
 use std::net::SocketAddr;

@@ -20,15 +20,130 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::oip::{BINARY_OUTPUT_PARAM, IMAGE_OUTPUT};
+use super::oip::{self, BINARY_OUTPUT_PARAM, BytesInput, IMAGE_OUTPUT};
 use super::reply;
-use crate::pipeline::Image;
+use super::request::Defaults;
+use crate::pipeline::{GenerateRequest, Image};
 
 /// The header that splits a body into its JSON head and binary data.
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 
 fn bad(m: impl Into<String>) -> ApiError {
     ApiError::bad_request(m)
+}
+
+/// An OIP REST inference request, read.
+#[derive(Debug)]
+pub struct InferRequest {
+    /// The JSON inference request (its `id` is echoed).
+    pub head: Value,
+    pub request: GenerateRequest,
+    /// One image from a scalar prompt: the output's shape is `[H, W, 3]`.
+    pub one: bool,
+    /// The image goes back as binary data after the JSON.
+    pub binary: bool,
+}
+
+/// Reads a `/v2/models/{m}/infer` body (JSON, or JSON plus binary data when `headers`
+/// have `Inference-Header-Content-Length`) into a generation request.
+pub fn parse_request(
+    headers: &HeaderMap,
+    body: Bytes,
+    defaults: &Defaults,
+) -> Result<InferRequest, ApiError> {
+    let (head, tail) = split_body(headers, body)?;
+    let raw = binary_inputs(&head, &tail)?;
+    let binary = wants_binary(&head)?;
+    let (request, one) = generation(defaults, &head, &raw)?;
+    Ok(InferRequest {
+        head,
+        request,
+        one,
+        binary,
+    })
+}
+
+/// One input of the JSON request: its strings from `data`, or from `raw` (its binary
+/// data, Triton's extension) in the BYTES raw form.
+fn bytes_input(input: &Value, raw: Option<&[u8]>) -> Result<BytesInput, ApiError> {
+    let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
+    oip::check_datatype(
+        name,
+        input.get("datatype").and_then(Value::as_str).unwrap_or(""),
+    )?;
+    let dims = match input.get("shape") {
+        None => None,
+        Some(shape) => Some(
+            shape
+                .as_array()
+                .and_then(|d| d.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
+                .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?,
+        ),
+    };
+    let (strings, scalar) = match (raw, input.get("data")) {
+        (Some(raw), _) => (
+            oip::decode_raw_bytes(name, raw)?,
+            dims.as_ref().is_some_and(|d| d.is_empty()),
+        ),
+        (None, Some(Value::String(s))) => (vec![s.clone()], true),
+        (None, Some(Value::Array(items))) => {
+            // Nested lists are the row-major form of a multi-dimensional shape.
+            let mut out = Vec::new();
+            let mut stack: Vec<&Value> = items.iter().rev().collect();
+            while let Some(v) = stack.pop() {
+                match v {
+                    Value::String(s) => out.push(s.clone()),
+                    Value::Array(inner) => stack.extend(inner.iter().rev()),
+                    other => {
+                        return Err(bad(format!(
+                            "input {name:?}: BYTES data must be strings, got {other}"
+                        )));
+                    }
+                }
+            }
+            (out, false)
+        }
+        _ => {
+            return Err(bad(format!(
+                "input {name:?}: \"data\" must be a string or a list of strings"
+            )));
+        }
+    };
+    if let Some(dims) = &dims {
+        oip::check_shape(name, dims, strings.len())?;
+    }
+    Ok(BytesInput {
+        name: input
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        strings,
+        scalar,
+    })
+}
+
+/// The JSON head's inputs (with each one's binary data) and parameters to one (batched)
+/// generation request, and whether it is one image from a scalar prompt.
+fn generation(
+    defaults: &Defaults,
+    body: &Value,
+    raw: &[Option<&[u8]>],
+) -> Result<(GenerateRequest, bool), ApiError> {
+    let inputs = body.get("inputs").and_then(Value::as_array).ok_or_else(|| {
+        bad("expected \"inputs\": [{\"name\", \"shape\", \"datatype\": \"BYTES\", \"data\"}]")
+    })?;
+    let inputs = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| bytes_input(input, raw.get(i).copied().flatten()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parameters = match body.get("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(bad("\"parameters\" must be an object")),
+    };
+    oip::generate_request(defaults, inputs, parameters)
 }
 
 /// The body's JSON head (parsed) and its binary tail (empty without the header).

@@ -33,10 +33,10 @@ use super::error::{ApiError, ErrorKind};
 use super::queue::{find_model, run_job};
 use super::registry::ModelEntry;
 use super::reply::{self, Part};
-use super::oip::{self, BytesInput};
-use super::oip_binary;
+use super::oip;
+use super::oip_binary::{self, InferRequest};
 use super::request::{MAX_IMAGES, Params, params_from_json, read_body};
-use crate::pipeline::{GenerateRequest, Image};
+use crate::pipeline::Image;
 
 /// The routes, merged into the inference router (which adds its state and layers).
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -344,94 +344,6 @@ async fn v2_infer_v(
     Ok(record(&state, &entry, result))
 }
 
-/// One input of the JSON request: its strings from `data`, or from `raw` (its binary
-/// data, Triton's extension) in the BYTES raw form.
-fn bytes_input(input: &Value, raw: Option<&[u8]>) -> Result<BytesInput, ProtoError> {
-    let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
-    oip::check_datatype(
-        name,
-        input.get("datatype").and_then(Value::as_str).unwrap_or(""),
-    )?;
-    let dims = match input.get("shape") {
-        None => None,
-        Some(shape) => Some(
-            shape
-                .as_array()
-                .and_then(|d| d.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
-                .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?,
-        ),
-    };
-    let (strings, scalar) = match (raw, input.get("data")) {
-        (Some(raw), _) => (
-            oip::decode_raw_bytes(name, raw)?,
-            dims.as_ref().is_some_and(|d| d.is_empty()),
-        ),
-        (None, Some(Value::String(s))) => (vec![s.clone()], true),
-        (None, Some(Value::Array(items))) => {
-            // Nested lists are the row-major form of a multi-dimensional shape.
-            let mut out = Vec::new();
-            let mut stack: Vec<&Value> = items.iter().rev().collect();
-            while let Some(v) = stack.pop() {
-                match v {
-                    Value::String(s) => out.push(s.clone()),
-                    Value::Array(inner) => stack.extend(inner.iter().rev()),
-                    other => {
-                        return Err(bad(format!(
-                            "input {name:?}: BYTES data must be strings, got {other}"
-                        )));
-                    }
-                }
-            }
-            (out, false)
-        }
-        _ => {
-            return Err(bad(format!(
-                "input {name:?}: \"data\" must be a string or a list of strings"
-            )));
-        }
-    };
-    if let Some(dims) = &dims {
-        oip::check_shape(name, dims, strings.len())?;
-    }
-    Ok(BytesInput {
-        name: input
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        strings,
-        scalar,
-    })
-}
-
-/// An OIP inference request (its JSON head and each input's binary data) to one
-/// (batched) generation request.
-fn v2_request(
-    state: &AppState,
-    entry: &ModelEntry,
-    body: &Value,
-    raw: &[Option<&[u8]>],
-) -> Result<(GenerateRequest, bool), ProtoError> {
-    let inputs = body.get("inputs").and_then(Value::as_array).ok_or_else(|| {
-        bad("expected \"inputs\": [{\"name\", \"shape\", \"datatype\": \"BYTES\", \"data\"}]")
-    })?;
-    let inputs = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, input)| bytes_input(input, raw.get(i).copied().flatten()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let parameters = match body.get("parameters") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(bad("\"parameters\" must be an object")),
-    };
-    Ok(oip::generate_request(
-        &state.defaults(entry),
-        inputs,
-        parameters,
-    )?)
-}
-
 async fn v2_infer_model(
     state: &AppState,
     entry: &ModelEntry,
@@ -440,10 +352,12 @@ async fn v2_infer_model(
     let header_id = request_id(req.headers());
     let headers = req.headers().clone();
     let body = read_body(req, state.config.max_request_size).await?;
-    let (body, tail) = oip_binary::split_body(&headers, body)?;
-    let raw = oip_binary::binary_inputs(&body, &tail)?;
-    let binary = oip_binary::wants_binary(&body)?;
-    let (request, one) = v2_request(state, entry, &body, &raw)?;
+    let InferRequest {
+        head: body,
+        request,
+        one,
+        binary,
+    } = oip_binary::parse_request(&headers, body, &state.defaults(entry))?;
     let limit = state.config.max_response_size;
     let bytes = oip::image_bytes(&request);
     // Binary: the raw bytes; JSON: the flat data is at least 2 bytes a value.

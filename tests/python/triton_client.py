@@ -60,19 +60,25 @@ def main():
     p.add_argument("--params", default="{}", help="request parameters as JSON")
     args = p.parse_args()
     params = json.loads(args.params)
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    token = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     grpc_headers = {"authorization": f"Bearer {args.token}"} if args.token else None
+
+    def headers():
+        # tritonclient.http writes Inference-Header-Content-Length into the dict it is
+        # given and leaves it there: a fresh one per call.
+        return dict(token)
+
     out = {}
 
     http = httpclient.InferenceServerClient(url=args.http)
-    out["http_live"] = http.is_server_live(headers=headers)
-    out["http_ready"] = http.is_server_ready(headers=headers)
-    out["http_model_ready"] = http.is_model_ready(args.model, headers=headers)
-    out["http_server_metadata"] = http.get_server_metadata(headers=headers)
-    out["http_model_metadata"] = http.get_model_metadata(args.model, headers=headers)
+    out["http_live"] = http.is_server_live(headers=headers())
+    out["http_ready"] = http.is_server_ready(headers=headers())
+    out["http_model_ready"] = http.is_model_ready(args.model, headers=headers())
+    out["http_server_metadata"] = http.get_server_metadata(headers=headers())
+    out["http_model_metadata"] = http.get_model_metadata(args.model, headers=headers())
 
     # The default call: binary input, binary output by `binary_data_output`.
-    r = http.infer(args.model, [prompt_input(httpclient, args.prompt)], parameters=params, headers=headers)
+    r = http.infer(args.model, [prompt_input(httpclient, args.prompt)], parameters=params, headers=headers())
     out["http_binary_default"] = digest(r.as_numpy("image"))
     # Binary asked per output.
     r = http.infer(
@@ -80,7 +86,7 @@ def main():
         [prompt_input(httpclient, args.prompt, binary=True)],
         outputs=[httpclient.InferRequestedOutput("image", binary_data=True)],
         parameters=params,
-        headers=headers,
+        headers=headers(),
     )
     out["http_binary"] = digest(r.as_numpy("image"))
     # All JSON.
@@ -89,11 +95,11 @@ def main():
         [prompt_input(httpclient, args.prompt, binary=False)],
         outputs=[httpclient.InferRequestedOutput("image", binary_data=False)],
         parameters=params,
-        headers=headers,
+        headers=headers(),
     )
     out["http_json"] = digest(r.as_numpy("image"))
     out["http_unknown_model"] = http_error(
-        lambda: http.infer("no-such-model", [prompt_input(httpclient, args.prompt)], headers=headers)
+        lambda: http.infer("no-such-model", [prompt_input(httpclient, args.prompt)], headers=headers())
     )
 
     grpc = grpcclient.InferenceServerClient(url=args.grpc)
