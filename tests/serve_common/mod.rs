@@ -81,7 +81,8 @@ pub fn venv_python(modules: &str) -> PathBuf {
     let py = root().join(".venv/bin/python");
     let hint = "create it with .ci/setup, or by hand: \
                 `/usr/bin/python3 -m venv --system-site-packages .venv && \
-                \n                .venv/bin/python -m pip install webuiapi openai 'tritonclient[http,grpc]'` (Debian: apt-get install python3-venv first)";
+                .venv/bin/python -m pip install webuiapi openai 'tritonclient[http,grpc]'` \
+                (Debian: apt-get install python3-venv first)";
     assert!(
         py.exists(),
         "{} is missing: the API client tests run the real Python clients from it; {hint}",
