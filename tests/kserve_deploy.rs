@@ -85,9 +85,15 @@ fn manifests_agree_with_the_cli_and_start_wgsd() {
     assert_eq!(text(&c["ports"][1]["name"]), "h2c");
     let grpc_port = text(&c["ports"][1]["containerPort"]);
     assert_eq!(grpc_port, "8081");
-    assert_eq!(flag(&args, "--grpc_port").as_deref(), Some(grpc_port.as_str()));
+    assert_eq!(
+        flag(&args, "--grpc_port").as_deref(),
+        Some(grpc_port.as_str())
+    );
     let management = flag(&args, "--management-address").expect("--management-address");
-    assert!(!management.ends_with(&format!(":{grpc_port}")), "{management}");
+    assert!(
+        !management.ends_with(&format!(":{grpc_port}")),
+        "{management}"
+    );
     assert_eq!(flag(&args, "--model_dir").as_deref(), Some("/mnt/models"));
     assert_eq!(flag(&args, "--model_name").as_deref(), Some("{{.Name}}"));
     assert_eq!(

@@ -44,9 +44,15 @@ fn rest_json_image(base: &str) -> (Vec<u64>, Vec<u8>) {
         .send(body.to_string())
         .expect("infer");
     assert_eq!(r.status(), 200);
-    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON");
+    let v: Value =
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON");
     let out = &v["outputs"][0];
-    let shape = out["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim")).collect();
+    let shape = out["shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|d| d.as_u64().expect("dim"))
+        .collect();
     let data = out["data"]
         .as_array()
         .expect("data")
@@ -57,7 +63,10 @@ fn rest_json_image(base: &str) -> (Vec<u64>, Vec<u8>) {
 }
 
 fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -88,7 +97,15 @@ fn triton_clients_get_the_rest_json_image() {
     for call in ["http_binary_default", "http_binary", "http_json", "grpc"] {
         assert_eq!(v[call], want, "{call}: {v}");
     }
-    for check in ["http_live", "http_ready", "http_model_ready", "grpc_live", "grpc_ready", "grpc_model_ready", "grpc_no_token_live"] {
+    for check in [
+        "http_live",
+        "http_ready",
+        "http_model_ready",
+        "grpc_live",
+        "grpc_ready",
+        "grpc_model_ready",
+        "grpc_no_token_live",
+    ] {
         assert_eq!(v[check], true, "{check}: {v}");
     }
     assert_eq!(v["grpc_id"], "triton-1");
@@ -103,14 +120,33 @@ fn triton_clients_get_the_rest_json_image() {
     let error = |key: &str, status: &str, says: &str| {
         assert_eq!(v[key]["status"], status, "{key}: {v}");
         let message = v[key]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(says), "{key}: {message:?} should say {says:?}");
+        assert!(
+            message.contains(says),
+            "{key}: {message:?} should say {says:?}"
+        );
     };
-    error("grpc_unknown_model", "NOT_FOUND", "Model not found: no-such-model");
+    error(
+        "grpc_unknown_model",
+        "NOT_FOUND",
+        "Model not found: no-such-model",
+    );
     error("grpc_fp32_prompt", "INVALID_ARGUMENT", "prompts are BYTES");
-    error("grpc_bad_parameter", "INVALID_ARGUMENT", "num_inference_steps");
-    error("grpc_reply_too_large", "RESOURCE_EXHAUSTED", "max_response_size");
+    error(
+        "grpc_bad_parameter",
+        "INVALID_ARGUMENT",
+        "num_inference_steps",
+    );
+    error(
+        "grpc_reply_too_large",
+        "RESOURCE_EXHAUSTED",
+        "max_response_size",
+    );
     error("grpc_request_too_large", "RESOURCE_EXHAUSTED", "");
-    error("grpc_no_token", "UNAUTHENTICATED", "Token Authorization failed");
+    error(
+        "grpc_no_token",
+        "UNAUTHENTICATED",
+        "Token Authorization failed",
+    );
     assert_eq!(v["http_unknown_model"]["status"], "404", "{v}");
     server.shutdown().expect("clean shutdown");
 }
@@ -167,7 +203,11 @@ fn binary_tensor_extension_and_error_objects() {
     let out = &reply["outputs"][0];
     assert_eq!(out["shape"], json!([1, 32, 32, 3]));
     assert_eq!(out["parameters"]["binary_data_size"], want.len());
-    assert_eq!(&body[n..], &want[..], "the binary image equals the JSON route's");
+    assert_eq!(
+        &body[n..],
+        &want[..],
+        "the binary image equals the JSON route's"
+    );
 
     // Binary input, JSON output: the same image in `data`.
     let mut json_out = head.clone();
@@ -175,7 +215,10 @@ fn binary_tensor_extension_and_error_objects() {
     let (status, length, body) = post_binary(&base, &json_out, &prompt);
     assert_eq!((status, length), (200, None));
     let reply: Value = serde_json::from_slice(&body).expect("JSON");
-    assert_eq!(reply["outputs"][0]["data"].as_array().map(Vec::len), Some(want.len()));
+    assert_eq!(
+        reply["outputs"][0]["data"].as_array().map(Vec::len),
+        Some(want.len())
+    );
 
     // Sizes that do not add up are 400s in the OIP error shape, never a panic.
     for (head, tail) in [
@@ -201,7 +244,11 @@ fn binary_tensor_extension_and_error_objects() {
         let v: Value = serde_json::from_str(&r.body_mut().read_to_string().expect("body"))
             .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
         assert!(v["error"].is_string(), "{method} {path}: {v}");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{method} {path}: {v}");
+        assert_eq!(
+            v.as_object().map(|o| o.len()),
+            Some(1),
+            "{method} {path}: {v}"
+        );
     };
     check("POST", "/v2/models/sd/infer", false, 401);
     check("GET", "/v2/models/sd", false, 401);
@@ -211,7 +258,10 @@ fn binary_tensor_extension_and_error_objects() {
     check("GET", "/v1/models/nope", true, 404);
     check("GET", "/v2/models/sd/infer", true, 405);
     // Health probes stay open.
-    let r = agent().get(format!("{base}/v2/health/live")).call().expect("live");
+    let r = agent()
+        .get(format!("{base}/v2/health/live"))
+        .call()
+        .expect("live");
     assert_eq!(r.status(), 200);
     std::thread::sleep(Duration::from_millis(10));
     server.shutdown().expect("clean shutdown");

@@ -58,7 +58,11 @@ pub struct ServeArgs {
     /// 0.0.0.0:PORT [default with --model_name/--model_dir: 8081 (the management API
     /// then moves to 127.0.0.1:8085 unless given); else off unless the config file sets
     /// grpc_inference_address/grpc_inference_port].
-    #[arg(long = "grpc_port", value_name = "PORT", conflicts_with = "grpc_address")]
+    #[arg(
+        long = "grpc_port",
+        value_name = "PORT",
+        conflicts_with = "grpc_address"
+    )]
     grpc_port: Option<u16>,
     /// Where the gRPC service listens (HOST:PORT).
     #[arg(long, value_parser = address)]
@@ -426,4 +430,56 @@ fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
         },
         "wgsd serve: second signal, exiting now",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn grpc_for(args: &[&str]) -> ServeConfig {
+        let cli = Cli::try_parse_from(std::iter::once("wgsd").chain(args.iter().copied()))
+            .expect("valid flags");
+        let mut config = ServeConfig::default();
+        if let Some(a) = cli.serve.management_address {
+            config.management_address = a;
+        }
+        grpc_address(&mut config, &cli.serve, false);
+        config
+    }
+
+    #[test]
+    fn grpc_defaults_follow_kserve_and_move_the_management_api() {
+        let c = grpc_for(&[]);
+        assert_eq!(c.grpc_address, None, "off outside KServe unless asked");
+        let c = grpc_for(&["--model_name", "sd"]);
+        assert_eq!(c.grpc_address, Some("0.0.0.0:8081".parse().expect("addr")));
+        assert_eq!(c.management_address.port(), KSERVE_MANAGEMENT_PORT);
+        let c = grpc_for(&["--grpc_port", "9000"]);
+        assert_eq!(c.grpc_address, Some("0.0.0.0:9000".parse().expect("addr")));
+        assert_eq!(c.management_address.port(), 8081);
+        // A management address the user gave stays (a clash is then a bind error).
+        let c = grpc_for(&[
+            "--model_dir",
+            "/m",
+            "--management-address",
+            "127.0.0.1:8081",
+        ]);
+        assert_eq!(c.management_address.port(), 8081);
+        let c = grpc_for(&["--grpc-address", "127.0.0.1:7070"]);
+        assert_eq!(
+            c.grpc_address,
+            Some("127.0.0.1:7070".parse().expect("addr"))
+        );
+        assert!(
+            Cli::try_parse_from(["wgsd", "--grpc_port", "1", "--grpc-address", "127.0.0.1:2"])
+                .is_err()
+        );
+    }
 }

@@ -219,10 +219,20 @@ mod tests {
 
     #[test]
     fn kserve_paths_get_the_error_object() {
-        for path in ["/v2", "/v2/models/sd/infer", "/v1/models", "/v1/models/sd:predict"] {
+        for path in [
+            "/v2",
+            "/v2/models/sd/infer",
+            "/v1/models",
+            "/v1/models/sd:predict",
+        ] {
             assert!(speaks_kserve(path), "{path}");
         }
-        for path in ["/v1/images/generations", "/predictions/sd", "/v2x", "/v1/modelsx"] {
+        for path in [
+            "/v1/images/generations",
+            "/predictions/sd",
+            "/v2x",
+            "/v1/modelsx",
+        ] {
             assert!(!speaks_kserve(path), "{path}");
         }
         let res = ApiError::new(ErrorKind::ServiceUnavailable, "busy").into_response_for("/v2");

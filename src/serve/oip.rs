@@ -62,7 +62,11 @@ pub(crate) fn element_count(name: &str, dims: &[i64]) -> Result<u64, ApiError> {
         .try_fold(1u64, |acc, &d| {
             u64::try_from(d).ok().and_then(|d| acc.checked_mul(d))
         })
-        .ok_or_else(|| bad(format!("input {name:?}: shape {dims:?} is not a valid size")))
+        .ok_or_else(|| {
+            bad(format!(
+                "input {name:?}: shape {dims:?} is not a valid size"
+            ))
+        })
 }
 
 /// Refuses `strings` whose count is not what `dims` holds.
@@ -78,8 +82,11 @@ pub(crate) fn check_shape(name: &str, dims: &[i64], strings: usize) -> Result<()
 
 /// A prompt as text.
 pub(crate) fn utf8(name: &str, bytes: &[u8]) -> Result<String, ApiError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| bad(format!("input {name:?}: a BYTES element is not valid UTF-8")))
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        bad(format!(
+            "input {name:?}: a BYTES element is not valid UTF-8"
+        ))
+    })
 }
 
 /// The raw form of a BYTES tensor (u32 little-endian length, then the bytes, per
@@ -209,7 +216,10 @@ mod tests {
             decode_raw_bytes("p", &data).expect("valid"),
             vec!["a red circle", "", "ünïcode"]
         );
-        assert_eq!(decode_raw_bytes("p", &[]).expect("empty"), Vec::<String>::new());
+        assert_eq!(
+            decode_raw_bytes("p", &[]).expect("empty"),
+            Vec::<String>::new()
+        );
         // A length past the end, a cut length, bad UTF-8.
         let mut long = raw(&["abc"]);
         long[0] = 200;
@@ -251,23 +261,28 @@ mod tests {
         params.insert(BINARY_OUTPUT_PARAM.into(), Value::Bool(true));
         let (r, one) = generate_request(
             &defaults,
-            vec![input("prompt", &["a", "b"], false), input(NEGATIVE_INPUT, &["x"], false)],
+            vec![
+                input("prompt", &["a", "b"], false),
+                input(NEGATIVE_INPUT, &["x"], false),
+            ],
             params,
         )
         .expect("valid");
         assert_eq!((r.prompts.len(), r.seed, one), (2, 7, false));
         assert_eq!(r.negative_prompts, vec!["x"]);
         assert_eq!(image_bytes(&r), 2 * 16 * 16 * 3);
-        let (_, one) =
-            generate_request(&defaults, vec![input("text", &["a"], true)], Map::new())
-                .expect("scalar");
+        let (_, one) = generate_request(&defaults, vec![input("text", &["a"], true)], Map::new())
+            .expect("scalar");
         assert!(one);
         for bad_inputs in [
             vec![],
             vec![input("prompt", &["a"], false), input("text", &["b"], false)],
             vec![input(NEGATIVE_INPUT, &["a"], false)],
             vec![input("prompt", &[" "], false)],
-            vec![input("prompt", &["a", "b"], false), input(NEGATIVE_INPUT, &["x", "y", "z"], false)],
+            vec![
+                input("prompt", &["a", "b"], false),
+                input(NEGATIVE_INPUT, &["x", "y", "z"], false),
+            ],
         ] {
             assert!(generate_request(&defaults, bad_inputs, Map::new()).is_err());
         }

@@ -130,9 +130,12 @@ fn generation(
     body: &Value,
     raw: &[Option<&[u8]>],
 ) -> Result<(GenerateRequest, bool), ApiError> {
-    let inputs = body.get("inputs").and_then(Value::as_array).ok_or_else(|| {
-        bad("expected \"inputs\": [{\"name\", \"shape\", \"datatype\": \"BYTES\", \"data\"}]")
-    })?;
+    let inputs = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            bad("expected \"inputs\": [{\"name\", \"shape\", \"datatype\": \"BYTES\", \"data\"}]")
+        })?;
     let inputs = inputs
         .iter()
         .enumerate()
@@ -190,7 +193,11 @@ pub(crate) fn binary_inputs<'a>(
         let size = size
             .as_u64()
             .and_then(|s| usize::try_from(s).ok())
-            .ok_or_else(|| bad(format!("input {name:?}: binary_data_size must be a byte count")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "input {name:?}: binary_data_size must be a byte count"
+                ))
+            })?;
         if input.get("data").is_some() {
             return Err(bad(format!(
                 "input {name:?} has both \"data\" and binary_data_size"
@@ -226,7 +233,10 @@ fn flag(v: &Value, what: &str) -> Result<bool, ApiError> {
 /// overridden by a requested output's own `binary_data`. A requested output other than
 /// `image` is refused.
 pub(crate) fn wants_binary(head: &Value) -> Result<bool, ApiError> {
-    let mut binary = match head.get("parameters").and_then(|p| p.get(BINARY_OUTPUT_PARAM)) {
+    let mut binary = match head
+        .get("parameters")
+        .and_then(|p| p.get(BINARY_OUTPUT_PARAM))
+    {
         Some(v) => flag(v, BINARY_OUTPUT_PARAM)?,
         None => false,
     };
@@ -278,11 +288,7 @@ pub(crate) fn reply(
     for image in images {
         body.extend_from_slice(&image.data);
     }
-    let mut res = (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        body,
-    )
-        .into_response();
+    let mut res = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
     res.headers_mut()
         .insert(HEADER_LENGTH, HeaderValue::from(text.len()));
     Ok(res)

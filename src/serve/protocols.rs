@@ -30,11 +30,11 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::{ApiError, ErrorKind};
+use super::oip;
+use super::oip_binary::{self, InferRequest};
 use super::queue::{find_model, run_job};
 use super::registry::ModelEntry;
 use super::reply::{self, Part};
-use super::oip;
-use super::oip_binary::{self, InferRequest};
 use super::request::{MAX_IMAGES, Params, params_from_json, read_body};
 use crate::pipeline::Image;
 
@@ -292,7 +292,9 @@ async fn v2_model_ready_v(
 fn tensors_json(tensors: &[(&str, &str, &[i64])]) -> Value {
     tensors
         .iter()
-        .map(|(name, datatype, shape)| json!({ "name": name, "datatype": datatype, "shape": shape }))
+        .map(
+            |(name, datatype, shape)| json!({ "name": name, "datatype": datatype, "shape": shape }),
+        )
         .collect()
 }
 

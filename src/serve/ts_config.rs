@@ -358,7 +358,10 @@ impl TsConfig {
         let host = self
             .grpc_inference_host
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        Some(SocketAddr::new(host, self.grpc_inference_port.unwrap_or(7070)))
+        Some(SocketAddr::new(
+            host,
+            self.grpc_inference_port.unwrap_or(7070),
+        ))
     }
 
     /// The TLS `(certificate, key)` files, or why they are missing: both keys or

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use super::pb::InferParameter;
 use super::pb::infer_parameter::ParameterChoice;
 use super::pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use super::pb::InferParameter;
 use crate::serve::error::ApiError;
 use crate::serve::oip::{self, BytesInput};
 
@@ -146,14 +146,25 @@ mod tests {
     fn parameters_become_json() {
         let mut map = HashMap::new();
         map.insert("seed".to_string(), param(ParameterChoice::Int64Param(42)));
-        map.insert("guidance_scale".to_string(), param(ParameterChoice::DoubleParam(7.5)));
+        map.insert(
+            "guidance_scale".to_string(),
+            param(ParameterChoice::DoubleParam(7.5)),
+        );
         let json = parameters(&map).expect("valid");
         assert_eq!(json["seed"], 42);
         assert_eq!(json["guidance_scale"], 7.5);
-        map.insert("x".to_string(), InferParameter { parameter_choice: None });
+        map.insert(
+            "x".to_string(),
+            InferParameter {
+                parameter_choice: None,
+            },
+        );
         assert!(parameters(&map).is_err());
         let mut nan = HashMap::new();
-        nan.insert("g".to_string(), param(ParameterChoice::DoubleParam(f64::NAN)));
+        nan.insert(
+            "g".to_string(),
+            param(ParameterChoice::DoubleParam(f64::NAN)),
+        );
         assert!(parameters(&nan).is_err());
     }
 }

@@ -92,16 +92,15 @@ fn ok<T>(t: T) -> Reply<T> {
 }
 
 /// The model, checking the version when the request names one.
-fn model_version(
-    state: &AppState,
-    name: &str,
-    version: &str,
-) -> Result<Arc<ModelEntry>, ApiError> {
+fn model_version(state: &AppState, name: &str, version: &str) -> Result<Arc<ModelEntry>, ApiError> {
     let entry = find_model(state, name)?;
     if !version.is_empty() && version != entry.version {
         return Err(ApiError::new(
             ErrorKind::ModelVersionNotFound,
-            format!("Model {name} has no version {version} (it has {})", entry.version),
+            format!(
+                "Model {name} has no version {version} (it has {})",
+                entry.version
+            ),
         ));
     }
     Ok(entry)
@@ -134,7 +133,10 @@ impl GrpcInferenceService for Inference {
         ok(ServerReadyResponse { ready })
     }
 
-    async fn model_ready(&self, req: tonic::Request<ModelReadyRequest>) -> Reply<ModelReadyResponse> {
+    async fn model_ready(
+        &self,
+        req: tonic::Request<ModelReadyRequest>,
+    ) -> Reply<ModelReadyResponse> {
         let req = req.into_inner();
         let entry = model_version(&self.state, &req.name, &req.version).map_err(status::status)?;
         ok(ModelReadyResponse {
@@ -169,7 +171,10 @@ impl GrpcInferenceService for Inference {
         })
     }
 
-    async fn model_infer(&self, req: tonic::Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
+    async fn model_infer(
+        &self,
+        req: tonic::Request<ModelInferRequest>,
+    ) -> Reply<ModelInferResponse> {
         let request_id = req
             .metadata()
             .get("x-request-id")
@@ -177,15 +182,17 @@ impl GrpcInferenceService for Inference {
             .map(str::to_string);
         let msg = req.into_inner();
         let state = &self.state;
-        let entry = model_version(state, &msg.model_name, &msg.model_version)
-            .map_err(status::status)?;
+        let entry =
+            model_version(state, &msg.model_name, &msg.model_version).map_err(status::status)?;
         let result = infer(state, &entry, msg, request_id).await;
         // Counted like the REST routes, under the HTTP status of the same error.
         let code = match &result {
             Ok(_) => 200,
             Err(e) => e.status().as_u16(),
         };
-        state.metrics.request_done(&entry.name, &entry.version, code);
+        state
+            .metrics
+            .request_done(&entry.name, &entry.version, code);
         result.map(tonic::Response::new).map_err(status::status)
     }
 }

@@ -39,7 +39,9 @@ pub(crate) async fn too_large_as_exhausted(mut res: Response) -> Response {
         .headers()
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+        .is_some_and(|m| {
+            m.contains("message%20length%20too%20large") || m.contains("message length too large")
+        });
     if res.headers().get("grpc-status") == Some(&out_of_range) && decoding_limit {
         res.headers_mut().insert(
             "grpc-status",
@@ -71,6 +73,9 @@ mod tests {
             assert_eq!(code(kind), want, "{kind:?}");
         }
         let s = status(ApiError::model_not_found("sd"));
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "Model not found: sd"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "Model not found: sd")
+        );
     }
 }
