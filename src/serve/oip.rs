@@ -64,7 +64,7 @@ pub(crate) fn element_count(name: &str, dims: &[i64]) -> Result<u64, ApiError> {
         })
         .ok_or_else(|| {
             bad(format!(
-                "input {name:?}: shape {dims:?} is not a valid size"
+                "input {name:?}: shape {dims:?} is too large or negative"
             ))
         })
 }

@@ -76,8 +76,14 @@ fn bytes_input(input: &Value, raw: Option<&[u8]>) -> Result<BytesInput, ApiError
         Some(shape) => Some(
             shape
                 .as_array()
-                .and_then(|d| d.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
-                .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?,
+                .and_then(|d| d.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
+                .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?
+                .into_iter()
+                .map(|d| {
+                    i64::try_from(d)
+                        .map_err(|_| bad(format!("input {name:?}: shape size {d} is too large")))
+                })
+                .collect::<Result<Vec<i64>, _>>()?,
         ),
     };
     let (strings, scalar) = match (raw, input.get("data")) {
