@@ -240,3 +240,80 @@ fn prompts_never_panic_and_stay_within_77_tokens() {
         });
     }
 }
+
+/// An OIP REST inference request with Triton's binary tensor extension: the JSON head
+/// (prompts and negative prompts as binary data and as JSON, request parameters, a
+/// binary output) followed by the raw BYTES.
+fn oip_binary_request() -> (String, Vec<u8>) {
+    let raw = |strings: &[&str]| {
+        let mut out = Vec::new();
+        for s in strings {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out
+    };
+    let prompts = raw(&["a red circle", "a blue square"]);
+    let head = serde_json::json!({
+        "id": "1",
+        "inputs": [
+            { "name": "prompt", "shape": [2], "datatype": "BYTES",
+              "parameters": { "binary_data_size": prompts.len() } },
+            { "name": "negative_prompt", "shape": [1], "datatype": "BYTES", "data": ["blurry"] },
+        ],
+        "outputs": [{ "name": "image", "parameters": { "binary_data": true } }],
+        "parameters": { "seed": 1, "num_inference_steps": 2, "width": 32, "height": 32,
+                        "binary_data_output": true },
+    });
+    (head.to_string(), prompts)
+}
+
+#[test]
+fn oip_binary_requests_never_panic() {
+    use axum::http::{HeaderMap, HeaderValue};
+    use wgsd::serve::parse_oip_infer_request;
+    let defaults = wgsd::serve::request::Defaults {
+        steps: 2,
+        width: 32,
+        height: 32,
+        lora_dir: None,
+    };
+    let (head, tail) = oip_binary_request();
+    let parse = |header: Option<String>, body: &[u8]| {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = header.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            headers.insert("inference-header-content-length", h);
+        }
+        parse_oip_infer_request(&headers, body.to_vec().into(), &defaults)
+    };
+    // The valid request parses, as sent.
+    let body = [head.as_bytes(), &tail].concat();
+    let ok = parse(Some(head.len().to_string()), &body).expect("the seed request is valid");
+    assert_eq!(ok.request.prompts, vec!["a red circle", "a blue square"]);
+    assert!(ok.binary);
+    for (s, mutated_head) in json_inputs(&head, 9) {
+        let mut rng = Rng::new(s ^ 0x5eed);
+        // The tail mutated too, and the declared header length off by a little, or huge.
+        let tail = if rng.range(0, 3) == 0 {
+            mutate_bytes(&mut rng, &tail)
+        } else {
+            tail.clone()
+        };
+        let n = mutated_head.len();
+        let declared = match rng.range(0, 6) {
+            0 => None,
+            1 => Some(format!("{}", n.saturating_sub(rng.range(1, 8)))),
+            2 => Some(format!("{}", n + rng.range(1, 8))),
+            3 => Some(u64::MAX.to_string()),
+            _ => Some(n.to_string()),
+        };
+        let body = [mutated_head, tail].concat();
+        no_panic("OIP binary request", s, &body, |b| {
+            if let Ok(r) = parse(declared.clone(), b) {
+                // What parses is a request the limits allow.
+                assert!(!r.request.prompts.is_empty() && r.request.prompts.len() <= 16);
+                assert!(r.request.width <= 2048 && r.request.height <= 2048);
+            }
+        });
+    }
+}

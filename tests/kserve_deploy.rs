@@ -81,6 +81,19 @@ fn manifests_agree_with_the_cli_and_start_wgsd() {
         .collect();
     let port = text(&c["ports"][0]["containerPort"]);
     assert_eq!(flag(&args, "--http_port").as_deref(), Some(port.as_str()));
+    // gRPC on the h2c port (KServe's 8081), the management API out of its way.
+    assert_eq!(text(&c["ports"][1]["name"]), "h2c");
+    let grpc_port = text(&c["ports"][1]["containerPort"]);
+    assert_eq!(grpc_port, "8081");
+    assert_eq!(
+        flag(&args, "--grpc_port").as_deref(),
+        Some(grpc_port.as_str())
+    );
+    let management = flag(&args, "--management-address").expect("--management-address");
+    assert!(
+        !management.ends_with(&format!(":{grpc_port}")),
+        "{management}"
+    );
     assert_eq!(flag(&args, "--model_dir").as_deref(), Some("/mnt/models"));
     assert_eq!(flag(&args, "--model_name").as_deref(), Some("{{.Name}}"));
     assert_eq!(
@@ -103,7 +116,7 @@ fn manifests_agree_with_the_cli_and_start_wgsd() {
         dir.path().join("sd2-tiny.zip"),
     )
     .expect("copy the tiny model");
-    let http = free_port();
+    let (http, grpc) = (free_port(), free_port());
     let local: Vec<String> = args
         .iter()
         .map(|a| {
@@ -112,6 +125,7 @@ fn manifests_agree_with_the_cli_and_start_wgsd() {
                 "--model_name" => "--model_name=sd".to_string(),
                 "--model_dir" => format!("--model_dir={}", dir.path().display()),
                 "--http_port" => format!("--http_port={http}"),
+                "--grpc_port" => format!("--grpc_port={grpc}"),
                 "--management-address" | "--metrics-address" => {
                     format!("{name}=127.0.0.1:{}", free_port())
                 }
@@ -166,4 +180,6 @@ fn manifests_agree_with_the_cli_and_start_wgsd() {
         )
         .expect("infer");
     assert_eq!(r.status(), 200);
+    // The gRPC port is open (tests/serve_triton.rs speaks gRPC to it).
+    std::net::TcpStream::connect(("127.0.0.1", grpc)).expect("the --grpc_port listens");
 }

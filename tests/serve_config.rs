@@ -284,3 +284,29 @@ fn api_auth_is_a_server_key() {
     assert_eq!((line, key.as_str()), (1, "api_auth"));
     assert!(message.contains("user:password"), "{message}");
 }
+
+#[test]
+fn grpc_inference_address_and_port_turn_grpc_on() {
+    let ts = TsConfig::parse(b"inference_address=http://0.0.0.0:8080\n").expect("parses");
+    assert_eq!(ts.grpc_address(), None);
+    let ts = TsConfig::parse(b"grpc_inference_port=9090\n").expect("parses");
+    assert_eq!(
+        ts.grpc_address(),
+        Some("127.0.0.1:9090".parse().expect("addr"))
+    );
+    let ts = TsConfig::parse(b"grpc_inference_address=0.0.0.0\n").expect("parses");
+    assert_eq!(
+        ts.grpc_address(),
+        Some("0.0.0.0:7070".parse().expect("addr"))
+    );
+    let mut config = wgsd::serve::ServeConfig::default();
+    TsConfig::parse(b"grpc_inference_address=localhost\ngrpc_inference_port=7071\n")
+        .expect("parses")
+        .apply(&mut config);
+    assert_eq!(
+        config.grpc_address,
+        Some("127.0.0.1:7071".parse().expect("addr"))
+    );
+    assert!(TsConfig::parse(b"grpc_inference_port=http\n").is_err());
+    assert!(TsConfig::parse(b"grpc_inference_address=not an ip\n").is_err());
+}

@@ -50,13 +50,23 @@ pub struct ServeArgs {
     /// /mnt/models].
     #[arg(long = "model_dir", value_name = "DIR", conflicts_with = "models")]
     kserve_model_dir: Option<PathBuf>,
-    /// KServe's flag: the inference API listens on 0.0.0.0:PORT.
-    #[arg(
-        long = "http_port",
-        value_name = "PORT",
-        conflicts_with = "inference_address"
-    )]
+    /// KServe's flag (or the PORT variable, as Knative sets it): the inference API
+    /// listens on 0.0.0.0:PORT; --inference-address wins over both.
+    #[arg(long = "http_port", value_name = "PORT", env = "PORT")]
     http_port: Option<u16>,
+    /// KServe's flag: the Open Inference Protocol's gRPC service listens on
+    /// 0.0.0.0:PORT [default with --model_name/--model_dir: 8081 (the management API
+    /// then moves to 127.0.0.1:8085 unless given); else off unless the config file sets
+    /// grpc_inference_address/grpc_inference_port].
+    #[arg(
+        long = "grpc_port",
+        value_name = "PORT",
+        conflicts_with = "grpc_address"
+    )]
+    grpc_port: Option<u16>,
+    /// Where the gRPC service listens (HOST:PORT).
+    #[arg(long, value_parser = address)]
+    grpc_address: Option<SocketAddr>,
     /// Where the inference API listens (HOST:PORT or http://HOST:PORT) [default: 127.0.0.1:8080].
     #[arg(long, value_parser = address)]
     inference_address: Option<SocketAddr>,
@@ -186,6 +196,35 @@ fn kserve_models(dir: &std::path::Path, name: Option<&str>) -> anyhow::Result<Ve
     }
 }
 
+/// KServe's default gRPC port (`kserve.model_server`'s `--grpc_port`).
+const KSERVE_GRPC_PORT: u16 = 8081;
+/// Where the management API goes when KServe's gRPC port takes its default one
+/// (TorchServe's own port in KServe's TorchServe image).
+const KSERVE_MANAGEMENT_PORT: u16 = 8085;
+
+/// The gRPC address: the flags, else the config file's, else KServe's default when
+/// running as a KServe predictor. KServe's default gRPC port is TorchServe's
+/// management port, so a management API left at its default moves aside.
+fn grpc_address(config: &mut ServeConfig, args: &ServeArgs, management_in_file: bool) {
+    if let Some(port) = args.grpc_port {
+        config.grpc_address = Some(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Some(a) = args.grpc_address {
+        config.grpc_address = Some(a);
+    }
+    let kserve = args.kserve_model_name.is_some() || args.kserve_model_dir.is_some();
+    if kserve && config.grpc_address.is_none() {
+        config.grpc_address = Some(SocketAddr::from(([0, 0, 0, 0], KSERVE_GRPC_PORT)));
+    }
+    let management_given = args.management_address.is_some() || management_in_file;
+    if let Some(grpc) = config.grpc_address
+        && !management_given
+        && grpc.port() == config.management_address.port()
+    {
+        config.management_address.set_port(KSERVE_MANAGEMENT_PORT);
+    }
+}
+
 fn warmup_size(s: &str) -> Result<WarmupSize, String> {
     WarmupSize::parse(s).map_err(|e| e.to_string())
 }
@@ -198,6 +237,7 @@ fn address(s: &str) -> Result<SocketAddr, String> {
 pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let mut config = ServeConfig::default();
     let mut file_models = None;
+    let mut management_in_file = false;
     if let Some(path) = &args.ts_config {
         let ts = TsConfig::read(path)?;
         for line in ts.unused_key_messages() {
@@ -214,6 +254,7 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
             );
         }
         ts.apply(&mut config);
+        management_in_file = ts.management_address.is_some();
         if args.tls_cert.is_none() {
             config.tls = ts
                 .tls()
@@ -246,11 +287,12 @@ pub fn config(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<ServeC
             *dst = a;
         }
     };
-    set(&mut config.inference_address, args.inference_address);
     if let Some(port) = args.http_port {
         config.inference_address = SocketAddr::from(([0, 0, 0, 0], port));
     }
+    set(&mut config.inference_address, args.inference_address);
     set(&mut config.management_address, args.management_address);
+    grpc_address(&mut config, args, management_in_file);
     set(&mut config.metrics_address, args.metrics_address);
     for (dst, src) in [
         (&mut config.max_request_size, args.max_request_size),
@@ -367,6 +409,10 @@ pub fn run(choice: &AdapterChoice, args: &ServeArgs) -> anyhow::Result<()> {
     eprintln!("wgsd serve: studio page on {scheme}://{}/", a.inference);
     eprintln!("wgsd serve: management API on {scheme}://{}", a.management);
     eprintln!("wgsd serve: metrics API on {scheme}://{}", a.metrics);
+    if let Some(g) = a.grpc {
+        let tls = if tls { " (TLS)" } else { "" };
+        eprintln!("wgsd serve: gRPC inference (inference.GRPCInferenceService) on {g}{tls}");
+    }
     if auth {
         eprintln!("wgsd serve: token auth on (Authorization: Bearer TOKEN)");
     }
@@ -384,4 +430,56 @@ fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
         },
         "wgsd serve: second signal, exiting now",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn grpc_for(args: &[&str]) -> ServeConfig {
+        let cli = Cli::try_parse_from(std::iter::once("wgsd").chain(args.iter().copied()))
+            .expect("valid flags");
+        let mut config = ServeConfig::default();
+        if let Some(a) = cli.serve.management_address {
+            config.management_address = a;
+        }
+        grpc_address(&mut config, &cli.serve, false);
+        config
+    }
+
+    #[test]
+    fn grpc_defaults_follow_kserve_and_move_the_management_api() {
+        let c = grpc_for(&[]);
+        assert_eq!(c.grpc_address, None, "off outside KServe unless asked");
+        let c = grpc_for(&["--model_name", "sd"]);
+        assert_eq!(c.grpc_address, Some("0.0.0.0:8081".parse().expect("addr")));
+        assert_eq!(c.management_address.port(), KSERVE_MANAGEMENT_PORT);
+        let c = grpc_for(&["--grpc_port", "9000"]);
+        assert_eq!(c.grpc_address, Some("0.0.0.0:9000".parse().expect("addr")));
+        assert_eq!(c.management_address.port(), 8081);
+        // A management address the user gave stays (a clash is then a bind error).
+        let c = grpc_for(&[
+            "--model_dir",
+            "/m",
+            "--management-address",
+            "127.0.0.1:8081",
+        ]);
+        assert_eq!(c.management_address.port(), 8081);
+        let c = grpc_for(&["--grpc-address", "127.0.0.1:7070"]);
+        assert_eq!(
+            c.grpc_address,
+            Some("127.0.0.1:7070".parse().expect("addr"))
+        );
+        assert!(
+            Cli::try_parse_from(["wgsd", "--grpc_port", "1", "--grpc-address", "127.0.0.1:2"])
+                .is_err()
+        );
+    }
 }

@@ -117,7 +117,7 @@ pub(crate) async fn require_token(
             ErrorKind::InvalidKey,
             "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
         )
-        .into_response()
+        .into_response_for(path)
     };
     res.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -36,6 +36,9 @@ pub struct ServeConfig {
     pub inference_address: SocketAddr,
     pub management_address: SocketAddr,
     pub metrics_address: SocketAddr,
+    /// Where the Open Inference Protocol's gRPC service listens (`None`: not served);
+    /// KServe's `--grpc_port`, TorchServe's `grpc_inference_address`/`_port`.
+    pub grpc_address: Option<SocketAddr>,
     pub max_request_size: usize,
     /// Replies larger than this are refused with a clear error (never cut short).
     pub max_response_size: usize,
@@ -163,6 +166,7 @@ impl Default for ServeConfig {
             models: Vec::new(),
             inference_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             management_address: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            grpc_address: None,
             metrics_address: SocketAddr::from(([127, 0, 0, 1], 8082)),
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             max_response_size: DEFAULT_MAX_RESPONSE_SIZE,

@@ -1,5 +1,7 @@
 //! The error reply of every API in TorchServe's shape:
-//! `{"code": 404, "type": "ModelNotFoundException", "message": "..."}`.
+//! `{"code": 404, "type": "ModelNotFoundException", "message": "..."}`, except on the
+//! KServe v1 and Open Inference Protocol paths, whose specs' error object is
+//! `{"error": "..."}` ([`speaks_kserve`], [`ApiError::into_kserve_response`]).
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -123,6 +125,44 @@ impl ApiError {
     }
 }
 
+/// Whether `path` is a KServe v1 (`/v1/models...`) or OIP (`/v2...`) route, whose
+/// errors (401, 404 and 405 included) are `{"error": "..."}`.
+pub fn speaks_kserve(path: &str) -> bool {
+    path == "/v2"
+        || path.starts_with("/v2/")
+        || path == "/v1/models"
+        || path.starts_with("/v1/models/")
+}
+
+impl ApiError {
+    /// The error in the KServe / OIP shape `{"error": "..."}`, with the same status (and
+    /// `Retry-After` on 503) as TorchServe's shape.
+    pub fn into_kserve_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.message });
+        let mut res = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        res
+    }
+
+    /// The error in the shape the API at `path` uses.
+    pub fn into_response_for(self, path: &str) -> Response {
+        if speaks_kserve(path) {
+            self.into_kserve_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
 /// A pipeline error as the client sees it: its input (400), GPU memory (507), else 500.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -175,5 +215,28 @@ mod tests {
         assert!(e.message.contains("1 GiB"));
         let e = ApiError::from(Error::Gpu("lost".into()));
         assert_eq!(e.kind, ErrorKind::Internal);
+    }
+
+    #[test]
+    fn kserve_paths_get_the_error_object() {
+        for path in [
+            "/v2",
+            "/v2/models/sd/infer",
+            "/v1/models",
+            "/v1/models/sd:predict",
+        ] {
+            assert!(speaks_kserve(path), "{path}");
+        }
+        for path in [
+            "/v1/images/generations",
+            "/predictions/sd",
+            "/v2x",
+            "/v1/modelsx",
+        ] {
+            assert!(!speaks_kserve(path), "{path}");
+        }
+        let res = ApiError::new(ErrorKind::ServiceUnavailable, "busy").into_response_for("/v2");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().contains_key(header::RETRY_AFTER));
     }
 }

@@ -11,13 +11,17 @@
 //! (see [`worker`]) fed through a bounded queue ([`queue`]); [`registry`] maps names to
 //! workers.
 //!
-//! All three listeners run [`listen`]'s accept loop (header, idle and body timeouts, a
+//! The Open Inference Protocol's gRPC service ([`grpc`]) listens on a fourth address
+//! when one is configured (KServe's `--grpc_port`).
+//!
+//! All the listeners run [`listen`]'s accept loop (header, idle and body timeouts, a
 //! connection cap, TLS); request bodies may come gzip- or deflate-encoded
 //! ([`content_encoding`], undone by `request::read_body`).
 //!
-//! Imports go one way: the route modules (inference, protocols, studio_api, a1111,
-//! openai, page, management, metrics) use the shared ones (error, request, queue, reply, jobs,
-//! outputs, registry, worker), never each other; this file composes the routers.
+//! Imports go one way: the route modules (inference, protocols, grpc, studio_api, a1111,
+//! openai, page, management, metrics) use the shared ones (error, request, queue, reply,
+//! oip, oip_binary, jobs, outputs, registry, worker), never each other; this file
+//! composes the routers.
 
 pub mod a1111;
 pub mod auth;
@@ -26,6 +30,7 @@ pub mod config;
 mod content_encoding;
 pub mod download;
 pub mod error;
+mod grpc;
 mod inference;
 pub mod jobs;
 mod listen;
@@ -33,6 +38,8 @@ pub mod loras;
 pub mod management;
 pub mod metrics;
 pub mod multipart;
+mod oip;
+mod oip_binary;
 pub mod openai;
 pub mod outputs;
 mod page;
@@ -52,6 +59,7 @@ pub use config::{
 };
 pub use error::{ApiError, ErrorKind};
 pub use metrics::Metrics;
+pub use oip_binary::{InferRequest, parse_request as parse_oip_infer_request};
 pub use registry::{ModelEntry, ModelSettings, Registry};
 
 use std::net::SocketAddr;
@@ -145,12 +153,14 @@ pub struct Server {
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-/// Where the three APIs listen (the real ports when 0 was asked for).
+/// Where the APIs listen (the real ports when 0 was asked for).
 #[derive(Debug, Clone, Copy)]
 pub struct BoundAddrs {
     pub inference: SocketAddr,
     pub management: SocketAddr,
     pub metrics: SocketAddr,
+    /// The gRPC service, when configured.
+    pub grpc: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Server {
@@ -276,15 +286,19 @@ pub fn start(config: ServeConfig) -> Result<Server> {
         ));
     }
     // Read first, so a bad certificate or key stops start-up before any model loads.
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
-        None => None,
+    let (tls, grpc_tls) = match &config.tls {
+        Some((cert, key)) => (
+            Some(listen::tls_acceptor(cert, key, b"http/1.1")?),
+            Some(listen::tls_acceptor(cert, key, b"h2")?),
+        ),
+        None => (None, None),
     };
     let listeners = [
         bind(config.inference_address)?,
         bind(config.management_address)?,
         bind(config.metrics_address)?,
     ];
+    let grpc_listener = config.grpc_address.map(bind).transpose()?;
     let local = |l: &std::net::TcpListener| {
         l.local_addr().map_err(|e| Error::Io {
             path: PathBuf::from("<listener>"),
@@ -295,6 +309,7 @@ pub fn start(config: ServeConfig) -> Result<Server> {
         inference: local(&listeners[0])?,
         management: local(&listeners[1])?,
         metrics: local(&listeners[2])?,
+        grpc: grpc_listener.as_ref().map(local).transpose()?,
     };
     let state = Arc::new(AppState {
         registry: Registry::default(),
@@ -343,10 +358,20 @@ pub fn start(config: ServeConfig) -> Result<Server> {
                     management::router(serve_state.clone()),
                     metrics::router(serve_state.clone()),
                 ];
+                let limits = serve_state.config.connections;
                 let mut tasks = Vec::new();
+                if let Some(listener) = grpc_listener {
+                    tasks.push(tokio::spawn(listen::serve(
+                        tokio::net::TcpListener::from_std(listener)?,
+                        grpc_tls,
+                        listen::Protocol::Http2,
+                        grpc::router(serve_state.clone()),
+                        limits,
+                        rx.clone(),
+                    )));
+                }
                 for (listener, app) in [inference, management, metrics].into_iter().zip(routers) {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let limits = serve_state.config.connections;
                     // Trailing slashes route as TorchServe's do (`/predictions/sd/`,
                     // `/models/`): trimmed before the router sees the path.
                     let app = tower::Layer::layer(
@@ -356,6 +381,7 @@ pub fn start(config: ServeConfig) -> Result<Server> {
                     tasks.push(tokio::spawn(listen::serve(
                         listener,
                         tls.clone(),
+                        listen::Protocol::Http1,
                         app,
                         limits,
                         rx.clone(),
@@ -418,15 +444,17 @@ async fn v1_models(
     axum::Json(v)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::resource_not_found()
+/// 404 for a path no route answers, in the shape of the API the path belongs to.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::resource_not_found().into_response_for(uri.path())
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
     ApiError::new(
         ErrorKind::MethodNotAllowed,
         "Requested method is not allowed, please refer to API document.",
     )
+    .into_response_for(uri.path())
 }
 
 /// Echoes the client's `x-request-id`, or makes one.

@@ -30,11 +30,13 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::{ApiError, ErrorKind};
+use super::oip;
+use super::oip_binary::{self, InferRequest};
 use super::queue::{find_model, run_job};
 use super::registry::ModelEntry;
 use super::reply::{self, Part};
 use super::request::{MAX_IMAGES, Params, params_from_json, read_body};
-use crate::pipeline::{GenerateRequest, Image};
+use crate::pipeline::Image;
 
 /// The routes, merged into the inference router (which adds its state and layers).
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -68,7 +70,7 @@ impl From<ApiError> for ProtoError {
 
 impl IntoResponse for ProtoError {
     fn into_response(self) -> Response {
-        json_value(self.0.status(), json!({ "error": self.0.message }))
+        self.0.into_kserve_response()
     }
 }
 
@@ -235,7 +237,7 @@ async fn v1_predict(
 async fn v2_server() -> Response {
     json_value(
         StatusCode::OK,
-        json!({ "name": "wgsd", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
+        json!({ "name": "wgsd", "version": env!("CARGO_PKG_VERSION"), "extensions": oip::EXTENSIONS }),
     )
 }
 
@@ -287,6 +289,15 @@ async fn v2_model_ready_v(
     model_ready(&state, &model, Some(&version))
 }
 
+fn tensors_json(tensors: &[(&str, &str, &[i64])]) -> Value {
+    tensors
+        .iter()
+        .map(
+            |(name, datatype, shape)| json!({ "name": name, "datatype": datatype, "shape": shape }),
+        )
+        .collect()
+}
+
 fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Response, ProtoError> {
     let entry = model_version(state, model, version)?;
     Ok(json_value(
@@ -294,9 +305,9 @@ fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Resp
         json!({
             "name": entry.name,
             "versions": [entry.version],
-            "platform": "wgsd_stable_diffusion",
-            "inputs": [{ "name": "prompt", "datatype": "BYTES", "shape": [-1] }],
-            "outputs": [{ "name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3] }],
+            "platform": oip::PLATFORM,
+            "inputs": tensors_json(&oip::INPUTS),
+            "outputs": tensors_json(&oip::OUTPUTS),
         }),
     ))
 }
@@ -335,151 +346,32 @@ async fn v2_infer_v(
     Ok(record(&state, &entry, result))
 }
 
-/// The strings of a BYTES input, and whether `data` was a bare string (a scalar).
-fn bytes_input(input: &Value) -> Result<(Vec<String>, bool), ProtoError> {
-    let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
-    match input.get("datatype").and_then(Value::as_str) {
-        Some("BYTES") => {}
-        Some(other) => {
-            return Err(bad(format!(
-                "input {name:?}: datatype {other} is not supported; prompts are BYTES"
-            )));
-        }
-        None => return Err(bad(format!("input {name:?} has no datatype"))),
-    }
-    let (strings, scalar) = match input.get("data") {
-        Some(Value::String(s)) => (vec![s.clone()], true),
-        Some(Value::Array(items)) => {
-            // Nested lists are the row-major form of a multi-dimensional shape.
-            let mut out = Vec::new();
-            let mut stack: Vec<&Value> = items.iter().rev().collect();
-            while let Some(v) = stack.pop() {
-                match v {
-                    Value::String(s) => out.push(s.clone()),
-                    Value::Array(inner) => stack.extend(inner.iter().rev()),
-                    other => {
-                        return Err(bad(format!(
-                            "input {name:?}: BYTES data must be strings, got {other}"
-                        )));
-                    }
-                }
-            }
-            (out, false)
-        }
-        _ => {
-            return Err(bad(format!(
-                "input {name:?}: \"data\" must be a string or a list of strings"
-            )));
-        }
-    };
-    if let Some(shape) = input.get("shape") {
-        let dims = shape
-            .as_array()
-            .and_then(|d| d.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
-            .ok_or_else(|| bad(format!("input {name:?}: shape must be a list of sizes")))?;
-        // Checked: [2^64-1, 2^64-1] must not wrap around to a small count.
-        let count = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(format!("input {name:?}: shape {dims:?} is too large")))?;
-        if count != strings.len() as u64 {
-            return Err(bad(format!(
-                "input {name:?}: shape {dims:?} holds {count} elements, data has {}",
-                strings.len()
-            )));
-        }
-    }
-    Ok((strings, scalar))
-}
-
-/// An OIP inference request to one (batched) generation request.
-fn v2_request(
-    state: &AppState,
-    entry: &ModelEntry,
-    body: &Value,
-) -> Result<(GenerateRequest, bool), ProtoError> {
-    let inputs = body
-        .get("inputs")
-        .and_then(Value::as_array)
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| {
-            bad("expected \"inputs\": [{\"name\", \"shape\", \"datatype\": \"BYTES\", \"data\"}]")
-        })?;
-    let mut prompts = None;
-    let mut negative = None;
-    for input in inputs {
-        let name = input.get("name").and_then(Value::as_str).unwrap_or("");
-        let (strings, scalar) = bytes_input(input)?;
-        let slot = if name == "negative_prompt" {
-            &mut negative
-        } else {
-            &mut prompts
-        };
-        if slot.replace((strings, scalar)).is_some() {
-            return Err(bad(format!(
-                "more than one prompt input (\"{name}\"); send the prompts as one BYTES input"
-            )));
-        }
-    }
-    let (prompts, scalar) = prompts.ok_or_else(|| bad("no prompt input"))?;
-    let mut fields = match body.get("parameters") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(bad("\"parameters\" must be an object")),
-    };
-    let first = prompts.first().cloned().unwrap_or_default();
-    fields.insert("prompt".into(), Value::String(first));
-    let mut request =
-        params_from_json(Value::Object(fields))?.into_request(&state.defaults(entry))?;
-    if prompts.iter().any(|p| p.trim().is_empty()) {
-        return Err(bad("a prompt is empty"));
-    }
-    let images = prompts.len() * request.num_images_per_prompt;
-    if images > MAX_IMAGES {
-        return Err(bad(format!(
-            "{images} images asked for ({} prompts x num_images {}); at most {MAX_IMAGES}",
-            prompts.len(),
-            request.num_images_per_prompt
-        )));
-    }
-    if let Some((neg, _)) = negative {
-        if neg.len() != 1 && neg.len() != prompts.len() {
-            return Err(bad(format!(
-                "{} negative prompts for {} prompts: give one, or one per prompt",
-                neg.len(),
-                prompts.len()
-            )));
-        }
-        request.negative_prompts = neg;
-    }
-    let one = scalar && images == 1;
-    request.prompts = prompts;
-    Ok((request, one))
-}
-
 async fn v2_infer_model(
     state: &AppState,
     entry: &ModelEntry,
     req: Request,
 ) -> Result<Response, ProtoError> {
     let header_id = request_id(req.headers());
-    let body = json_body(state, req).await?;
-    let (request, one) = v2_request(state, entry, &body)?;
+    let headers = req.headers().clone();
+    let body = read_body(req, state.config.max_request_size).await?;
+    let InferRequest {
+        head: body,
+        request,
+        one,
+        binary,
+    } = oip_binary::parse_request(&headers, body, &state.defaults(entry))?;
     let limit = state.config.max_response_size;
-    let n = request.prompts.len() * request.num_images_per_prompt;
-    // The flat data is about half the nested list; at least 2 bytes a value.
-    reply::check_size(
-        (2 * 3 * request.width * request.height * n).saturating_sub(1),
-        limit,
-    )?;
+    let bytes = oip::image_bytes(&request);
+    // Binary: the raw bytes; JSON: the flat data is at least 2 bytes a value.
+    let floor = if binary {
+        bytes
+    } else {
+        bytes.saturating_mul(2).saturating_sub(1)
+    };
+    reply::check_size(floor, limit)?;
     let generated = run_job(state, entry, request, header_id.as_deref()).await?;
     let images: Vec<Image> = generated.images;
-    let (h, w) = images.first().map_or((0, 0), |i| (i.height, i.width));
-    let shape = if one {
-        json!([h, w, 3])
-    } else {
-        json!([images.len(), h, w, 3])
-    };
+    let shape = oip::image_shape(&images, one);
     let id = match body.get("id") {
         Some(Value::String(s)) => Some(s.clone()),
         _ => header_id,
@@ -490,11 +382,16 @@ async fn v2_infer_model(
     if let Some(id) = id {
         head.insert("id".into(), json!(id));
     }
+    if binary {
+        return Ok(oip_binary::reply(head, &shape, images, limit)?);
+    }
     // `{"model_name":...,"id":...,` then the outputs, whose data is streamed.
     let mut text = Value::Object(head).to_string();
     text.pop();
     text.push_str(&format!(
-        ",\"outputs\":[{{\"name\":\"image\",\"shape\":{shape},\"datatype\":\"UINT8\",\"data\":["
+        ",\"outputs\":[{{\"name\":\"{}\",\"shape\":{},\"datatype\":\"UINT8\",\"data\":[",
+        oip::IMAGE_OUTPUT,
+        json!(shape)
     ));
     let mut parts = vec![Part::Text(text)];
     for (i, image) in images.into_iter().enumerate() {

@@ -46,9 +46,7 @@ const IGNORED_KEYS: &[&str] = &[
     "install_py_dep_per_model",
     "async_logging",
     "vmargs",
-    "grpc_inference_port",
     "grpc_management_port",
-    "grpc_inference_address",
     "grpc_management_address",
     "enable_grpc_ssl",
     "enable_metrics_api",
@@ -117,6 +115,10 @@ pub struct TsConfig {
     pub inference_address: Option<SocketAddr>,
     pub management_address: Option<SocketAddr>,
     pub metrics_address: Option<SocketAddr>,
+    /// `grpc_inference_address` (a host) and `grpc_inference_port`: either one turns the
+    /// gRPC service on ([`TsConfig::grpc_address`]).
+    pub grpc_inference_host: Option<std::net::IpAddr>,
+    pub grpc_inference_port: Option<u16>,
     /// Relative paths are taken from the config file's folder.
     pub model_store: Option<PathBuf>,
     /// wgsd's own key `outputs_dir`: where studio jobs write their images (relative:
@@ -220,6 +222,22 @@ impl TsConfig {
                     "management_address" => self.management_address = addr,
                     _ => self.metrics_address = addr,
                 }
+            }
+            "grpc_inference_address" => {
+                let host = if value.eq_ignore_ascii_case("localhost") {
+                    Ok(std::net::IpAddr::from([127, 0, 0, 1]))
+                } else {
+                    value.parse()
+                };
+                self.grpc_inference_host =
+                    Some(host.map_err(|_| bad(format!("{value}: expected an IP address")))?);
+            }
+            "grpc_inference_port" => {
+                self.grpc_inference_port = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad(format!("{value}: expected a port number")))?,
+                );
             }
             "certificate_file" => self.certificate_file = Some(PathBuf::from(value)),
             "private_key_file" => self.private_key_file = Some(PathBuf::from(value)),
@@ -331,6 +349,21 @@ impl TsConfig {
         Ok(())
     }
 
+    /// Where gRPC listens when the file names its host or port: TorchServe's defaults
+    /// for the other (127.0.0.1, port 7070).
+    pub fn grpc_address(&self) -> Option<SocketAddr> {
+        if self.grpc_inference_host.is_none() && self.grpc_inference_port.is_none() {
+            return None;
+        }
+        let host = self
+            .grpc_inference_host
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        Some(SocketAddr::new(
+            host,
+            self.grpc_inference_port.unwrap_or(7070),
+        ))
+    }
+
     /// The TLS `(certificate, key)` files, or why they are missing: both keys or
     /// neither, and both when an address is `https://`.
     pub fn tls(&self) -> std::result::Result<Option<(PathBuf, PathBuf)>, String> {
@@ -384,6 +417,9 @@ impl TsConfig {
         set(&mut config.inference_address, self.inference_address);
         set(&mut config.management_address, self.management_address);
         set(&mut config.metrics_address, self.metrics_address);
+        if let Some(a) = self.grpc_address() {
+            config.grpc_address = Some(a);
+        }
         if let Some(s) = &self.model_store {
             config.model_store = s.clone();
         }

@@ -1,7 +1,7 @@
 //! The one Python interpreter every client test runs: `.venv/bin/python` in the repository
 //! root, which `.ci/setup` creates from Debian's `/usr/bin/python3` with
 //! `--system-site-packages` (so it sees `python3-requests`, `-numpy`, `-pil`, `-selenium`)
-//! and fills with the PyPI-only clients (`webuiapi`, `openai`). A pyenv or conda `python3`
+//! and fills with the PyPI-only clients (`webuiapi`, `openai`, `tritonclient`). A pyenv or conda `python3`
 //! on PATH never sees Debian's packages, so no test looks there.
 
 #![allow(dead_code)]
@@ -12,7 +12,8 @@ use std::process::Command;
 /// How to make the interpreter, for the failure messages.
 const HINT: &str = "create it with `.ci/setup` (or by hand: `sudo apt-get install -y python3-venv \
      python3-requests python3-numpy python3-pil python3-selenium && /usr/bin/python3 -m venv \
-     --system-site-packages .venv && .venv/bin/pip install webuiapi openai`)";
+     --system-site-packages .venv && .venv/bin/python -m pip install webuiapi openai \
+     'tritonclient[http,grpc]'`)";
 
 /// `.venv/bin/python`, checked to import `modules` (e.g. `"webuiapi"`). Fails (never
 /// skips) with how to make it when it is missing or lacks them.

@@ -1,6 +1,6 @@
-//! wgsd's accept loop, used by all three listeners: at most `max_connections` open
-//! connections (more wait in the kernel's backlog until one closes), HTTP/1.1 by hyper,
-//! and the timeouts of [`ConnectionLimits`] so that a slow or silent client (slowloris, a
+//! wgsd's accept loop, used by every listener: at most `max_connections` open
+//! connections (more wait in the kernel's backlog until one closes), HTTP/1.1 by hyper
+//! (HTTP/2 for gRPC, [`Protocol`]), and the timeouts of [`ConnectionLimits`] so that a slow or silent client (slowloris, a
 //! body that never ends) cannot hold a connection forever.
 //!
 //! axum's own `serve` has no timeouts or cap; this loop replaces it, with the same
@@ -23,7 +23,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -32,11 +33,21 @@ use super::config::ConnectionLimits;
 use body::{DeadlineBody, GuardedBody};
 use io::{Activity, Expiry, TrackedIo};
 
-/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then waits
-/// for the open connections to finish.
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1: the REST APIs.
+    Http1,
+    /// HTTP/2 only (prior knowledge, "h2c", or ALPN `h2` over TLS): gRPC.
+    Http2,
+}
+
+/// Serves `app` on `listener` in `protocol` (over TLS with `tls`) until `stop` turns
+/// true, then waits for the open connections to finish.
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    protocol: Protocol,
     app: S,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
@@ -72,14 +83,14 @@ where
         let _ = stream.set_nodelay(true);
         let (app, stop) = (app.clone(), stop.clone());
         match tls.clone() {
-            None => tokio::spawn(connection(stream, app, limits, stop, permit)),
+            None => tokio::spawn(connection(stream, protocol, app, limits, stop, permit)),
             Some(tls) => tokio::spawn(async move {
                 // The handshake counts as the head: a client that stalls in it is
                 // dropped after header_read_timeout.
                 let handshake =
                     tokio::time::timeout(limits.header_read_timeout, tls.accept(stream));
                 if let Ok(Ok(stream)) = handshake.await {
-                    connection(stream, app, limits, stop, permit).await;
+                    connection(stream, protocol, app, limits, stop, permit).await;
                 }
             }),
         };
@@ -93,6 +104,7 @@ where
 /// One connection: hyper serves it while a watchdog checks [`Activity::expired`].
 async fn connection<T, S>(
     stream: T,
+    protocol: Protocol,
     app: S,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
@@ -114,10 +126,14 @@ async fn connection<T, S>(
             Ok::<_, Infallible>(res.map(|b| Body::new(GuardedBody::new(b, request))))
         }
     });
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http = match protocol {
+        Protocol::Http1 => http.http1_only(),
+        Protocol::Http2 => http.http2_only(),
+    };
     // The watchdog times the head from its first byte; hyper's own timer would start
     // as soon as the connection waits, which is the idle timer's job.
-    http.header_read_timeout(None);
+    http.http1().header_read_timeout(None);
     let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
     let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
@@ -130,6 +146,13 @@ async fn connection<T, S>(
             _ = ticks.tick() => {
                 // Dropping the connection closes it.
                 if let Some(why) = activity.expired(&limits, stopping) {
+                    // HTTP/2 says goodbye first (GOAWAY), so a client's next call opens a
+                    // new connection instead of failing; the next tick drops it.
+                    if protocol == Protocol::Http2 && !stopping {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                        continue;
+                    }
                     if why == Expiry::Header {
                         eprintln!("wgsd serve: a client sent no complete request head within header_read_timeout; connection closed");
                     }

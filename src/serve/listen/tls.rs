@@ -1,6 +1,6 @@
 //! TLS for the listeners, as TorchServe configures it (`certificate_file` and
 //! `private_key_file` in config.properties, PEM files): rustls with the ring provider,
-//! HTTP/1.1 by ALPN.
+//! HTTP/1.1 by ALPN (`h2` on the gRPC listener).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use crate::error::{Error, Result};
 
 /// A TLS acceptor for the certificate chain in `cert` and the private key in `key` (PEM:
-/// PKCS#8, PKCS#1 or SEC1).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+/// PKCS#8, PKCS#1 or SEC1), offering `alpn` (e.g. `http/1.1`, or `h2`).
+pub fn acceptor(cert: &Path, key: &Path, alpn: &[u8]) -> Result<TlsAcceptor> {
     let bad = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
         Error::InvalidInput(format!("{}: {what}: {e}", path.display()))
     };
@@ -37,6 +37,6 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| bad(key, "does not fit the certificate", &e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
