@@ -29,9 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::conditioning::{self, TextStage};
-pub use crate::hires::HiresFix;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Recorder, Tensor, WeightOverrides};
+pub use crate::hires::HiresFix;
 use crate::loader::{ArchiveOptions, ClipTextConfig, ModelDir, VarBuilder, open_model_with};
 pub use crate::lora::LoraSpec;
 use crate::lora::{self, LoraCache, ModelTargets};

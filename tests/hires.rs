@@ -112,7 +112,12 @@ fn pillow_resizes_byte_for_byte() {
     for r in resizes {
         let n = |k: &str| r[k].as_u64().expect(k) as usize;
         let f = r["filter"].as_str().expect("filter");
-        let (w, h, tw, th) = (n("width"), n("height"), n("target_width"), n("target_height"));
+        let (w, h, tw, th) = (
+            n("width"),
+            n("height"),
+            n("target_width"),
+            n("target_height"),
+        );
         let k = format!("resize.{f}.{w}x{h}.{tw}x{th}");
         let img = Image {
             width: w,
@@ -127,12 +132,7 @@ fn pillow_resizes_byte_for_byte() {
         let got = resize(&img, tw, th, filter);
         assert_eq!((got.width, got.height), (tw, th), "{k}");
         let want = fx.u8s(&format!("{k}.out"));
-        let diff = got
-            .data
-            .iter()
-            .zip(&want)
-            .filter(|(a, b)| a != b)
-            .count();
+        let diff = got.data.iter().zip(&want).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 0, "{k}: {diff} bytes differ from Pillow");
     }
 }
@@ -161,8 +161,15 @@ fn hires_matches_diffusers() {
         assert_eq!(out.steps_done, total, "{name}");
         assert_eq!(out.timesteps.len(), total, "{name}");
         let tr = out.trace.as_ref().expect("trace");
-        if case["hires_upscaler"].as_str().unwrap().starts_with("Latent") {
-            let e1 = rel_err(&tr.hires_first_latents, &fx.tensor(&format!("{pre}.first_latents")));
+        if case["hires_upscaler"]
+            .as_str()
+            .unwrap()
+            .starts_with("Latent")
+        {
+            let e1 = rel_err(
+                &tr.hires_first_latents,
+                &fx.tensor(&format!("{pre}.first_latents")),
+            );
             let eu = rel_err(
                 &tr.hires_upscaled_latents,
                 &fx.tensor(&format!("{pre}.upscaled_latents")),
@@ -170,7 +177,10 @@ fn hires_matches_diffusers() {
             eprintln!("{name}: first-pass latents rel {e1:.1e}, upscaled rel {eu:.1e}");
             assert!(e1 < 1e-4 && eu < 1e-4, "{name}: {e1} {eu}");
         }
-        let final_err = rel_err(&tr.final_latents, &fx.tensor(&format!("{pre}.final_latents")));
+        let final_err = rel_err(
+            &tr.final_latents,
+            &fx.tensor(&format!("{pre}.final_latents")),
+        );
         let want = fx.u8s(&format!("{pre}.image_u8"));
         let per = want.len() / out.images.len();
         let (tw, th) = (
@@ -182,7 +192,10 @@ fn hires_matches_diffusers() {
             assert_eq!((img.width, img.height), (tw, th), "{name}");
             let p = psnr(&img.data, &want[k * per..(k + 1) * per]);
             eprintln!("{name} image {k}: PSNR {p:.1} dB; final latents rel {final_err:.1e}");
-            assert!(p >= MIN_PSNR, "{name} image {k}: PSNR {p:.2} dB < {MIN_PSNR}");
+            assert!(
+                p >= MIN_PSNR,
+                "{name} image {k}: PSNR {p:.2} dB < {MIN_PSNR}"
+            );
         }
     }
 }
@@ -211,14 +224,23 @@ fn hires_batches_give_solo_results() {
             .generate_batch(&[a.clone(), b.clone()], &mut |_| {}, None)
             .expect("batch");
         let solo_b = pipe.generate(&b).expect("solo");
-        let want = fx.u8s(&format!("{}.image_u8", case["tensor_prefix"].as_str().unwrap()));
+        let want = fx.u8s(&format!(
+            "{}.image_u8",
+            case["tensor_prefix"].as_str().unwrap()
+        ));
         let per = want.len() / 2;
         for k in 0..2 {
             let p = psnr(&batch[0].images[k].data, &want[k * per..(k + 1) * per]);
-            assert!(p >= MIN_PSNR, "case {idx}: batched request a image {k}: {p:.1} dB");
+            assert!(
+                p >= MIN_PSNR,
+                "case {idx}: batched request a image {k}: {p:.1} dB"
+            );
         }
         let p = psnr(&batch[1].images[0].data, &solo_b.images[0].data);
-        assert!(p >= MIN_PSNR, "case {idx}: batched b against solo: {p:.1} dB");
+        assert!(
+            p >= MIN_PSNR,
+            "case {idx}: batched b against solo: {p:.1} dB"
+        );
     }
 }
 
@@ -244,9 +266,17 @@ fn finish_early_in_the_first_pass_returns_its_images() {
             None,
         )
         .expect("runs");
-    assert_eq!((out.steps_done, reports), (2, 2), "stopped in the first pass");
+    assert_eq!(
+        (out.steps_done, reports),
+        (2, 2),
+        "stopped in the first pass"
+    );
     let img = &out.images[0];
-    assert_eq!((img.width, img.height), (32, 32), "first-pass size, as A1111");
+    assert_eq!(
+        (img.width, img.height),
+        (32, 32),
+        "first-pass size, as A1111"
+    );
     // Cancelling counts steps over both passes.
     let cancel = AtomicBool::new(false);
     let req = request(&fx.cases()[0]);
@@ -318,6 +348,9 @@ fn bad_hires_requests_are_named_errors() {
         })),
         ..base.clone()
     };
-    let e = pipe.validate(&with_image).expect_err("img2img + hires").to_string();
+    let e = pipe
+        .validate(&with_image)
+        .expect_err("img2img + hires")
+        .to_string();
     assert!(e.contains("text to image"), "{e}");
 }

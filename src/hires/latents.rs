@@ -84,7 +84,8 @@ pub(crate) fn encoded_latents(
     }
     let eps_t = Tensor::from_f32(gpu, &[n, c, lh, lw], &eps, DType::F32)?;
     let noise_t = Tensor::from_f32(gpu, &[n, c, lh, lw], &noise, DType::F32)?;
-    let z = ops::latent_sample::sample(rec, &moments, &eps_t, encoder.config.scaling_factor as f32)?;
+    let z =
+        ops::latent_sample::sample(rec, &moments, &eps_t, encoder.config.scaling_factor as f32)?;
     let rows: Vec<usize> = (0..n).collect();
     let latents = ops::latent_sample::add_noise(rec, &z, &rows, &noise_t, ca as f32, cb as f32)?;
     if let Some(tr) = trace {

@@ -208,43 +208,46 @@ pub fn target_size(
     height: usize,
     max_side: usize,
 ) -> Result<Target, HiresError> {
-    let (mut upscale_to, mut truncate) = ((0, 0), (0, 0));
-    let size = match hires.size {
+    let (size, upscale_to, truncate) = match hires.size {
         HiresSize::Scale(s) => {
             if !(s.is_finite() && s >= 1.0) {
                 return Err(HiresError::BadScale(s));
             }
             // Python's int() truncates.
-            let (w, h) = (
+            let to = (
                 (width as f64 * s).floor() as usize,
                 (height as f64 * s).floor() as usize,
             );
-            upscale_to = (w, h);
-            (w, h)
+            (to, to, (0, 0))
         }
-        HiresSize::Resize { width: rx, height: ry } => match (rx, ry) {
-            (0, 0) => return Err(HiresError::NotMultipleOf8 { width: 0, height: 0 }),
+        HiresSize::Resize {
+            width: rx,
+            height: ry,
+        } => match (rx, ry) {
+            (0, 0) => {
+                return Err(HiresError::NotMultipleOf8 {
+                    width: 0,
+                    height: 0,
+                });
+            }
             (rx, 0) => {
-                upscale_to = (rx, rx * height / width.max(1));
-                upscale_to
+                let to = (rx, rx * height / width.max(1));
+                (to, to, (0, 0))
             }
             (0, ry) => {
-                upscale_to = (ry * width / height.max(1), ry);
-                upscale_to
+                let to = (ry * width / height.max(1), ry);
+                (to, to, (0, 0))
             }
             (rx, ry) => {
                 // Cover the target with the first pass's aspect ratio, then crop.
                 let (src, dst) = (width as f64 / height as f64, rx as f64 / ry as f64);
-                upscale_to = if src < dst {
+                let to = if src < dst {
                     (rx, rx * height / width)
                 } else {
                     (ry * width / height, ry)
                 };
-                truncate = (
-                    (upscale_to.0 - rx) / OPT_F,
-                    (upscale_to.1 - ry) / OPT_F,
-                );
-                (rx, ry)
+                let cut = ((to.0 - rx) / OPT_F, (to.1 - ry) / OPT_F);
+                ((rx, ry), to, cut)
             }
         },
     };
@@ -340,30 +343,54 @@ mod tests {
     #[test]
     fn targets_follow_a1111() {
         let t = target_size(&scaled(2.0), 32, 24, 4096).unwrap();
-        assert_eq!((t.size, t.upscale_to, t.truncate), ((64, 48), (64, 48), (0, 0)));
-        assert_eq!(target_size(&scaled(1.5), 32, 32, 4096).unwrap().size, (48, 48));
+        assert_eq!(
+            (t.size, t.upscale_to, t.truncate),
+            ((64, 48), (64, 48), (0, 0))
+        );
+        assert_eq!(
+            target_size(&scaled(1.5), 32, 32, 4096).unwrap().size,
+            (48, 48)
+        );
         // hr_resize_x only: the height follows the aspect ratio (integer division).
-        assert_eq!(target_size(&resized(64, 0), 32, 24, 4096).unwrap().size, (64, 48));
-        assert_eq!(target_size(&resized(0, 48), 32, 24, 4096).unwrap().size, (64, 48));
+        assert_eq!(
+            target_size(&resized(64, 0), 32, 24, 4096).unwrap().size,
+            (64, 48)
+        );
+        assert_eq!(
+            target_size(&resized(0, 48), 32, 24, 4096).unwrap().size,
+            (64, 48)
+        );
         // Both: cover, then crop. 32x24 (4:3) to 64x64: upscale to 85x64, cut 2 columns.
         let t = target_size(&resized(64, 64), 32, 24, 4096).unwrap();
-        assert_eq!((t.size, t.upscale_to, t.truncate), ((64, 64), (85, 64), (2, 0)));
+        assert_eq!(
+            (t.size, t.upscale_to, t.truncate),
+            ((64, 64), (85, 64), (2, 0))
+        );
         // 24x32 to 64x32: upscale to 64x85, cut 6 latent rows.
         let t = target_size(&resized(64, 32), 24, 32, 4096).unwrap();
-        assert_eq!((t.size, t.upscale_to, t.truncate), ((64, 32), (64, 85), (0, 6)));
+        assert_eq!(
+            (t.size, t.upscale_to, t.truncate),
+            ((64, 32), (64, 85), (0, 6))
+        );
     }
 
     #[test]
     fn named_errors() {
         assert_eq!(
             target_size(&scaled(1.3), 32, 32, 4096),
-            Err(HiresError::NotMultipleOf8 { width: 41, height: 41 })
+            Err(HiresError::NotMultipleOf8 {
+                width: 41,
+                height: 41
+            })
         );
         assert!(matches!(
             target_size(&scaled(64.0), 512, 512, 4096),
             Err(HiresError::TooLarge { width: 32768, .. })
         ));
-        assert_eq!(target_size(&scaled(0.5), 32, 32, 4096), Err(HiresError::BadScale(0.5)));
+        assert_eq!(
+            target_size(&scaled(0.5), 32, 32, 4096),
+            Err(HiresError::BadScale(0.5))
+        );
         assert!(target_size(&resized(0, 0), 32, 32, 4096).is_err());
         assert!(target_size(&resized(60, 0), 32, 32, 4096).is_err());
         for bad in [0.0, -0.1, 1.5, f64::NAN] {
@@ -371,13 +398,19 @@ mod tests {
                 strength: bad,
                 ..HiresFix::default()
             };
-            assert!(matches!(check(&h, 10), Err(HiresError::BadStrength(_))), "{bad}");
+            assert!(
+                matches!(check(&h, 10), Err(HiresError::BadStrength(_))),
+                "{bad}"
+            );
         }
         let h = HiresFix {
             strength: 0.1,
             ..HiresFix::default()
         };
-        assert!(matches!(check(&h, 5), Err(HiresError::NoStep { steps: 5, .. })));
+        assert!(matches!(
+            check(&h, 5),
+            Err(HiresError::NoStep { steps: 5, .. })
+        ));
         assert!(check(&h, 10).is_ok());
     }
 
@@ -388,6 +421,9 @@ mod tests {
         }
         assert_eq!(Upscaler::parse(" latent "), Ok(Upscaler::default()));
         let e = Upscaler::parse("R-ESRGAN 4x+").unwrap_err().to_string();
-        assert!(e.contains("R-ESRGAN 4x+") && e.contains("\"Latent (bicubic)\""), "{e}");
+        assert!(
+            e.contains("R-ESRGAN 4x+") && e.contains("\"Latent (bicubic)\""),
+            "{e}"
+        );
     }
 }

@@ -213,7 +213,10 @@ mod tests {
             let t = taps(i, o);
             for k in &t.weights {
                 let s: i32 = k.iter().sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= k.len() as i32, "{i}->{o}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= k.len() as i32,
+                    "{i}->{o}: {s}"
+                );
             }
         }
     }

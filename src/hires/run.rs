@@ -23,7 +23,9 @@ pub(crate) fn run(
         return Err(Error::InvalidInput("an empty batch".into()));
     };
     let Some(hires) = req.hires else {
-        return Err(Error::InvalidInput("a hires batch needs the hires fix".into()));
+        return Err(Error::InvalidInput(
+            "a hires batch needs the hires fix".into(),
+        ));
     };
     let target = target_size(&hires, req.width, req.height, MAX_TARGET_SIDE)?;
     let first: Vec<GenerateRequest> = items
@@ -60,7 +62,13 @@ pub(crate) fn run(
         })
     };
     let pass1 = pipe
-        .run_pass(&first, &mut p1, cancel, PassStart::Request, latent_mode.is_none())
+        .run_pass(
+            &first,
+            &mut p1,
+            cancel,
+            PassStart::Request,
+            latent_mode.is_none(),
+        )
         .map_err(|e| cancelled_of(e, 0, total))?;
     let done1 = pass1.generated.first().map_or(0, |g| g.steps_done);
     let finished_early = items.iter().all(|r| {

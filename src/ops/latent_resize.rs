@@ -151,7 +151,8 @@ pub mod cpu {
         let conv2 = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
         let x2 = 1.0 - t;
         let w = [conv2(t + 1.0), conv1(t), conv1(x2), conv2(x2 + 1.0)];
-        let idx = std::array::from_fn(|k| (i as i64 - 1 + k as i64).clamp(0, size as i64 - 1) as usize);
+        let idx =
+            std::array::from_fn(|k| (i as i64 - 1 + k as i64).clamp(0, size as i64 - 1) as usize);
         (idx, w)
     }
 

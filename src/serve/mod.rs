@@ -26,6 +26,7 @@ pub mod config;
 mod content_encoding;
 pub mod download;
 pub mod error;
+pub mod hires;
 mod inference;
 pub mod jobs;
 mod listen;

@@ -8,7 +8,12 @@ use wgsd::ops::latent_resize::{Mode, cpu, resize};
 use crate::common::{Rng, assert_close, gpu};
 use crate::f16data::stored;
 
-const MODES: [Mode; 4] = [Mode::Nearest, Mode::NearestExact, Mode::Bilinear, Mode::Bicubic];
+const MODES: [Mode; 4] = [
+    Mode::Nearest,
+    Mode::NearestExact,
+    Mode::Bilinear,
+    Mode::Bicubic,
+];
 
 fn check_as(shape: [usize; 4], oh: usize, ow: usize, mode: Mode, seed: u64, dt: DType) {
     let gpu = gpu();
@@ -39,7 +44,13 @@ fn bilinear_tiny() {
     let x = Tensor::from_f32(gpu, &[1, 1, 1, 2], &[0.0, 4.0], DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
     let y = resize(&mut rec, &x, 1, 4, Mode::Bilinear).unwrap();
-    assert_close("bilinear tiny", &rec.read_f32(&y).unwrap(), &[0.0, 1.0, 3.0, 4.0], 0.0, 0.0);
+    assert_close(
+        "bilinear tiny",
+        &rec.read_f32(&y).unwrap(),
+        &[0.0, 1.0, 3.0, 4.0],
+        0.0,
+        0.0,
+    );
     let bad = Tensor::from_f32(gpu, &[4], &[0.0; 4], DType::F32).unwrap();
     assert!(resize(&mut rec, &bad, 2, 2, Mode::Bilinear).is_err());
     assert!(resize(&mut rec, &x, 0, 2, Mode::Bicubic).is_err());
@@ -84,13 +95,25 @@ fn cpu_reference_matches_torch() {
         for (oh, ow) in [(9, 11), (3, 4), (10, 14)] {
             let want = read(&format!("interp.{}.{oh}x{ow}", mode.torch_name()));
             let got = cpu::resize(&x, 6, (5, 7), (oh, ow), mode);
-            assert_close(&format!("{mode:?} {oh}x{ow} vs torch"), &got, &want, 1e-6, 1e-6);
+            assert_close(
+                &format!("{mode:?} {oh}x{ow} vs torch"),
+                &got,
+                &want,
+                1e-6,
+                1e-6,
+            );
             // And the GPU against torch directly.
             let gpu = gpu();
             let tx = Tensor::from_f32(gpu, &[2, 3, 5, 7], &x, DType::F32).unwrap();
             let mut rec = Recorder::new(gpu);
             let y = resize(&mut rec, &tx, oh, ow, mode).unwrap();
-            assert_close(&format!("{mode:?} {oh}x{ow} GPU vs torch"), &rec.read_f32(&y).unwrap(), &want, 2e-6, 2e-6);
+            assert_close(
+                &format!("{mode:?} {oh}x{ow} GPU vs torch"),
+                &rec.read_f32(&y).unwrap(),
+                &want,
+                2e-6,
+                2e-6,
+            );
             checked += 1;
         }
     }
