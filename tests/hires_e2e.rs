@@ -120,7 +120,11 @@ fn cli_generate_hires() {
         out_png.to_str().unwrap(),
     ]);
     let out = wgsd(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: Value = serde_json::from_slice(&out.stdout).expect("--json summary");
     assert_eq!(summary["hires"]["width"], 64);
     assert_eq!(summary["hires"]["upscaler"], "Latent");
@@ -140,9 +144,15 @@ fn cli_generate_hires() {
 
     let bad_out = dir.join("bad.png");
     for (extra, needle) in [
-        (vec!["--hires-scale", "2", "--hires-upscaler", "4x-UltraSharp"], "\"Latent (bicubic)\""),
+        (
+            vec!["--hires-scale", "2", "--hires-upscaler", "4x-UltraSharp"],
+            "\"Latent (bicubic)\"",
+        ),
         (vec!["--hires-scale", "1.1"], "multiple of 8"),
-        (vec!["--hires-scale", "2", "--hires-strength", "0"], "(0, 1]"),
+        (
+            vec!["--hires-scale", "2", "--hires-strength", "0"],
+            "(0, 1]",
+        ),
         (vec!["--hires-upscaler", "Latent"], "--hires-scale"),
     ] {
         let mut all = vec!["generate", "x"];
@@ -190,13 +200,29 @@ fn predictions_and_sdapi_txt2img_hires() {
         let (h, w, got) = nested_image(item);
         assert_eq!((h, w), (64, 64));
         let per = want.len() / 2;
-        assert_matches(&format!("/predictions hires image {k}"), &got, &want[k * per..(k + 1) * per]);
+        assert_matches(
+            &format!("/predictions hires image {k}"),
+            &got,
+            &want[k * per..(k + 1) * per],
+        );
     }
     for (bad, needle) in [
-        (json!({"prompt": "a", "width": 32, "height": 32, "hires": {"upscaler": "SwinIR_4x"}}), "hires.upscaler"),
-        (json!({"prompt": "a", "width": 32, "height": 32, "hires": {"scale": 1.1}}), "multiple of 8"),
-        (json!({"prompt": "a", "width": 32, "height": 32, "hires": {"scale": 100}}), "too large"),
-        (json!({"prompt": "a", "hires": {"size": 2}}), "unknown field"),
+        (
+            json!({"prompt": "a", "width": 32, "height": 32, "hires": {"upscaler": "SwinIR_4x"}}),
+            "hires.upscaler",
+        ),
+        (
+            json!({"prompt": "a", "width": 32, "height": 32, "hires": {"scale": 1.1}}),
+            "multiple of 8",
+        ),
+        (
+            json!({"prompt": "a", "width": 32, "height": 32, "hires": {"scale": 100}}),
+            "too large",
+        ),
+        (
+            json!({"prompt": "a", "hires": {"size": 2}}),
+            "unknown field",
+        ),
     ] {
         let (code, text) = post(&base, "/predictions/sd", &bad);
         assert_eq!(code, 400, "{bad}: {text}");
@@ -214,7 +240,11 @@ fn predictions_and_sdapi_txt2img_hires() {
     assert_eq!(code, 200, "{text:.300}");
     let v: Value = serde_json::from_str(&text).expect("json");
     let info: Value = serde_json::from_str(v["info"].as_str().expect("info")).expect("info");
-    assert_eq!((info["width"].as_u64(), info["height"].as_u64()), (Some(32), Some(32)), "A1111 reports the first pass's size");
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(32), Some(32)),
+        "A1111 reports the first pass's size"
+    );
     assert_eq!(info["denoising_strength"], 0.7);
     assert_eq!(info["extra_generation_params"]["Hires upscaler"], "Latent");
     assert_eq!(info["extra_generation_params"]["Hires upscale"], 2.0);
@@ -232,10 +262,22 @@ fn predictions_and_sdapi_txt2img_hires() {
     assert_matches("/sdapi/v1/txt2img enable_hr", img.as_raw(), &want);
 
     for (bad, field) in [
-        (json!({"prompt": "a", "enable_hr": true, "hr_upscaler": "R-ESRGAN 4x+"}), "hr_upscaler"),
-        (json!({"prompt": "a", "enable_hr": true, "width": 32, "height": 32, "hr_scale": 1.1}), "hr_scale"),
-        (json!({"prompt": "a", "enable_hr": true, "width": 32, "height": 32, "hr_resize_x": 60}), "hr_resize_x"),
-        (json!({"prompt": "a", "enable_hr": true, "hr_sampler_name": "Euler a"}), "hr_sampler_name"),
+        (
+            json!({"prompt": "a", "enable_hr": true, "hr_upscaler": "R-ESRGAN 4x+"}),
+            "hr_upscaler",
+        ),
+        (
+            json!({"prompt": "a", "enable_hr": true, "width": 32, "height": 32, "hr_scale": 1.1}),
+            "hr_scale",
+        ),
+        (
+            json!({"prompt": "a", "enable_hr": true, "width": 32, "height": 32, "hr_resize_x": 60}),
+            "hr_resize_x",
+        ),
+        (
+            json!({"prompt": "a", "enable_hr": true, "hr_sampler_name": "Euler a"}),
+            "hr_sampler_name",
+        ),
     ] {
         let (code, text) = post(&base, "/sdapi/v1/txt2img", &bad);
         assert_eq!(code, 422, "{bad}: {text}");

@@ -95,12 +95,14 @@ fn cpu_reference_matches_torch() {
         for (oh, ow) in [(9, 11), (3, 4), (10, 14)] {
             let want = read(&format!("interp.{}.{oh}x{ow}", mode.torch_name()));
             let got = cpu::resize(&x, 6, (5, 7), (oh, ow), mode);
+            // torch's CPU kernels sum in their own (vectorised) order: rounding only.
+            let tol = 1e-5;
             assert_close(
                 &format!("{mode:?} {oh}x{ow} vs torch"),
                 &got,
                 &want,
-                1e-6,
-                1e-6,
+                tol,
+                tol,
             );
             // And the GPU against torch directly.
             let gpu = gpu();
@@ -111,8 +113,8 @@ fn cpu_reference_matches_torch() {
                 &format!("{mode:?} {oh}x{ow} GPU vs torch"),
                 &rec.read_f32(&y).unwrap(),
                 &want,
-                2e-6,
-                2e-6,
+                tol,
+                tol,
             );
             checked += 1;
         }
