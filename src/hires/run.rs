@@ -27,6 +27,11 @@ pub(crate) fn run(
             "a hires batch needs the hires fix".into(),
         ));
     };
+    if items.iter().any(|r| r.hires != Some(hires)) {
+        return Err(Error::InvalidInput(
+            "a hires batch needs the same hires fix for every request".into(),
+        ));
+    }
     let target = target_size(&hires, req.width, req.height, MAX_TARGET_SIDE)?;
     let first: Vec<GenerateRequest> = items
         .iter()
