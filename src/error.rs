@@ -39,6 +39,9 @@ pub enum Error {
     /// A LoRA file that cannot be applied to this model, or a bad LoRA request.
     #[error(transparent)]
     Lora(#[from] crate::lora::LoraError),
+    /// A hires-fix request that cannot run (upscaler, target size, strength).
+    #[error(transparent)]
+    Hires(#[from] crate::hires::HiresError),
 }
 
 /// `Result` with wgsd's [`Error`].

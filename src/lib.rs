@@ -5,6 +5,7 @@ pub mod bench;
 mod conditioning;
 pub mod error;
 pub mod gpu;
+pub mod hires;
 pub mod img2img;
 pub mod loader;
 pub mod lora;

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crate::conditioning::{self, TextStage};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Recorder, Tensor, WeightOverrides};
+pub use crate::hires::HiresFix;
 use crate::loader::{ArchiveOptions, ClipTextConfig, ModelDir, VarBuilder, open_model_with};
 pub use crate::lora::LoraSpec;
 use crate::lora::{self, LoraCache, ModelTargets};
@@ -121,6 +122,9 @@ pub struct GenerateRequest {
     /// default 0.8). f64 because diffusers computes `int(steps * strength)` in Python
     /// floats (0.7 * 10 must be 7, which f32's 0.7 is not). Unused without `init_image`.
     pub strength: f64,
+    /// AUTOMATIC1111's hires fix (text to image only, see `crate::hires`): a second,
+    /// img2img pass at a larger size. The images come out at the hires target size.
+    pub hires: Option<HiresFix>,
 }
 
 impl Default for GenerateRequest {
@@ -145,6 +149,7 @@ impl Default for GenerateRequest {
             finish_early: None,
             init_image: None,
             strength: crate::img2img::DEFAULT_STRENGTH,
+            hires: None,
         }
     }
 }
@@ -197,6 +202,10 @@ pub struct Trace {
     pub steps: Vec<Vec<f32>>,
     pub final_latents: Vec<f32>,
     pub latent_shape: [usize; 4],
+    /// Hires fix: the first pass's final latents, and the upscaled latents a latent
+    /// upscaler hands the second pass (the rest of the trace is the second pass's).
+    pub hires_first_latents: Vec<f32>,
+    pub hires_upscaled_latents: Vec<f32>,
 }
 
 /// What [`Pipeline::generate`] returns.
@@ -455,6 +464,15 @@ impl<'g> Pipeline<'g> {
             }
             crate::img2img::t_start(req.steps, req.strength)?;
         }
+        if let Some(h) = &req.hires {
+            if req.init_image.is_some() {
+                return bad(
+                    "the hires fix is for text to image; it cannot take an init image".into(),
+                );
+            }
+            crate::hires::check(h, req.steps)?;
+            crate::hires::target_size(h, req.width, req.height, crate::hires::MAX_TARGET_SIDE)?;
+        }
         let (nn, np) = (req.negative_prompts.len(), req.prompts.len());
         if nn > 1 && nn != np {
             return bad(format!(
@@ -504,6 +522,7 @@ impl<'g> Pipeline<'g> {
             prompt_chunks,
             loras: lora::set_key(&req.loras),
             strength_bits: req.init_image.as_ref().map(|_| req.strength.to_bits()),
+            hires: req.hires.as_ref().map(HiresFix::key),
         })
     }
 
@@ -529,6 +548,61 @@ impl<'g> Pipeline<'g> {
         progress: &mut dyn FnMut(&Progress),
         cancel: Option<&AtomicBool>,
     ) -> Result<Vec<Generated>> {
+        if items.first().is_some_and(|r| r.hires.is_some()) {
+            for r in items {
+                self.validate(r)?;
+            }
+            return crate::hires::run(self, items, progress, cancel);
+        }
+        let out = self.run_pass(items, progress, cancel, PassStart::Request, true)?;
+        Ok(out.generated)
+    }
+
+    /// The denoising steps a request's pass runs (`from_image`: an img2img schedule
+    /// trimmed by its strength), as the progress reports count them.
+    pub(crate) fn pass_steps(&self, req: &GenerateRequest, from_image: bool) -> Result<usize> {
+        let class = req.scheduler.unwrap_or(self.default_scheduler);
+        let config = self.scheduler_config.with_spacing(req.timestep_spacing);
+        let mut sched = schedulers::from_config(&config, Some(class))?;
+        sched.set_timesteps(req.steps)?;
+        let begin = if from_image {
+            crate::img2img::t_start(req.steps, req.strength)?
+        } else {
+            0
+        };
+        Ok(sched.timesteps().len().saturating_sub(begin))
+    }
+
+    /// Decodes latents to u8 images (the VAE, then `ops::image::to_u8`).
+    pub(crate) fn decode_latents(
+        &self,
+        rec: &mut Recorder,
+        latents: &Tensor,
+        vae_tiling: VaeTiling,
+    ) -> Result<Vec<Image>> {
+        let decoded = self.vae.forward_tiling(rec, latents, vae_tiling)?;
+        let u8s = ops::image::to_u8(rec, &decoded)?;
+        Ok(u8s
+            .read(rec)?
+            .into_iter()
+            .map(|data| Image {
+                width: u8s.width,
+                height: u8s.height,
+                data,
+            })
+            .collect())
+    }
+
+    /// One denoising pass over a batch, starting as `start` says; with `decode` false the
+    /// final latents come back instead of images (the hires fix's first pass).
+    pub(crate) fn run_pass(
+        &self,
+        items: &[&GenerateRequest],
+        progress: &mut dyn FnMut(&Progress),
+        cancel: Option<&AtomicBool>,
+        start: PassStart<'_>,
+        decode: bool,
+    ) -> Result<PassOut> {
         let Some(&req) = items.first() else {
             return Err(Error::InvalidInput("an empty batch".into()));
         };
@@ -604,9 +678,11 @@ impl<'g> Pipeline<'g> {
         sched.set_timesteps(req.steps)?;
         // img2img runs the schedule from `begin` (diffusers' get_timesteps; the order of
         // every wgsd scheduler is 1).
-        let begin = match req.init_image {
-            Some(_) => crate::img2img::t_start(req.steps, req.strength)?,
-            None => 0,
+        let from_image = req.init_image.is_some() || !matches!(start, PassStart::Request);
+        let begin = if from_image {
+            crate::img2img::t_start(req.steps, req.strength)?
+        } else {
+            0
         };
         sched.set_begin_index(begin)?;
         let timesteps = sched.timesteps().get(begin..).unwrap_or_default().to_vec();
@@ -619,7 +695,28 @@ impl<'g> Pipeline<'g> {
             }
             Ok(all)
         };
-        let latents = if req.init_image.is_some() {
+        let latents = if let PassStart::Latents(z) = start {
+            let coeffs = sched.add_noise_coeffs(begin)?;
+            crate::hires::noised_latents(
+                &mut rec,
+                z,
+                &mut generators,
+                &counts,
+                coeffs,
+                trace.as_mut(),
+            )?
+        } else if let PassStart::Images(images) = start {
+            let coeffs = sched.add_noise_coeffs(begin)?;
+            crate::hires::encoded_latents(
+                &mut rec,
+                self.vae_encoder()?,
+                images,
+                &mut generators,
+                &counts,
+                coeffs,
+                trace.as_mut(),
+            )?
+        } else if req.init_image.is_some() {
             crate::img2img::init_latents(
                 &mut rec,
                 self.vae_encoder()?,
@@ -750,13 +847,13 @@ impl<'g> Pipeline<'g> {
         if let Some(tr) = trace.as_mut() {
             tr.final_latents = rec.read_f32(&latents)?;
         }
-        let decoded = self.vae.forward_tiling(&mut rec, &latents, vae_tiling)?;
-        let u8s = ops::image::to_u8(&mut rec, &decoded)?;
-        let mut images = u8s.read(&mut rec)?.into_iter().map(|data| Image {
-            width: u8s.width,
-            height: u8s.height,
-            data,
-        });
+        let (mut images, latents_out) = if decode {
+            let images = self.decode_latents(&mut rec, &latents, vae_tiling)?;
+            (images.into_iter(), None)
+        } else {
+            rec.submit()?;
+            (Vec::new().into_iter(), Some(latents))
+        };
         let vae = t2.elapsed();
         let timings = Timings {
             text_encoder,
@@ -779,8 +876,29 @@ impl<'g> Pipeline<'g> {
         if let Some(first) = out.first_mut() {
             first.trace = trace;
         }
-        Ok(out)
+        Ok(PassOut {
+            generated: out,
+            latents: latents_out,
+        })
     }
+}
+
+/// Where a denoising pass starts ([`Pipeline::run_pass`]; see `crate::hires`).
+#[derive(Clone, Copy)]
+pub(crate) enum PassStart<'a> {
+    /// From the request: noise (text to image) or its init image (img2img).
+    Request,
+    /// Upscaled latents `[rows, C, h, w]`, noised to the first timestep run.
+    Latents(&'a Tensor),
+    /// One image per row, VAE-encoded, then noised.
+    Images(&'a [Image]),
+}
+
+/// What [`Pipeline::run_pass`] returns: one result per request (without images when the
+/// pass did not decode) and, when it did not, the final latents `[rows, C, h, w]`.
+pub(crate) struct PassOut {
+    pub generated: Vec<Generated>,
+    pub latents: Option<Tensor>,
 }
 
 /// What requests must share to run as one batch (see [`Pipeline::batch_key`]).
@@ -804,4 +922,6 @@ pub struct BatchKey {
     pub loras: u64,
     /// img2img's strength (its bits; `None` for text to image): one schedule per batch.
     pub strength_bits: Option<u64>,
+    /// The hires fix's settings: one pair of passes per batch.
+    pub hires: Option<crate::hires::HiresKey>,
 }

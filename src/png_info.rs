@@ -14,6 +14,7 @@
 use std::io::Cursor;
 
 use crate::error::{Error, Result};
+use crate::hires::{HiresFix, HiresSize};
 use crate::schedulers::Sampler;
 
 /// The chunk keyword A1111 (and the tools that read its images) use.
@@ -38,6 +39,20 @@ pub struct GenParams {
     pub model_hash: Option<String>,
     /// The registered model name.
     pub model: Option<String>,
+    /// img2img and the hires fix: A1111's "Denoising strength".
+    pub denoising_strength: Option<f64>,
+    /// The hires fix: "Hires upscale" (or "Hires resize"), "Hires steps" (when not 0) and
+    /// "Hires upscaler", in A1111's order (`StableDiffusionProcessingTxt2Img.init`).
+    pub hires: Option<HiresFix>,
+    /// A1111's "Lora hashes": each LoRA's name as the prompt mentions it and the first 12
+    /// hex digits of its file's SHA-256.
+    pub lora_hashes: Vec<(String, String)>,
+}
+
+/// A number as A1111's infotext shows it: Python's shortest repr, without a `.0` on whole
+/// numbers (`0.7`, `2`, `1.5`).
+pub fn number(v: f64) -> String {
+    format!("{v}")
 }
 
 /// A1111's sampler name for a sampler.
@@ -60,10 +75,11 @@ pub fn short_hash(sha256_hex: &str) -> String {
     sha256_hex.chars().take(HASH_CHARS).collect()
 }
 
-/// A value that holds a comma or a quote is quoted (with `\"` and `\\` escapes), so
-/// the `key: value, ...` line splits back unambiguously.
+/// A value that holds a comma, a colon or a quote is quoted (with `\"` and `\\`
+/// escapes), as A1111's `quote` does (it checks commas, colons and newlines), so the
+/// `key: value, ...` line splits back unambiguously.
 fn quote_if_needed(v: &str) -> String {
-    if !v.contains([',', '"', '\n']) {
+    if !v.contains([',', ':', '"', '\n']) {
         return v.to_string();
     }
     let mut out = String::from("\"");
@@ -99,6 +115,33 @@ pub fn format(p: &GenParams) -> String {
     if let Some(m) = &p.model {
         fields.push(format!("Model: {}", quote_if_needed(m)));
     }
+    if let Some(d) = p.denoising_strength {
+        fields.push(format!("Denoising strength: {}", number(d)));
+    }
+    if let Some(h) = &p.hires {
+        fields.push(match h.size {
+            HiresSize::Scale(s) => format!("Hires upscale: {}", number(s)),
+            HiresSize::Resize { width, height } => format!("Hires resize: {width}x{height}"),
+        });
+        if h.steps > 0 {
+            fields.push(format!("Hires steps: {}", h.steps));
+        }
+        fields.push(format!(
+            "Hires upscaler: {}",
+            quote_if_needed(h.upscaler.name())
+        ));
+    }
+    if !p.lora_hashes.is_empty() {
+        let list: Vec<String> = p
+            .lora_hashes
+            .iter()
+            .map(|(name, hash)| format!("{}: {hash}", name.replace([':', ','], "")))
+            .collect();
+        fields.push(format!(
+            "Lora hashes: {}",
+            quote_if_needed(&list.join(", "))
+        ));
+    }
     out.push('\n');
     out.push_str(&fields.join(", "));
     out
@@ -119,6 +162,7 @@ pub struct ParsedParams {
     pub height: Option<usize>,
     pub model_hash: Option<String>,
     pub model: Option<String>,
+    pub denoising_strength: Option<f64>,
     /// Every `key: value` pair of the settings line, in order.
     pub extra: Vec<(String, String)>,
 }
@@ -217,6 +261,7 @@ pub fn parse(text: &str) -> ParsedParams {
             }
             "Model hash" => out.model_hash = Some(v.clone()),
             "Model" => out.model = Some(v.clone()),
+            "Denoising strength" => out.denoising_strength = v.parse().ok(),
             _ => {}
         }
     }
@@ -318,6 +363,7 @@ mod tests {
             height: 64,
             model_hash: Some("1a2b3c4d5e".into()),
             model: Some("shapes-tiny".into()),
+            ..GenParams::default()
         }
     }
 
@@ -343,6 +389,64 @@ mod tests {
             "a red circle on a white background\nNegative prompt: blurry\nSteps: 20, \
              Sampler: Euler a, CFG scale: 7.5, Seed: 1234, Size: 64x64, Model hash: \
              1a2b3c4d5e, Model: shapes-tiny"
+        );
+    }
+
+    /// A1111's order: Denoising strength after Model, then the hires fields, then the
+    /// LoRA hashes (added when the networks activate, after `init`).
+    #[test]
+    fn denoising_hires_and_lora_fields() {
+        use crate::hires::Upscaler;
+        let p = GenParams {
+            negative_prompt: String::new(),
+            denoising_strength: Some(0.7),
+            hires: Some(HiresFix {
+                size: HiresSize::Scale(2.0),
+                upscaler: Upscaler::default(),
+                strength: 0.7,
+                steps: 10,
+            }),
+            lora_hashes: vec![("detail".into(), "0123456789ab".into())],
+            ..sample()
+        };
+        let text = format(&p);
+        assert!(
+            text.ends_with(
+                "Model: shapes-tiny, Denoising strength: 0.7, Hires upscale: 2, Hires steps: 10, \
+                 Hires upscaler: Latent, Lora hashes: \"detail: 0123456789ab\""
+            ),
+            "{text}"
+        );
+        let got = check_round_trip(&p);
+        assert_eq!(got.denoising_strength, Some(0.7));
+        assert!(
+            got.extra
+                .contains(&("Hires upscaler".into(), "Latent".into()))
+        );
+        let p = GenParams {
+            hires: Some(HiresFix {
+                size: HiresSize::Resize {
+                    width: 96,
+                    height: 0,
+                },
+                upscaler: crate::hires::Upscaler::parse("Latent (bicubic)").unwrap(),
+                strength: 0.5,
+                steps: 0,
+            }),
+            denoising_strength: Some(0.5),
+            ..sample()
+        };
+        let text = format(&p);
+        assert!(
+            text.ends_with(
+                "Denoising strength: 0.5, Hires resize: 96x0, Hires upscaler: Latent (bicubic)"
+            ),
+            "{text}"
+        );
+        check_round_trip(&p);
+        assert_eq!(
+            (number(1.5), number(2.0), number(0.75)),
+            ("1.5".into(), "2".into(), "0.75".into())
         );
     }
 

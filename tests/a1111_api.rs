@@ -367,8 +367,8 @@ fn bad_input_is_refused_as_a1111_does() {
         ["scheduler"]
     );
     assert_eq!(
-        bad(json!({"prompt": "a", "enable_hr": true})),
-        ["enable_hr"]
+        bad(json!({"prompt": "a", "enable_hr": true, "hr_upscaler": "ESRGAN_4x"})),
+        ["hr_upscaler"]
     );
     assert_eq!(
         bad(json!({"prompt": "a", "init_images": ["aGk="]})),

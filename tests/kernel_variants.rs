@@ -103,6 +103,7 @@ fn every_kernel_variant_expands_and_validates() {
         "elementwise",
         "embedding",
         "image",
+        "latent_resize",
         "matmul",
         "matmul_tiled",
         "matmul_tiled128",

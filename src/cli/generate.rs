@@ -66,6 +66,29 @@ pub struct GenerateArgs {
     /// img2img: how much of the schedule runs, in (0, 1]; 1 ignores most of the image.
     #[arg(long, default_value_t = wgsd::img2img::DEFAULT_STRENGTH, requires = "init_image")]
     strength: f64,
+    /// Hires fix (AUTOMATIC1111's enable_hr / hr_scale): after the image at --width x
+    /// --height, an img2img pass at this factor of it (e.g. 2); the image comes out at
+    /// the larger size.
+    #[arg(long, value_name = "F", conflicts_with_all = ["hires_width", "hires_height"])]
+    hires_scale: Option<f64>,
+    /// Hires fix to this width (A1111's hr_resize_x; alone, the height keeps the aspect
+    /// ratio; with --hires-height the upscale covers both and is centre-cropped).
+    #[arg(long, value_name = "W")]
+    hires_width: Option<usize>,
+    /// Hires fix to this height (A1111's hr_resize_y).
+    #[arg(long, value_name = "H")]
+    hires_height: Option<usize>,
+    /// Hires upscaler: "Latent" (the default), "Latent (bicubic)", "Latent (nearest)",
+    /// "Latent (nearest-exact)", or the image resizes "None", "Lanczos", "Nearest".
+    #[arg(long, value_name = "NAME")]
+    hires_upscaler: Option<String>,
+    /// Hires fix: the second pass's denoising strength in (0, 1] (default 0.7).
+    #[arg(long, value_name = "S")]
+    hires_strength: Option<f64>,
+    /// Hires fix: the second pass's steps (0, the default: --steps); int(N * strength)
+    /// of them run.
+    #[arg(long, value_name = "N")]
+    hires_steps: Option<usize>,
     /// Scheduler (sampler): euler_a, euler, euler_karras, lms, lms_karras, dpm++2m,
     /// dpm++2m_karras, dpm++2m_sde, dpm++2m_sde_karras, unipc, ddim, pndm; or an
     /// AUTOMATIC1111 name ("DPM++ 2M Karras") or a diffusers class name. Default: the
@@ -172,6 +195,51 @@ struct LoraSummary {
 }
 
 #[derive(Serialize)]
+struct HiresSummary {
+    /// The images' size.
+    width: usize,
+    height: usize,
+    scale: Option<f64>,
+    upscaler: &'static str,
+    strength: f64,
+    steps: usize,
+    unet_evaluations: usize,
+}
+
+/// The hires fix the flags ask for (`None` without --hires-scale/-width/-height).
+fn hires_of(args: &GenerateArgs) -> anyhow::Result<Option<wgsd::hires::HiresFix>> {
+    use wgsd::hires::{HiresFix, HiresSize, Upscaler};
+    let size = match (args.hires_scale, args.hires_width, args.hires_height) {
+        (Some(s), _, _) => HiresSize::Scale(s),
+        (None, None, None) => {
+            let extra = args.hires_upscaler.is_some()
+                || args.hires_strength.is_some()
+                || args.hires_steps.is_some();
+            if extra {
+                bail!(
+                    "--hires-upscaler/--hires-strength/--hires-steps need --hires-scale, --hires-width or --hires-height"
+                );
+            }
+            return Ok(None);
+        }
+        (None, w, h) => HiresSize::Resize {
+            width: w.unwrap_or(0),
+            height: h.unwrap_or(0),
+        },
+    };
+    let upscaler = match &args.hires_upscaler {
+        Some(name) => Upscaler::parse(name).context("--hires-upscaler")?,
+        None => Upscaler::default(),
+    };
+    Ok(Some(HiresFix {
+        size,
+        upscaler,
+        strength: args.hires_strength.unwrap_or(wgsd::hires::DEFAULT_STRENGTH),
+        steps: args.hires_steps.unwrap_or(0),
+    }))
+}
+
+#[derive(Serialize)]
 struct Summary {
     outputs: Vec<PathBuf>,
     prompt: String,
@@ -185,6 +253,8 @@ struct Summary {
     /// img2img: the init image and strength.
     init_image: Option<PathBuf>,
     strength: Option<f64>,
+    /// The hires fix, when on.
+    hires: Option<HiresSummary>,
     num_images: usize,
     scheduler: &'static str,
     /// wgsd's sampler name (`--scheduler`'s short form).
@@ -398,6 +468,15 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         bail!("--guidance must be a finite number");
     }
     let scheduler = args.scheduler.as_deref().map(Sampler::parse).transpose()?;
+    let hires = hires_of(args)?;
+    if let Some(h) = &hires {
+        if init_image.is_some() {
+            bail!("the hires fix (--hires-*) is for text to image; it cannot take --init-image");
+        }
+        wgsd::hires::check(h, args.steps).context("--hires-strength with --hires-steps")?;
+        wgsd::hires::target_size(h, width, height, wgsd::hires::MAX_TARGET_SIDE)
+            .context("--hires-scale / --hires-width / --hires-height")?;
+    }
     let timestep_spacing = args
         .timestep_spacing
         .as_deref()
@@ -483,6 +562,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         loras: loras.clone(),
         init_image,
         strength: args.strength,
+        hires,
         ..GenerateRequest::default()
     };
     let bar = Bar {
@@ -518,6 +598,13 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(wgsd::png_info::short_hash),
         model: model.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        denoising_strength: match (&args.init_image, &hires) {
+            (Some(_), _) => Some(args.strength),
+            (None, Some(h)) => Some(h.strength),
+            (None, None) => None,
+        },
+        hires,
+        lora_hashes: Vec::new(),
     });
     let n = out.images.len();
     let mut outputs = Vec::new();
@@ -547,6 +634,18 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             height,
             init_image: args.init_image.clone(),
             strength: args.init_image.is_some().then_some(args.strength),
+            hires: hires.map(|h| HiresSummary {
+                width: out.images.first().map_or(0, |i| i.width),
+                height: out.images.first().map_or(0, |i| i.height),
+                scale: match h.size {
+                    wgsd::hires::HiresSize::Scale(s) => Some(s),
+                    wgsd::hires::HiresSize::Resize { .. } => None,
+                },
+                upscaler: h.upscaler.name(),
+                strength: h.strength,
+                steps: wgsd::hires::second_pass_steps(&h, args.steps),
+                unet_evaluations: out.timesteps.len(),
+            }),
             num_images: n,
             scheduler: out.scheduler.diffusers_name(),
             sampler: out.scheduler.name(),

@@ -12,6 +12,7 @@ pub mod gather;
 pub mod gemm;
 pub mod image;
 pub mod latent_preview;
+pub mod latent_resize;
 pub mod latent_sample;
 pub mod norm;
 pub mod pad;
@@ -40,6 +41,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         gemm::variants(),
         image::variants(),
         latent_preview::variants(),
+        latent_resize::variants(),
         latent_sample::variants(),
         norm::variants(),
         pad::variants(),

@@ -169,6 +169,7 @@ impl From<Error> for ApiError {
         match e {
             Error::InvalidInput(m) => ApiError::bad_request(m),
             Error::Lora(e) => ApiError::bad_request(e.to_string()),
+            Error::Hires(e) => ApiError::bad_request(e.to_string()),
             Error::OutOfMemory(m) => {
                 ApiError::new(ErrorKind::OutOfMemory, format!("out of GPU memory: {m}"))
             }

@@ -31,6 +31,7 @@ mod content_encoding;
 pub mod download;
 pub mod error;
 mod grpc;
+pub mod hires;
 mod inference;
 pub mod jobs;
 mod listen;

@@ -45,7 +45,27 @@ pub fn gen_params(
             .as_deref()
             .map(png_info::short_hash),
         model: Some(entry.name.clone()),
+        denoising_strength: match (&request.init_image, &request.hires) {
+            (Some(_), _) => Some(request.strength),
+            (None, Some(h)) => Some(h.strength),
+            (None, None) => None,
+        },
+        hires: request.hires,
+        lora_hashes: Vec::new(),
     }
+}
+
+/// A1111's "Lora hashes" of a request's LoRAs: (file stem, first 12 hex digits of the
+/// file's SHA-256); a file that cannot be read is left out.
+pub fn lora_hashes(loras: &[crate::lora::LoraSpec]) -> Vec<(String, String)> {
+    loras
+        .iter()
+        .filter_map(|l| {
+            let name = l.path.file_stem()?.to_string_lossy().into_owned();
+            let hash = crate::loader::archive::sha256_file(&l.path).ok()?;
+            Some((name, hash.chars().take(12).collect()))
+        })
+        .collect()
 }
 
 /// The parsed fields as the HTTP API reports them (`null` for what the text lacks).

@@ -100,6 +100,8 @@ pub struct Params {
     pub init_image: Option<String>,
     /// img2img's strength in (0, 1] (diffusers' default 0.8).
     pub strength: Option<f64>,
+    /// A1111's hires fix (text to image only): see [`super::hires::HiresParams`].
+    pub hires: Option<super::hires::HiresParams>,
 }
 
 /// Body to parameters: JSON (when sent as JSON, or a JSON object with a prompt sent as
@@ -233,6 +235,13 @@ impl Params {
             Some(v) => super::loras::from_json(v, defaults.lora_dir.as_deref())?,
             None => Vec::new(),
         };
+        let hires = match self.hires {
+            None => None,
+            Some(_) if init_image.is_some() => {
+                return bad("hires is for text to image; it cannot take an init_image".into());
+            }
+            Some(h) => Some(h.into_hires(steps, width, height)?),
+        };
         Ok(GenerateRequest {
             prompts: vec![prompt],
             negative_prompts: self
@@ -256,6 +265,7 @@ impl Params {
             loras,
             init_image,
             strength,
+            hires,
             ..GenerateRequest::default()
         })
     }

@@ -563,6 +563,7 @@ fn copy_error(e: &Error) -> Error {
     match e {
         Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
         Error::Lora(e) => Error::InvalidInput(e.to_string()),
+        Error::Hires(e) => Error::Hires(e.clone()),
         Error::OutOfMemory(m) => Error::OutOfMemory(m.clone()),
         Error::Cancelled { completed, total } => Error::Cancelled {
             completed: *completed,

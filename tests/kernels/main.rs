@@ -15,6 +15,7 @@ mod f16data;
 mod gather;
 mod image;
 mod latent_preview;
+mod latent_resize;
 mod latent_sample;
 mod matmul;
 mod norm;

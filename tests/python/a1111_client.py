@@ -40,6 +40,14 @@ def main():
     assert i2i.info["denoising_strength"] == 0.5, i2i.info
     assert i2i.info["all_seeds"] == [99], i2i.info["all_seeds"]
 
+    # Hires fix: 32x32 -> 48x48 with webuiapi's default upscaler ("Latent").
+    hr = api.txt2img(prompt="a red circle", seed=5, width=32, height=32, cfg_scale=7,
+                     enable_hr=True, hr_scale=1.5, denoising_strength=0.7)
+    assert hr.images[0].size == (48, 48), hr.images[0].size
+    assert hr.info["width"] == 32, hr.info
+    assert hr.info["extra_generation_params"]["Hires upscaler"] == "Latent", hr.info
+    assert "Hires upscale: 1.5" in hr.info["infotexts"][0], hr.info["infotexts"][0]
+
     # Options: an unknown key is stored and read back.
     api.set_options({"wgsd_client_test": "kept"})
     options = api.get_options()

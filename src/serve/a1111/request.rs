@@ -11,8 +11,13 @@
 //!   override_settings (sd_model_checkpoint), send_images, save_images;
 //! - ignored, and listed in the reply's `info.ignored` because A1111 would use them:
 //!   restore_faces, s_churn, s_tmax, s_tmin, s_noise, eta, and keys wgsd does not know;
+//! - the hires fix (`enable_hr`): hr_scale, hr_resize_x / hr_resize_y, hr_upscaler
+//!   (A1111's latent modes and the "None" / "Lanczos" / "Nearest" resizes; others 422),
+//!   denoising_strength (A1111's default 0.75), hr_second_pass_steps; hr_sampler_name,
+//!   hr_scheduler, hr_prompt, hr_negative_prompt and hr_checkpoint_name only when they
+//!   repeat the first pass's (or are empty), firstphase_width/height only at 0 (else 422);
 //! - refused with a 422 naming them, because they would change the image and wgsd cannot
-//!   follow: enable_hr, init_images, mask, styles, subseed_strength > 0, seed resizing,
+//!   follow: enable_hr on img2img, init_images, mask, styles, subseed_strength > 0, seed resizing,
 //!   script_name, alwayson_scripts with content, refiner_checkpoint, infotext;
 //! - without effect here as in A1111 (not listed): the hires-fix fields while enable_hr
 //!   is off, the saving switches, script_args without a script, task ids and comments.
@@ -23,6 +28,7 @@ use super::errors::A1111Error;
 use super::fields::Body;
 use super::options::check_setting;
 use super::samplers::{self, DEFAULT_SAMPLER};
+use crate::hires::{HiresError, HiresFix, HiresSize, Upscaler};
 use crate::schedulers::Sampler;
 use crate::serve::request::{MAX_IMAGES, MAX_SIZE, MAX_STEPS};
 
@@ -98,6 +104,9 @@ pub struct InitImage {
 /// A `txt2img` (or `img2img`) request, checked.
 #[derive(Debug, Clone)]
 pub struct Txt2Img {
+    /// `txt2img` with `enable_hr`: the hires fix (its sizes checked against the steps and
+    /// size the run resolves, by [`check_hires`]).
+    pub hires: Option<HiresFix>,
     /// `img2img` only: the decoded init image and `denoising_strength`.
     pub init: Option<InitImage>,
     pub prompt: String,
@@ -266,6 +275,132 @@ fn init_image(body: &mut Body) -> Option<InitImage> {
     }
 }
 
+/// The hires-fix fields of a `txt2img` body with `enable_hr` (A1111's
+/// `StableDiffusionProcessingTxt2Img` defaults); what wgsd cannot follow is a 422.
+fn hires_fields(
+    body: &mut Body,
+    prompt: &str,
+    negative_prompt: &str,
+    sampler: Option<&str>,
+) -> Option<HiresFix> {
+    let scale = body
+        .float("hr_scale")
+        .unwrap_or(crate::hires::DEFAULT_SCALE);
+    let rx = body.int_in("hr_resize_x", 0..=MAX_SIZE as i64).unwrap_or(0) as usize;
+    let ry = body.int_in("hr_resize_y", 0..=MAX_SIZE as i64).unwrap_or(0) as usize;
+    let steps = body
+        .int_in("hr_second_pass_steps", 0..=MAX_STEPS as i64)
+        .unwrap_or(0) as usize;
+    let strength = body
+        .float("denoising_strength")
+        .unwrap_or(DEFAULT_DENOISING_STRENGTH);
+    let upscaler = match body.string("hr_upscaler").filter(|s| !s.is_empty()) {
+        None => Some(Upscaler::default()),
+        Some(name) => match Upscaler::parse(&name) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                body.error("hr_upscaler", e.to_string(), "value_error");
+                None
+            }
+        },
+    };
+    // What would make the second pass differ from the first: refused unless it repeats it.
+    let same = |v: Option<String>, first: Option<&str>| {
+        v.filter(|s| !s.trim().is_empty())
+            .is_none_or(|s| Some(s.as_str()) == first)
+    };
+    let v = body.string("hr_sampler_name");
+    let ok = same(v, sampler);
+    refuse_if(
+        body,
+        "hr_sampler_name",
+        !ok,
+        "the second pass uses the first pass's sampler",
+    );
+    let v = body.string("hr_scheduler");
+    let ok = same(v.filter(|s| !s.eq_ignore_ascii_case("Automatic")), None);
+    refuse_if(
+        body,
+        "hr_scheduler",
+        !ok,
+        "the second pass uses the first pass's schedule type",
+    );
+    let v = body.string("hr_prompt");
+    let ok = same(v, Some(prompt));
+    refuse_if(
+        body,
+        "hr_prompt",
+        !ok,
+        "the second pass uses the first pass's prompt",
+    );
+    let v = body.string("hr_negative_prompt");
+    let ok = same(v, Some(negative_prompt));
+    refuse_if(
+        body,
+        "hr_negative_prompt",
+        !ok,
+        "the second pass uses the first pass's negative prompt",
+    );
+    let v = body.string("hr_checkpoint_name");
+    let ok = same(v.filter(|s| s != "Use same checkpoint"), None);
+    refuse_if(
+        body,
+        "hr_checkpoint_name",
+        !ok,
+        "the second pass uses the first pass's model",
+    );
+    for key in ["firstphase_width", "firstphase_height"] {
+        let v = body.int(key).unwrap_or(0);
+        refuse_if(
+            body,
+            key,
+            v != 0,
+            "set width/height and hr_scale or hr_resize_x/y instead",
+        );
+    }
+    let size = if (rx, ry) == (0, 0) {
+        HiresSize::Scale(scale)
+    } else {
+        HiresSize::Resize {
+            width: rx,
+            height: ry,
+        }
+    };
+    let fix = HiresFix {
+        size,
+        upscaler: upscaler?,
+        strength,
+        steps,
+    };
+    if let Err(e) = crate::hires::check(&fix, usize::MAX / 2) {
+        // Only the strength range is checked here; the step count once steps are known.
+        body.error("denoising_strength", e.to_string(), "value_error");
+        return None;
+    }
+    Some(fix)
+}
+
+/// The hires fix against the run's steps and first-pass size (422 naming the field).
+pub fn check_hires(
+    fix: HiresFix,
+    steps: usize,
+    width: usize,
+    height: usize,
+) -> Result<HiresFix, A1111Error> {
+    let field = |e: &HiresError| match e {
+        HiresError::UnknownUpscaler(_) => "hr_upscaler",
+        HiresError::BadStrength(_) | HiresError::NoStep { .. } => "denoising_strength",
+        _ if matches!(fix.size, HiresSize::Resize { .. }) => "hr_resize_x",
+        _ => "hr_scale",
+    };
+    crate::serve::hires::checked(fix, steps, width, height).map_err(|m| {
+        let e = crate::hires::check(&fix, steps)
+            .err()
+            .or_else(|| crate::hires::target_size(&fix, width, height, MAX_SIZE).err());
+        A1111Error::field(e.as_ref().map_or("enable_hr", field), m, "value_error")
+    })
+}
+
 /// Reads a `txt2img` or `img2img` body; 422 naming every field that is malformed or
 /// refused.
 pub fn parse_as(bytes: &[u8], mode: Mode) -> Result<Txt2Img, A1111Error> {
@@ -330,14 +465,25 @@ pub fn parse_as(bytes: &[u8], mode: Mode) -> Result<Txt2Img, A1111Error> {
         }
     };
 
-    // What would change the image and wgsd cannot do.
+    // The hires fix (txt2img only).
     let enable_hr = body.bool("enable_hr").unwrap_or(false);
-    refuse_if(
-        &mut body,
-        "enable_hr",
-        enable_hr,
-        "wgsd has no hires fix (img2img) yet",
-    );
+    let hires = match mode {
+        Mode::Txt2Img if enable_hr => hires_fields(
+            &mut body,
+            &prompt,
+            &negative_prompt,
+            sampler.map(|s| s.a1111_name()),
+        ),
+        _ => {
+            refuse_if(
+                &mut body,
+                "enable_hr",
+                enable_hr,
+                "the hires fix is a txt2img feature",
+            );
+            None
+        }
+    };
     if mode == Mode::Txt2Img {
         for key in ["init_images", "mask"] {
             let v = body.value(key);
@@ -428,6 +574,7 @@ pub fn parse_as(bytes: &[u8], mode: Mode) -> Result<Txt2Img, A1111Error> {
         return Err(A1111Error::Validation(Vec::new()));
     }
     Ok(Txt2Img {
+        hires,
         init,
         prompt,
         negative_prompt,
@@ -498,8 +645,78 @@ mod tests {
     }
 
     #[test]
+    fn hires_fields() {
+        let r = parse(
+            br#"{"enable_hr": true, "prompt": "a", "hr_prompt": "a",
+            "hr_sampler_name": "Euler", "hr_checkpoint_name": "Use same checkpoint"}"#,
+        )
+        .expect("valid");
+        let h = r.hires.expect("hires");
+        assert_eq!(h.size, HiresSize::Scale(2.0));
+        assert_eq!(
+            (h.upscaler, h.strength, h.steps),
+            (Upscaler::default(), 0.75, 0)
+        );
+        let r = parse(
+            br#"{"enable_hr": true, "hr_resize_x": 96, "hr_upscaler": "Lanczos",
+            "denoising_strength": 0.5, "hr_second_pass_steps": 7}"#,
+        )
+        .expect("valid");
+        let h = r.hires.expect("hires");
+        assert_eq!(
+            h.size,
+            HiresSize::Resize {
+                width: 96,
+                height: 0
+            }
+        );
+        assert_eq!(
+            (h.upscaler, h.strength, h.steps),
+            (Upscaler::Lanczos, 0.5, 7)
+        );
+        let r = parse(br#"{"enable_hr": false, "hr_upscaler": "ESRGAN"}"#).expect("no effect");
+        assert!(r.hires.is_none() && r.ignored.is_empty());
+        check_hires(h, 20, 64, 64).expect("fits");
+        let bad = HiresFix {
+            size: HiresSize::Scale(1.1),
+            ..HiresFix::default()
+        };
+        match check_hires(bad, 20, 64, 64) {
+            Err(A1111Error::Validation(v)) => assert_eq!(v[0].loc[1], "hr_scale"),
+            other => panic!("{other:?}"),
+        }
+        let few = HiresFix {
+            strength: 0.1,
+            ..HiresFix::default()
+        };
+        match check_hires(few, 5, 64, 64) {
+            Err(A1111Error::Validation(v)) => assert_eq!(v[0].loc[1], "denoising_strength"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn refusals_name_the_field() {
-        assert_eq!(refused(r#"{"enable_hr": true}"#), ["enable_hr"]);
+        assert_eq!(
+            refused(r#"{"enable_hr": true, "hr_upscaler": "R-ESRGAN 4x+"}"#),
+            ["hr_upscaler"]
+        );
+        assert_eq!(
+            refused(r#"{"enable_hr": true, "hr_sampler_name": "DPM++ 2M"}"#),
+            ["hr_sampler_name"]
+        );
+        assert_eq!(
+            refused(r#"{"enable_hr": true, "hr_prompt": "another"}"#),
+            ["hr_prompt"]
+        );
+        assert_eq!(
+            refused(r#"{"enable_hr": true, "denoising_strength": 1.5}"#),
+            ["denoising_strength"]
+        );
+        assert_eq!(
+            refused(r#"{"enable_hr": true, "firstphase_width": 256}"#),
+            ["firstphase_width"]
+        );
         assert_eq!(refused(r#"{"sampler_name": "Heun"}"#), ["sampler_name"]);
         assert_eq!(refused(r#"{"scheduler": "Exponential"}"#), ["scheduler"]);
         assert_eq!(refused(r#"{"init_images": ["abc"]}"#), ["init_images"]);

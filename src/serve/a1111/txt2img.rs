@@ -28,7 +28,7 @@ use crate::serve::AppState;
 use crate::serve::error::ApiError;
 use crate::serve::jobs::{JobEntry, Outcome};
 use crate::serve::loras::{resolve, take_prompt_tags};
-use crate::serve::outputs::gen_params;
+use crate::serve::outputs::{gen_params, lora_hashes};
 use crate::serve::queue::{CancelOnDrop, run_group};
 use crate::serve::registry::ModelEntry;
 use crate::serve::request::{random_seed, read_body};
@@ -108,6 +108,16 @@ async fn run(
         crate::img2img::t_start(steps, strength)
             .map_err(|e| A1111Error::from(ApiError::bad_request(e.to_string())))?;
     }
+    let hires = match plan.hires {
+        Some(h) => Some(super::request::check_hires(h, steps, width, height)?),
+        None => None,
+    };
+    // Progress counts both passes' steps, as A1111's does.
+    let job_steps = steps
+        + hires.map_or(0, |h| {
+            let n = crate::hires::second_pass_steps(&h, steps);
+            n - crate::img2img::t_start(n, h.strength).unwrap_or(n)
+        });
     let base = GenerateRequest {
         prompts: vec![prompt],
         negative_prompts: Some(plan.negative_prompt.clone())
@@ -126,15 +136,16 @@ async fn run(
         loras,
         init_image,
         strength,
+        hires,
         ..GenerateRequest::default()
     };
     let job = state
         .jobs
-        .create(&entry.name, job_params(&base, &plan), steps);
+        .create(&entry.name, job_params(&base, &plan), job_steps);
     let guard = state
         .a1111
         .tracker
-        .start(Run::new(job.clone(), plan.n_iter, steps));
+        .start(Run::new(job.clone(), plan.n_iter, job_steps));
     let run = guard.run.clone();
     // The client going away cancels what is queued and running, and ends the job.
     let _cancel = CancelOnDrop(job.cancel.clone());
@@ -232,6 +243,28 @@ fn job_params(r: &GenerateRequest, plan: &Txt2Img) -> Value {
     })
 }
 
+/// A1111's `p.extra_generation_params` (what the infotext adds after its fixed fields).
+fn extra_generation_params(plan: &Txt2Img) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(i) = &plan.init {
+        m.insert("Denoising strength".into(), json!(i.strength));
+    }
+    if let Some(h) = &plan.hires {
+        m.insert("Denoising strength".into(), json!(h.strength));
+        match h.size {
+            crate::hires::HiresSize::Scale(s) => m.insert("Hires upscale".into(), json!(s)),
+            crate::hires::HiresSize::Resize { width, height } => {
+                m.insert("Hires resize".into(), json!(format!("{width}x{height}")))
+            }
+        };
+        if h.steps > 0 {
+            m.insert("Hires steps".into(), json!(h.steps));
+        }
+        m.insert("Hires upscaler".into(), json!(h.upscaler.name()));
+    }
+    Value::Object(m)
+}
+
 /// What `info` reports beyond the images.
 struct Info {
     width: usize,
@@ -258,8 +291,16 @@ fn reply(
     let mut infotexts = Vec::new();
     let mut saved = Vec::new();
     let mut steps_done = Vec::new();
+    // A1111's "Lora hashes" (one file read per LoRA, the same for every image).
+    let lora_hashes = made
+        .first()
+        .map(|m| lora_hashes(&m.request.loras))
+        .unwrap_or_default();
     for m in made {
-        let params = gen_params(entry, &m.request, &m.generated);
+        let mut params = gen_params(entry, &m.request, &m.generated);
+        // A1111's infotext keeps the prompt as written, `<lora:..>` tags included.
+        params.prompt = plan.prompt.clone();
+        params.lora_hashes = lora_hashes.clone();
         let text = png_info::format(&params);
         for img in &m.generated.images {
             if plan.send_images {
@@ -311,8 +352,8 @@ fn reply(
         "sd_vae_hash": null,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": r.init.as_ref().map(|i| i.strength),
-        "extra_generation_params": {},
+        "denoising_strength": r.init.as_ref().map(|i| i.strength).or(r.hires.map(|h| h.strength)),
+        "extra_generation_params": extra_generation_params(r),
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": [],

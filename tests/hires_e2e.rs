@@ -1,0 +1,288 @@
+//! The hires fix through the user-facing doors, each compared with diffusers' pipelines
+//! composed as `wgsd::hires` defines it (tests/fixtures/hires, >= 60 dB): `wgsd generate
+//! --hires-scale`, `/predictions`' `"hires"` object and A1111's `POST /sdapi/v1/txt2img`
+//! with `enable_hr` (its infotext and `info`); and their bad input (an unknown upscaler,
+//! a target that is not a multiple of 8) failing with clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use wgsd::serve::start;
+
+mod serve_common;
+use serve_common::{agent, nested_image, tiny_config};
+
+const MIN_PSNR: f64 = 60.0;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture case and its u8 images.
+fn reference(case: &str) -> (Value, Vec<u8>) {
+    let dir = root().join("tests/fixtures/hires");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("json"))
+            .expect("json");
+    let c = json["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["case"] == case)
+        .expect("case")
+        .clone();
+    let bytes = std::fs::read(dir.join("reference.safetensors")).expect("safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let img = st
+        .tensor(&format!("e2e.{case}.image_u8"))
+        .expect("image")
+        .data()
+        .to_vec();
+    (c, img)
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "image sizes differ");
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+#[track_caller]
+fn assert_matches(what: &str, got: &[u8], want: &[u8]) {
+    let p = psnr(got, want);
+    eprintln!("{what}: PSNR {p:.1} dB");
+    assert!(p >= MIN_PSNR, "{what}: PSNR {p:.2} dB < {MIN_PSNR}");
+}
+
+fn wgsd(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgsd"))
+        .args(args)
+        .env(
+            "WGSD_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-model-cache"),
+        )
+        .env_remove("WGSD_MODEL")
+        .output()
+        .expect("running wgsd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "wgsd panicked:\n{stderr}");
+    out
+}
+
+#[test]
+fn cli_generate_hires() {
+    // Case 00: 32x32 -> 64x64 with "Latent", DDIM, 4 steps, strength 0.7.
+    let (case, want) = reference("00_latent_ddim");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hires-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_png = dir.join("out.png");
+    let s = |k: &str| case[k].to_string();
+    let model = root().join("weights/sd2-tiny.zip");
+    let common = [
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--precision",
+        "f32",
+        "--no-warmup",
+    ];
+    let mut args = vec!["generate", case["prompt"].as_str().unwrap()];
+    args.extend(common);
+    let (g, seed) = (s("guidance_scale"), s("seed"));
+    args.extend([
+        "--guidance",
+        &g,
+        "--seed",
+        &seed,
+        "--hires-scale",
+        "2",
+        "--hires-strength",
+        "0.7",
+        "--json",
+        "-o",
+        out_png.to_str().unwrap(),
+    ]);
+    let out = wgsd(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("--json summary");
+    assert_eq!(summary["hires"]["width"], 64);
+    assert_eq!(summary["hires"]["upscaler"], "Latent");
+    assert_eq!(summary["unet_evaluations"], 4 + 2, "4 steps + int(4 * 0.7)");
+    let bytes = std::fs::read(&out_png).expect("png");
+    let img = image::load_from_memory(&bytes).expect("png").to_rgb8();
+    assert_eq!(img.dimensions(), (64, 64));
+    assert_matches("wgsd generate --hires-scale 2", img.as_raw(), &want);
+    let text = wgsd::png_info::read_parameters(&bytes)
+        .expect("reads")
+        .expect("parameters");
+    assert!(
+        text.contains("Size: 32x32, ")
+            && text.contains("Denoising strength: 0.7, Hires upscale: 2, Hires upscaler: Latent"),
+        "{text}"
+    );
+
+    let bad_out = dir.join("bad.png");
+    for (extra, needle) in [
+        (
+            vec!["--hires-scale", "2", "--hires-upscaler", "4x-UltraSharp"],
+            "\"Latent (bicubic)\"",
+        ),
+        (vec!["--hires-scale", "1.1"], "multiple of 8"),
+        (
+            vec!["--hires-scale", "2", "--hires-strength", "0"],
+            "(0, 1]",
+        ),
+        (vec!["--hires-upscaler", "Latent"], "--hires-scale"),
+    ] {
+        let mut all = vec!["generate", "x"];
+        all.extend(common);
+        all.extend(["-o", bad_out.to_str().unwrap()]);
+        all.extend(extra);
+        let out = wgsd(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{all:?} must fail");
+        assert!(err.contains(needle), "{all:?}: {err}");
+        assert!(!bad_out.exists(), "{all:?} wrote an image");
+    }
+}
+
+fn post(base: &str, path: &str, body: &Value) -> (u16, String) {
+    let mut r = agent()
+        .post(format!("{base}{path}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("POST");
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().expect("body"),
+    )
+}
+
+#[test]
+fn predictions_and_sdapi_txt2img_hires() {
+    let server = start(tiny_config()).expect("server starts");
+    let base = format!("http://{}", server.addr());
+
+    // /predictions: case 04, "Lanczos", two images, 32x32 -> 64x64 by width/height.
+    let (case, want) = reference("04_lanczos_n2");
+    let body = json!({
+        "prompt": case["prompt"], "seed": case["seed"], "num_inference_steps": 3,
+        "guidance_scale": case["guidance_scale"], "width": 32, "height": 32, "num_images": 2,
+        "hires": {"width": 64, "height": 64, "upscaler": "Lanczos", "strength": 0.7},
+    });
+    let (code, text) = post(&base, "/predictions/sd", &body);
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let items = v.as_array().expect("two images");
+    assert_eq!(items.len(), 2, "{text:.200}");
+    for (k, item) in items.iter().enumerate() {
+        let (h, w, got) = nested_image(item);
+        assert_eq!((h, w), (64, 64));
+        let per = want.len() / 2;
+        assert_matches(
+            &format!("/predictions hires image {k}"),
+            &got,
+            &want[k * per..(k + 1) * per],
+        );
+    }
+    for (bad, needle) in [
+        (
+            json!({"prompt": "a", "width": 32, "height": 32, "hires": {"upscaler": "SwinIR_4x"}}),
+            "hires.upscaler",
+        ),
+        (
+            json!({"prompt": "a", "width": 32, "height": 32, "hires": {"scale": 1.1}}),
+            "multiple of 8",
+        ),
+        (
+            json!({"prompt": "a", "width": 32, "height": 32, "hires": {"scale": 100}}),
+            "too large",
+        ),
+        (
+            json!({"prompt": "a", "hires": {"size": 2}}),
+            "unknown field",
+        ),
+    ] {
+        let (code, text) = post(&base, "/predictions/sd", &bad);
+        assert_eq!(code, 400, "{bad}: {text}");
+        assert!(text.contains(needle), "{bad}: {text}");
+    }
+
+    // A1111: enable_hr on case 00.
+    let (case, want) = reference("00_latent_ddim");
+    let body = json!({
+        "prompt": case["prompt"], "seed": case["seed"], "steps": 4,
+        "cfg_scale": case["guidance_scale"], "sampler_name": "DDIM", "width": 32, "height": 32,
+        "enable_hr": true, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.7,
+    });
+    let (code, text) = post(&base, "/sdapi/v1/txt2img", &body);
+    assert_eq!(code, 200, "{text:.300}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let info: Value = serde_json::from_str(v["info"].as_str().expect("info")).expect("info");
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(32), Some(32)),
+        "A1111 reports the first pass's size"
+    );
+    assert_eq!(info["denoising_strength"], 0.7);
+    assert_eq!(info["extra_generation_params"]["Hires upscaler"], "Latent");
+    assert_eq!(info["extra_generation_params"]["Hires upscale"], 2.0);
+    assert_eq!(info["ignored"], json!([]), "{info}");
+    let infotext = info["infotexts"][0].as_str().expect("infotext");
+    assert!(
+        infotext.ends_with("Denoising strength: 0.7, Hires upscale: 2, Hires upscaler: Latent"),
+        "{infotext}"
+    );
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v["images"][0].as_str().expect("image"))
+        .expect("base64");
+    let img = image::load_from_memory(&png).expect("png").to_rgb8();
+    assert_eq!(img.dimensions(), (64, 64));
+    assert_matches("/sdapi/v1/txt2img enable_hr", img.as_raw(), &want);
+
+    for (bad, field) in [
+        (
+            json!({"prompt": "a", "enable_hr": true, "hr_upscaler": "R-ESRGAN 4x+"}),
+            "hr_upscaler",
+        ),
+        (
+            json!({"prompt": "a", "enable_hr": true, "width": 32, "height": 32, "hr_scale": 1.1}),
+            "hr_scale",
+        ),
+        (
+            json!({"prompt": "a", "enable_hr": true, "width": 32, "height": 32, "hr_resize_x": 60}),
+            "hr_resize_x",
+        ),
+        (
+            json!({"prompt": "a", "enable_hr": true, "hr_sampler_name": "Euler a"}),
+            "hr_sampler_name",
+        ),
+    ] {
+        let (code, text) = post(&base, "/sdapi/v1/txt2img", &bad);
+        assert_eq!(code, 422, "{bad}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["detail"][0]["loc"][1], field, "{text}");
+    }
+    server.shutdown().expect("clean shutdown");
+}
