@@ -6,6 +6,7 @@ mod conditioning;
 pub mod error;
 pub mod gpu;
 pub mod img2img;
+pub mod inpaint;
 pub mod loader;
 pub mod lora;
 pub mod models;

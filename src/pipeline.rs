@@ -121,6 +121,11 @@ pub struct GenerateRequest {
     /// default 0.8). f64 because diffusers computes `int(steps * strength)` in Python
     /// floats (0.7 * 10 must be 7, which f32's 0.7 is not). Unused without `init_image`.
     pub strength: f64,
+    /// Inpainting (diffusers' `StableDiffusionInpaintPipeline`, see `crate::inpaint`): the
+    /// grayscale mask over `init_image` (white repaints), the init image's size. Set
+    /// `strength` too: diffusers' inpainting default is 1.0
+    /// ([`crate::inpaint::DEFAULT_STRENGTH`]), not img2img's 0.8.
+    pub mask: Option<Arc<crate::inpaint::Mask>>,
 }
 
 impl Default for GenerateRequest {
@@ -145,6 +150,7 @@ impl Default for GenerateRequest {
             finish_early: None,
             init_image: None,
             strength: crate::img2img::DEFAULT_STRENGTH,
+            mask: None,
         }
     }
 }
@@ -455,6 +461,7 @@ impl<'g> Pipeline<'g> {
             }
             crate::img2img::t_start(req.steps, req.strength)?;
         }
+        crate::inpaint::validate(req, self.unet.config.in_channels)?;
         let (nn, np) = (req.negative_prompts.len(), req.prompts.len());
         if nn > 1 && nn != np {
             return bad(format!(
@@ -504,6 +511,7 @@ impl<'g> Pipeline<'g> {
             prompt_chunks,
             loras: lora::set_key(&req.loras),
             strength_bits: req.init_image.as_ref().map(|_| req.strength.to_bits()),
+            inpaint: req.mask.is_some(),
         })
     }
 
@@ -539,7 +547,7 @@ impl<'g> Pipeline<'g> {
             let key = self.batch_key(req);
             if key.is_none() || items.iter().any(|r| self.batch_key(r) != key) {
                 return Err(Error::InvalidInput(
-                    "a batch needs equal sizes, steps, guidance, scheduler and img2img strength, and no trace".into(),
+                    "a batch needs equal sizes, steps, guidance, scheduler, img2img strength and inpainting, and no trace".into(),
                 ));
             }
         }
@@ -619,7 +627,27 @@ impl<'g> Pipeline<'g> {
             }
             Ok(all)
         };
-        let latents = if req.init_image.is_some() {
+        let mut inpaint = None;
+        let latents = if req.mask.is_some() {
+            let setup = crate::inpaint::Setup {
+                encoder: self.vae_encoder()?,
+                unet_in_channels: self.unet.config.in_channels,
+                vae_scale_factor: f,
+                scheduler: sched.as_ref(),
+                begin,
+                cfg,
+            };
+            let (latents, extra) = crate::inpaint::prepare(
+                &mut rec,
+                &setup,
+                items,
+                &mut generators,
+                &counts,
+                trace.as_mut(),
+            )?;
+            inpaint = Some(extra);
+            latents
+        } else if req.init_image.is_some() {
             crate::img2img::init_latents(
                 &mut rec,
                 self.vae_encoder()?,
@@ -682,6 +710,10 @@ impl<'g> Pipeline<'g> {
             } else {
                 scaled
             };
+            let input = match &inpaint {
+                Some(ip) => ip.unet_input(&mut rec, input)?,
+                None => input,
+            };
             let out = self
                 .unet
                 .forward(&mut rec, &input, t as f32, conditioning.at_step(i))?;
@@ -711,6 +743,9 @@ impl<'g> Pipeline<'g> {
                 &history,
                 noise_t.as_ref(),
             )?;
+            if let Some(ip) = &inpaint {
+                ip.after_step(&mut rec, &latents, sched.as_ref(), i, k + 1 == total)?;
+            }
             let previews = if want_previews {
                 let p = ops::latent_preview::latent_preview(
                     &mut rec,
@@ -804,4 +839,7 @@ pub struct BatchKey {
     pub loras: u64,
     /// img2img's strength (its bits; `None` for text to image): one schedule per batch.
     pub strength_bits: Option<u64>,
+    /// Inpainting requests batch together (each with its own image and mask), never with
+    /// others: the UNet input and the per-step blend differ.
+    pub inpaint: bool,
 }

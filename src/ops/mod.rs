@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod image;
 pub mod latent_preview;
 pub mod latent_sample;
+pub mod mask_blend;
 pub mod norm;
 pub mod pad;
 pub mod prompt_weight;
@@ -41,6 +42,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         image::variants(),
         latent_preview::variants(),
         latent_sample::variants(),
+        mask_blend::variants(),
         norm::variants(),
         pad::variants(),
         prompt_weight::variants(),

@@ -16,6 +16,7 @@ mod gather;
 mod image;
 mod latent_preview;
 mod latent_sample;
+mod mask_blend;
 mod matmul;
 mod norm;
 mod pad;
