@@ -68,21 +68,28 @@ impl Mask {
         self
     }
 
-    /// A1111's `mask_blur`: a separable Gaussian of sigma `radius` (none for 0).
-    pub fn blurred(self, radius: f64) -> Result<Mask> {
-        if !(radius.is_finite() && radius >= 0.0) {
-            return Err(Error::InvalidInput(format!(
-                "mask_blur must be a non-negative number, got {radius}"
-            )));
+    /// A1111's `mask_blur_x` / `mask_blur_y`: a Gaussian of sigma `sx` along rows, then
+    /// of sigma `sy` along columns (none for 0).
+    pub fn blurred(self, sx: f64, sy: f64) -> Result<Mask> {
+        for s in [sx, sy] {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(Error::InvalidInput(format!(
+                    "mask_blur must be a non-negative number, got {s}"
+                )));
+            }
         }
-        if radius == 0.0 || self.data.is_empty() {
+        if self.data.is_empty() {
             return Ok(self);
         }
-        let k = gaussian_kernel(radius);
         let (w, h) = (self.width, self.height);
-        let src: Vec<f64> = self.data.iter().map(|&v| f64::from(v)).collect();
-        let horiz = convolve(&src, w, h, &k, true);
-        let both = convolve(&horiz, w, h, &k, false);
+        let mut v: Vec<f64> = self.data.iter().map(|&v| f64::from(v)).collect();
+        if sx > 0.0 {
+            v = convolve(&v, w, h, &gaussian_kernel(sx), true);
+        }
+        if sy > 0.0 {
+            v = convolve(&v, w, h, &gaussian_kernel(sy), false);
+        }
+        let both = v;
         Ok(Mask {
             data: both
                 .iter()
@@ -216,15 +223,15 @@ mod tests {
         let k = gaussian_kernel(4.0);
         assert_eq!(k.len(), 2 * 10 + 1);
         assert!((k.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        let flat = mask(5, 3, vec![200; 15]).blurred(2.0).unwrap();
+        let flat = mask(5, 3, vec![200; 15]).blurred(2.0, 2.0).unwrap();
         assert!(flat.data.iter().all(|&v| v == 200), "flat stays flat");
         let mut dot = vec![0u8; 9 * 9];
         dot[4 * 9 + 4] = 255;
-        let b = mask(9, 9, dot).blurred(1.0).unwrap();
+        let b = mask(9, 9, dot).blurred(1.0, 1.0).unwrap();
         assert!(b.data[4 * 9 + 4] < 255 && b.data[4 * 9 + 3] > 0);
         assert_eq!(b.data[4 * 9 + 3], b.data[4 * 9 + 5]);
         assert_eq!(b.data[3 * 9 + 4], b.data[4 * 9 + 3]);
-        assert!(mask(2, 2, vec![0; 4]).blurred(-1.0).is_err());
+        assert!(mask(2, 2, vec![0; 4]).blurred(-1.0, 0.0).is_err());
         assert_eq!(reflect101(-1, 5), 1);
         assert_eq!(reflect101(5, 5), 3);
     }
