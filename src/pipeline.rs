@@ -370,6 +370,11 @@ impl<'g> Pipeline<'g> {
         (side, side)
     }
 
+    /// The UNet's input channels: 4, or 9 for an inpainting model.
+    pub fn unet_in_channels(&self) -> usize {
+        self.unet.config.in_channels
+    }
+
     /// Pixels per latent cell: `2 ** (len(vae.block_out_channels) - 1)`, as diffusers.
     pub fn vae_scale_factor(&self) -> usize {
         1 << self.vae.config.block_out_channels.len().saturating_sub(1)

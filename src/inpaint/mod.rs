@@ -234,7 +234,6 @@ pub(crate) fn prepare(
     if let Some(tr) = trace {
         tr.init_noise = noise;
         tr.latents_init = rec.read_f32(&latents)?;
-        tr.init_image_latents = rec.read_f32(&masked_latents)?;
     }
     Ok((latents, inpaint))
 }
