@@ -132,12 +132,18 @@ fn check_cases(pipe: &Pipeline, fx: &Fixture, model: &str) -> usize {
             .collect();
         assert_eq!(out.timesteps, want_ts, "{name}: timesteps from t_start");
         let want = fx.u8s(&format!("{pre}.image_u8"));
-        assert_eq!(out.images.len(), case["num_images_per_prompt"].as_u64().unwrap() as usize);
+        assert_eq!(
+            out.images.len(),
+            case["num_images_per_prompt"].as_u64().unwrap() as usize
+        );
         let per = want.len() / out.images.len();
         for (k, img) in out.images.iter().enumerate() {
             let p = psnr(&img.data, &want[k * per..(k + 1) * per]);
             eprintln!("{name} image {k}: PSNR {p:.1} dB");
-            assert!(p >= MIN_PSNR, "{name} image {k}: PSNR {p:.2} dB < {MIN_PSNR}");
+            assert!(
+                p >= MIN_PSNR,
+                "{name} image {k}: PSNR {p:.2} dB < {MIN_PSNR}"
+            );
         }
         ran += 1;
     }
@@ -183,7 +189,10 @@ fn inpaint_batches_give_solo_results() {
     let batch = pipe
         .generate_batch(&[a.clone(), b.clone()], &mut |_| {}, None)
         .expect("batch");
-    let want = fx.u8s(&format!("{}.image_u8", case["tensor_prefix"].as_str().unwrap()));
+    let want = fx.u8s(&format!(
+        "{}.image_u8",
+        case["tensor_prefix"].as_str().unwrap()
+    ));
     let per = want.len() / 2;
     for k in 0..2 {
         let p = psnr(&batch[0].images[k].data, &want[k * per..(k + 1) * per]);
@@ -191,7 +200,10 @@ fn inpaint_batches_give_solo_results() {
     }
     let solo_b = pipe.generate(&b).expect("solo");
     let p = psnr(&batch[1].images[0].data, &solo_b.images[0].data);
-    assert!(p >= MIN_PSNR, "batched request b against its solo run: {p:.1} dB");
+    assert!(
+        p >= MIN_PSNR,
+        "batched request b against its solo run: {p:.1} dB"
+    );
 }
 
 #[test]

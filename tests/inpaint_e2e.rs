@@ -129,7 +129,11 @@ fn cli_generate_mask_with_an_inpainting_unet() {
     let summary: Value = serde_json::from_slice(&out.stdout).expect("--json summary");
     assert_eq!(summary["strength"], 1.0, "inpainting's default strength");
     assert_eq!(summary["unet_evaluations"], 4, "every step at strength 1");
-    assert!(summary["mask"].as_str().is_some_and(|m| m.ends_with(".png")));
+    assert!(
+        summary["mask"]
+            .as_str()
+            .is_some_and(|m| m.ends_with(".png"))
+    );
     let per = want.len() / 2;
     for k in 0..2 {
         let img = image::open(dir.join(format!("out-{k}.png")))
@@ -151,12 +155,24 @@ fn cli_generate_mask_with_an_inpainting_unet() {
     let bad_out = dir.join("bad.png");
     let (i, m) = (init.to_str().unwrap(), mask.to_str().unwrap());
     for (model, args, needle) in [
-        (&model, vec!["--init-image", i, "--mask", text.to_str().unwrap()], "mask: not a PNG or JPEG"),
-        (&model, vec!["--init-image", i, "--mask", small.to_str().unwrap()], "same size"),
+        (
+            &model,
+            vec!["--init-image", i, "--mask", text.to_str().unwrap()],
+            "mask: not a PNG or JPEG",
+        ),
+        (
+            &model,
+            vec!["--init-image", i, "--mask", small.to_str().unwrap()],
+            "same size",
+        ),
         (&model, vec!["--mask", m], "--init-image"),
         (&model, vec!["--init-image", i], "9 input channels"),
         (&model, vec![], "9 input channels"),
-        (&sd2, vec!["--init-image", i, "--mask", m, "--strength", "0.1"], "no denoising step"),
+        (
+            &sd2,
+            vec!["--init-image", i, "--mask", m, "--strength", "0.1"],
+            "no denoising step",
+        ),
     ] {
         let mut all = vec![
             "generate",
@@ -209,7 +225,10 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
     // sd2-tiny's ordinary UNet, Euler a, strength 1, an RGBA mask.
     let (case, want) = reference("05_unet4_euler_a_s1");
     let (server, base) = serve();
-    let (init, mask) = (b64("init_64x64.png"), b64(case["mask_image"].as_str().unwrap()));
+    let (init, mask) = (
+        b64("init_64x64.png"),
+        b64(case["mask_image"].as_str().unwrap()),
+    );
 
     let body = json!({
         "prompt": case["prompt"], "init_image": init, "mask": mask,
@@ -230,8 +249,14 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
     });
     for (bad, needle) in [
         (json!({"prompt": "a", "mask": mask}), "needs an init_image"),
-        (json!({"prompt": "a", "init_image": init, "mask": "aGVsbG8="}), "mask: not a PNG"),
-        (json!({"prompt": "a", "init_image": init, "mask": small}), "same size"),
+        (
+            json!({"prompt": "a", "init_image": init, "mask": "aGVsbG8="}),
+            "mask: not a PNG",
+        ),
+        (
+            json!({"prompt": "a", "init_image": init, "mask": small}),
+            "same size",
+        ),
     ] {
         let (code, text) = post(&base, "/predictions/sd", &bad);
         assert_eq!(code, 400, "{bad}: {text}");
@@ -260,7 +285,10 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
     // Inverting the mask repaints the other part: another image.
     let inverted = json!({"inpainting_mask_invert": 1});
     let mut body2 = body.clone();
-    body2.as_object_mut().unwrap().extend(inverted.as_object().unwrap().clone());
+    body2
+        .as_object_mut()
+        .unwrap()
+        .extend(inverted.as_object().unwrap().clone());
     let (code, text) = post(&base, "/sdapi/v1/img2img", &body2);
     assert_eq!(code, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
@@ -268,7 +296,10 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         .decode(v["images"][0].as_str().expect("image"))
         .expect("base64");
     let inv = image::load_from_memory(&png).expect("png").to_rgb8();
-    assert!(psnr(inv.as_raw(), &want) < 40.0, "the inverted mask changes the image");
+    assert!(
+        psnr(inv.as_raw(), &want) < 40.0,
+        "the inverted mask changes the image"
+    );
 
     for (extra, field) in [
         (json!({"inpainting_fill": 0}), "inpainting_fill"),
@@ -277,14 +308,20 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         (json!({"mask": "aGVsbG8="}), "mask"),
     ] {
         let mut bad = body.clone();
-        bad.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        bad.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let (code, text) = post(&base, "/sdapi/v1/img2img", &bad);
         assert_eq!(code, 422, "{extra}: {text}");
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["detail"][0]["loc"][1], field, "{text}");
     }
     // txt2img takes no mask.
-    let (code, text) = post(&base, "/sdapi/v1/txt2img", &json!({"prompt": "a", "mask": mask}));
+    let (code, text) = post(
+        &base,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "a", "mask": mask}),
+    );
     assert_eq!(code, 422, "{text}");
     server.shutdown().expect("clean shutdown");
 }

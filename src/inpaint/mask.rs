@@ -108,7 +108,9 @@ impl Mask {
             u32::try_from(v).map_err(|_| Error::InvalidInput(format!("mask size {v} is too large")))
         };
         let src = image::GrayImage::from_raw(dims(self.width)?, dims(self.height)?, self.data)
-            .ok_or_else(|| Error::InvalidInput("mask: pixel data does not match its size".into()))?;
+            .ok_or_else(|| {
+                Error::InvalidInput("mask: pixel data does not match its size".into())
+            })?;
         let out = image::imageops::resize(
             &src,
             dims(width)?,

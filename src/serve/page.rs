@@ -20,7 +20,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
     ("/", "text/html; charset=utf-8", INDEX_HTML),
     ("/studio.js", "text/javascript; charset=utf-8", STUDIO_JS),
     ("/studio.css", "text/css; charset=utf-8", STUDIO_CSS),
-    ("/studio_image.js", "text/javascript; charset=utf-8", STUDIO_IMAGE_JS),
+    (
+        "/studio_image.js",
+        "text/javascript; charset=utf-8",
+        STUDIO_IMAGE_JS,
+    ),
 ];
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {

@@ -414,7 +414,10 @@ mod tests {
         assert_eq!(r.mask.map(|m| (m.width, m.height)), Some((48, 32)));
         let small = png(8, 8, 255);
         for (body, needle) in [
-            (format!(r#"{{"prompt": "a", "mask": "{mask}"}}"#), "needs an init_image"),
+            (
+                format!(r#"{{"prompt": "a", "mask": "{mask}"}}"#),
+                "needs an init_image",
+            ),
             (
                 format!(r#"{{"prompt": "a", "init_image": "{img}", "mask": "{small}"}}"#),
                 "same size",

@@ -36,7 +36,13 @@ fn mask_blend_random_rows_binary_and_soft() {
         let m: Vec<f32> = rng
             .vec(r * hw)
             .iter()
-            .map(|v| if binary { f32::from(*v > 0.0) } else { v.abs().min(1.0) })
+            .map(|v| {
+                if binary {
+                    f32::from(*v > 0.0)
+                } else {
+                    v.abs().min(1.0)
+                }
+            })
             .collect();
         let xt = Tensor::from_f32(gpu, &shape, &x, DType::F32).unwrap();
         let at = Tensor::from_f32(gpu, &shape, &a, DType::F32).unwrap();
@@ -62,8 +68,14 @@ fn mask_blend_bad_shapes_are_errors() {
     let a_bad = Tensor::from_f32(gpu, &[2, 4, 2, 2], &[0.0; 32], DType::F32).unwrap();
     let m = Tensor::from_f32(gpu, &[1, 1, 2, 2], &[0.0; 4], DType::F32).unwrap();
     let mut rec = Recorder::new(gpu);
-    assert!(mask_blend(&mut rec, &x, &x, &m_bad).is_err(), "mask with channels");
-    assert!(mask_blend(&mut rec, &x, &a_bad, &m).is_err(), "a of another shape");
+    assert!(
+        mask_blend(&mut rec, &x, &x, &m_bad).is_err(),
+        "mask with channels"
+    );
+    assert!(
+        mask_blend(&mut rec, &x, &a_bad, &m).is_err(),
+        "a of another shape"
+    );
     let h = Tensor::from_f32(gpu, &[1, 4, 2, 2], &[0.0; 16], DType::F16).unwrap();
     assert!(mask_blend(&mut rec, &h, &x, &m).is_err(), "f16 latents");
 }

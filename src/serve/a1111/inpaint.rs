@@ -100,7 +100,11 @@ pub fn mask(body: &mut Body) -> Option<Mask> {
             return None;
         }
     };
-    let m = if invert == Some(true) { m.inverted() } else { m };
+    let m = if invert == Some(true) {
+        m.inverted()
+    } else {
+        m
+    };
     // A1111: `mask_blur`, when given, sets both directions.
     let (bx, by) = match blur {
         Some(b) => (b, b),

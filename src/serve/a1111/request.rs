@@ -576,9 +576,8 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(out.get_ref())
         };
         let (img, mask) = (png(16, 8), png(32, 16));
-        let with = |extra: &str| {
-            format!(r#"{{"init_images": ["{img}"], "mask": "{mask}", {extra}}}"#)
-        };
+        let with =
+            |extra: &str| format!(r#"{{"init_images": ["{img}"], "mask": "{mask}", {extra}}}"#);
         let r = parse_as(
             with(r#""inpainting_fill": 1, "inpaint_full_res": false, "mask_blur": 0, "inpainting_mask_invert": 1"#)
                 .as_bytes(),
@@ -591,7 +590,10 @@ mod tests {
         assert_eq!((m.data[0], m.data[31]), (255, 0), "inverted, not blurred");
         let r = parse_as(with(r#""inpainting_fill": 1"#).as_bytes(), Mode::Img2Img).expect("valid");
         let m = r.init.expect("init").mask.expect("mask");
-        assert!(m.data[15] > 0 && m.data[15] < 255, "A1111's default blur of 4");
+        assert!(
+            m.data[15] > 0 && m.data[15] < 255,
+            "A1111's default blur of 4"
+        );
         for (extra, field) in [
             (r#""inpainting_fill": 0"#, "inpainting_fill"),
             (r#""inpainting_fill": 2"#, "inpainting_fill"),
@@ -603,8 +605,10 @@ mod tests {
         }
         // Without a mask the inpainting fields have no effect (as in A1111).
         let r = parse_as(
-            format!(r#"{{"init_images": ["{img}"], "inpainting_fill": 0, "inpaint_full_res": true}}"#)
-                .as_bytes(),
+            format!(
+                r#"{{"init_images": ["{img}"], "inpainting_fill": 0, "inpaint_full_res": true}}"#
+            )
+            .as_bytes(),
             Mode::Img2Img,
         )
         .expect("valid");

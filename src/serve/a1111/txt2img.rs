@@ -98,9 +98,11 @@ async fn run(
             let (w, h) = (img.width, img.height);
             // Inpainting: the mask is stretched to the same size (A1111's resize mode 0).
             mask = match &init.mask {
-                Some(m) => Some(Arc::new((**m).clone().resized(w, h).map_err(|e| {
-                    A1111Error::from(ApiError::bad_request(e.to_string()))
-                })?)),
+                Some(m) => {
+                    Some(Arc::new((**m).clone().resized(w, h).map_err(|e| {
+                        A1111Error::from(ApiError::bad_request(e.to_string()))
+                    })?))
+                }
                 None => None,
             };
             (Some(Arc::new(img)), init.strength, w, h)
