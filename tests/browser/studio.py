@@ -350,6 +350,8 @@ def img2img_and_mask(page, base, txt2img_name, shots):
               "the painted mask turns the job into inpainting")
     page.shot(shots and os.path.join(shots, "studio-mask.png"))
     page.set("strength", "1")
+    # Another scene than the image's, so the repainted part visibly changes.
+    page.set("prompt", "a blue square on a gray background")
     job, inp = run_job(page, "inpainting")
     params = json.loads(http(base + "api/v1/jobs/" + job)[2])["params"]
     check(params.get("mask") is True and params.get("strength") == 1.0, f"the server ran inpainting: {params}")
