@@ -290,3 +290,16 @@ fn bad_inpaint_requests_are_errors() {
     }
     assert!(Mask::decode(b"GIF89a...").is_err());
 }
+
+#[test]
+fn an_inpainting_model_warms_up_with_an_image_and_a_mask() {
+    // Plain text to image is refused by a 9-channel UNet, so the warm-up inpaints.
+    let pipe = pipeline("tests/fixtures/inpaint/sd2-tiny-inpaint.zip");
+    let w = pipe.warm_up(64, 64, 1).expect("warm-up");
+    assert_eq!((w.width, w.height, w.batch), (64, 64, 1));
+    assert_eq!(pipe.unet_in_channels(), 9);
+    assert!(
+        pipe.vae_encoder_loaded(),
+        "the masked image went through the encoder"
+    );
+}
