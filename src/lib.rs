@@ -7,6 +7,7 @@ pub mod error;
 pub mod gpu;
 pub mod hires;
 pub mod img2img;
+pub mod inpaint;
 pub mod loader;
 pub mod lora;
 pub mod models;

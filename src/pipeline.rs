@@ -125,6 +125,11 @@ pub struct GenerateRequest {
     /// AUTOMATIC1111's hires fix (text to image only, see `crate::hires`): a second,
     /// img2img pass at a larger size. The images come out at the hires target size.
     pub hires: Option<HiresFix>,
+    /// Inpainting (diffusers' `StableDiffusionInpaintPipeline`, see `crate::inpaint`): the
+    /// grayscale mask over `init_image` (white repaints), the init image's size. Set
+    /// `strength` too: diffusers' inpainting default is 1.0
+    /// ([`crate::inpaint::DEFAULT_STRENGTH`]), not img2img's 0.8.
+    pub mask: Option<Arc<crate::inpaint::Mask>>,
 }
 
 impl Default for GenerateRequest {
@@ -150,6 +155,7 @@ impl Default for GenerateRequest {
             init_image: None,
             strength: crate::img2img::DEFAULT_STRENGTH,
             hires: None,
+            mask: None,
         }
     }
 }
@@ -373,6 +379,11 @@ impl<'g> Pipeline<'g> {
         (side, side)
     }
 
+    /// The UNet's input channels: 4, or 9 for an inpainting model.
+    pub fn unet_in_channels(&self) -> usize {
+        self.unet.config.in_channels
+    }
+
     /// Pixels per latent cell: `2 ** (len(vae.block_out_channels) - 1)`, as diffusers.
     pub fn vae_scale_factor(&self) -> usize {
         1 << self.vae.config.block_out_channels.len().saturating_sub(1)
@@ -473,6 +484,7 @@ impl<'g> Pipeline<'g> {
             crate::hires::check(h, req.steps)?;
             crate::hires::target_size(h, req.width, req.height, crate::hires::MAX_TARGET_SIDE)?;
         }
+        crate::inpaint::validate(req, self.unet.config.in_channels)?;
         let (nn, np) = (req.negative_prompts.len(), req.prompts.len());
         if nn > 1 && nn != np {
             return bad(format!(
@@ -523,6 +535,7 @@ impl<'g> Pipeline<'g> {
             loras: lora::set_key(&req.loras),
             strength_bits: req.init_image.as_ref().map(|_| req.strength.to_bits()),
             hires: req.hires.as_ref().map(HiresFix::key),
+            inpaint: req.mask.is_some(),
         })
     }
 
@@ -613,7 +626,7 @@ impl<'g> Pipeline<'g> {
             let key = self.batch_key(req);
             if key.is_none() || items.iter().any(|r| self.batch_key(r) != key) {
                 return Err(Error::InvalidInput(
-                    "a batch needs equal sizes, steps, guidance, scheduler and img2img strength, and no trace".into(),
+                    "a batch needs equal sizes, steps, guidance, scheduler, img2img strength and inpainting, and no trace".into(),
                 ));
             }
         }
@@ -695,6 +708,7 @@ impl<'g> Pipeline<'g> {
             }
             Ok(all)
         };
+        let mut inpaint = None;
         let latents = if let PassStart::Latents(z) = start {
             let coeffs = sched.add_noise_coeffs(begin)?;
             crate::hires::noised_latents(
@@ -716,6 +730,25 @@ impl<'g> Pipeline<'g> {
                 coeffs,
                 trace.as_mut(),
             )?
+        } else if req.mask.is_some() {
+            let setup = crate::inpaint::Setup {
+                encoder: self.vae_encoder()?,
+                unet_in_channels: self.unet.config.in_channels,
+                vae_scale_factor: f,
+                scheduler: sched.as_ref(),
+                begin,
+                cfg,
+            };
+            let (latents, extra) = crate::inpaint::prepare(
+                &mut rec,
+                &setup,
+                items,
+                &mut generators,
+                &counts,
+                trace.as_mut(),
+            )?;
+            inpaint = Some(extra);
+            latents
         } else if req.init_image.is_some() {
             crate::img2img::init_latents(
                 &mut rec,
@@ -779,6 +812,10 @@ impl<'g> Pipeline<'g> {
             } else {
                 scaled
             };
+            let input = match &inpaint {
+                Some(ip) => ip.unet_input(&mut rec, input)?,
+                None => input,
+            };
             let out = self
                 .unet
                 .forward(&mut rec, &input, t as f32, conditioning.at_step(i))?;
@@ -808,6 +845,9 @@ impl<'g> Pipeline<'g> {
                 &history,
                 noise_t.as_ref(),
             )?;
+            if let Some(ip) = &inpaint {
+                ip.after_step(&mut rec, &latents, sched.as_ref(), i, k + 1 == total)?;
+            }
             let previews = if want_previews {
                 let p = ops::latent_preview::latent_preview(
                     &mut rec,
@@ -924,4 +964,7 @@ pub struct BatchKey {
     pub strength_bits: Option<u64>,
     /// The hires fix's settings: one pair of passes per batch.
     pub hires: Option<crate::hires::HiresKey>,
+    /// Inpainting requests batch together (each with its own image and mask), never with
+    /// others: the UNet input and the per-step blend differ.
+    pub inpaint: bool,
 }

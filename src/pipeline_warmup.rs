@@ -7,8 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::error::Result;
-use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Pipeline};
+use crate::inpaint::Mask;
+use crate::pipeline::{DEFAULT_GUIDANCE, GenerateRequest, Image, Pipeline};
 
 /// What [`Pipeline::warm_up`] did.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +37,7 @@ impl Pipeline<'_> {
         let gpu = self.gpu();
         let start = Instant::now();
         let before = gpu.pipeline_count();
-        let req = GenerateRequest {
+        let mut req = GenerateRequest {
             prompts: vec![String::new(); batch.max(1)],
             steps: 1,
             guidance: DEFAULT_GUIDANCE,
@@ -42,6 +45,20 @@ impl Pipeline<'_> {
             height,
             ..GenerateRequest::default()
         };
+        // An inpainting model (9-channel UNet) only runs with an image and a mask.
+        if self.unet_in_channels() == 9 {
+            req.init_image = Some(Arc::new(Image {
+                width,
+                height,
+                data: vec![128; width * height * 3],
+            }));
+            req.mask = Some(Arc::new(Mask {
+                width,
+                height,
+                data: vec![255; width * height],
+            }));
+            req.strength = crate::inpaint::DEFAULT_STRENGTH;
+        }
         self.generate(&req)?;
         let pipelines_created = gpu.pipeline_count().saturating_sub(before);
         let cache_bytes = gpu.save_pipeline_cache()?;

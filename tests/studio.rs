@@ -135,6 +135,11 @@ fn studio_page_jobs_history_and_errors() {
         ("/", "text/html; charset=utf-8", "<title>"),
         ("/studio.js", "text/javascript; charset=utf-8", ""),
         ("/studio.css", "text/css; charset=utf-8", ""),
+        (
+            "/studio_image.js",
+            "text/javascript; charset=utf-8",
+            "studioImage",
+        ),
     ] {
         let mut r = get(&base, path);
         assert_eq!(r.status(), 200, "{path}");
@@ -148,6 +153,10 @@ fn studio_page_jobs_history_and_errors() {
     assert_eq!(code, 200);
     assert_eq!(opts["default_model"], "sd");
     assert_eq!(opts["models"][0]["name"], "sd");
+    assert!(
+        opts["loras"].is_array(),
+        "the studio lists the loras folder: {opts}"
+    );
     assert_eq!(opts["models"][0]["default_width"], 32);
     assert_eq!(opts["models"][0]["default_scheduler"], "ddim");
     assert_eq!(

@@ -170,7 +170,12 @@ fn studio_page_in_headless_chromium() {
         stdout.contains("all studio browser checks passed"),
         "the script ended without its summary line:\n{stdout}"
     );
-    for name in ["studio.png", "studio-generating.png", "studio-error.png"] {
+    for name in [
+        "studio.png",
+        "studio-generating.png",
+        "studio-error.png",
+        "studio-mask.png",
+    ] {
         let path = shots.join(name);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
@@ -179,12 +184,12 @@ fn studio_page_in_headless_chromium() {
             path.display()
         );
     }
-    // The four generated images (one job of one, one of three) are in the outputs folder;
-    // the cancelled job wrote none.
+    // The six generated images (one job of one, one of three, img2img, inpainting) are in
+    // the outputs folder; the cancelled job wrote none.
     let pngs = std::fs::read_dir(outputs.path())
         .expect("outputs folder exists")
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
         .count();
-    assert_eq!(pngs, 4, "four images in the outputs folder");
+    assert_eq!(pngs, 6, "six images in the outputs folder");
 }

@@ -179,6 +179,8 @@ function jobBody() {
   if (seed !== undefined && seed !== -1) body.seed = seed;
   const tiling = $("vae-tiling").value;
   if (tiling !== "auto") body.vae_tiling = tiling === "on";
+  // img2img / inpainting / LoRAs (studio_image.js).
+  Object.assign(body, studioImage.fields());
   return body;
 }
 
@@ -588,7 +590,11 @@ function setupDrop() {
     const files = e.dataTransfer ? e.dataTransfer.files : null;
     if (!files || !files.length) return;
     e.preventDefault();
-    readPng(files[0]);
+    if (studioImage.isImageDrop(e)) {
+      studioImage.setInit(files[0]).catch((err) => showError(describe(err, `Reading ${files[0].name}`)));
+    } else {
+      readPng(files[0]);
+    }
   });
 }
 
@@ -611,6 +617,7 @@ function fillPickers(options) {
   }
   if (limits.max_size) { $("width").max = limits.max_size; $("height").max = limits.max_size; }
   if (limits.max_images) $("num-images").max = limits.max_images;
+  studioImage.setLoraChoices(options.loras);
 }
 
 async function loadOptions() {
@@ -698,6 +705,7 @@ function wire() {
     }
   });
   setupDrop();
+  studioImage.wire();
 }
 
 wire();

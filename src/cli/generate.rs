@@ -63,9 +63,15 @@ pub struct GenerateArgs {
     /// (rounded down to a multiple of 8); otherwise it is resized to them.
     #[arg(long, value_name = "IN.png")]
     init_image: Option<PathBuf>,
-    /// img2img: how much of the schedule runs, in (0, 1]; 1 ignores most of the image.
-    #[arg(long, default_value_t = wgsd::img2img::DEFAULT_STRENGTH, requires = "init_image")]
-    strength: f64,
+    /// Inpainting: repaint where this mask (PNG or JPEG, the init image's size) is white,
+    /// as diffusers' StableDiffusionInpaintPipeline: grayscale, binarised at 0.5. Works
+    /// with inpainting (9-channel) and ordinary UNets.
+    #[arg(long, value_name = "MASK.png", requires = "init_image")]
+    mask: Option<PathBuf>,
+    /// img2img / inpainting: how much of the schedule runs, in (0, 1]; 1 ignores most of
+    /// the image. Default 0.8 for img2img, 1.0 with --mask (diffusers' defaults).
+    #[arg(long, requires = "init_image")]
+    strength: Option<f64>,
     /// Hires fix (AUTOMATIC1111's enable_hr / hr_scale): after the image at --width x
     /// --height, an img2img pass at this factor of it (e.g. 2); the image comes out at
     /// the larger size.
@@ -255,6 +261,8 @@ struct Summary {
     strength: Option<f64>,
     /// The hires fix, when on.
     hires: Option<HiresSummary>,
+    /// Inpainting: the mask.
+    mask: Option<PathBuf>,
     num_images: usize,
     scheduler: &'static str,
     /// wgsd's sampler name (`--scheduler`'s short form).
@@ -430,6 +438,30 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--init-image {}", p.display()))
         })
         .transpose()?;
+    let mask = args
+        .mask
+        .as_deref()
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| format!("--mask {}", p.display()))?;
+            wgsd::inpaint::Mask::decode(&bytes).with_context(|| format!("--mask {}", p.display()))
+        })
+        .transpose()?;
+    if let (Some(m), Some(img)) = (&mask, &init_image)
+        && (m.width, m.height) != (img.width, img.height)
+    {
+        bail!(
+            "--mask is {} x {} but --init-image is {} x {}; they must be the same size",
+            m.width,
+            m.height,
+            img.width,
+            img.height
+        );
+    }
+    let strength = args.strength.unwrap_or(if mask.is_some() {
+        wgsd::inpaint::DEFAULT_STRENGTH
+    } else {
+        wgsd::img2img::DEFAULT_STRENGTH
+    });
     let (width, height) = match &init_image {
         // VaeImageProcessor: the image's size rounded down to a multiple of 8.
         Some(img) => (
@@ -445,7 +477,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         bail!("width and height must be positive multiples of 8, got {width} x {height}");
     }
     if init_image.is_some() {
-        wgsd::img2img::t_start(args.steps, args.strength).context("--strength with --steps")?;
+        wgsd::img2img::t_start(args.steps, strength).context("--strength with --steps")?;
     }
     let init_image = init_image
         .map(|img| {
@@ -457,6 +489,10 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             }
             wgsd::img2img::resize(&img, width, height).map(Arc::new)
         })
+        .transpose()?;
+    // The mask goes with the image: stretched to the same size.
+    let mask = mask
+        .map(|m| m.resized(width, height).map(Arc::new))
         .transpose()?;
     if args.steps == 0 {
         bail!("--steps must be at least 1");
@@ -561,7 +597,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
         prompt_syntax: args.prompt_syntax,
         loras: loras.clone(),
         init_image,
-        strength: args.strength,
+        strength,
+        mask,
         hires,
         ..GenerateRequest::default()
     };
@@ -599,7 +636,7 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             .map(wgsd::png_info::short_hash),
         model: model.file_stem().map(|s| s.to_string_lossy().into_owned()),
         denoising_strength: match (&args.init_image, &hires) {
-            (Some(_), _) => Some(args.strength),
+            (Some(_), _) => Some(strength),
             (None, Some(h)) => Some(h.strength),
             (None, None) => None,
         },
@@ -633,7 +670,8 @@ pub fn run(choice: &AdapterChoice, args: &GenerateArgs) -> anyhow::Result<()> {
             width,
             height,
             init_image: args.init_image.clone(),
-            strength: args.init_image.is_some().then_some(args.strength),
+            strength: args.init_image.is_some().then_some(strength),
+            mask: args.mask.clone(),
             hires: hires.map(|h| HiresSummary {
                 width: out.images.first().map_or(0, |i| i.width),
                 height: out.images.first().map_or(0, |i| i.height),

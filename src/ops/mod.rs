@@ -14,6 +14,7 @@ pub mod image;
 pub mod latent_preview;
 pub mod latent_resize;
 pub mod latent_sample;
+pub mod mask_blend;
 pub mod norm;
 pub mod pad;
 pub mod prompt_weight;
@@ -43,6 +44,7 @@ pub fn kernel_variants() -> Vec<crate::gpu::KernelSpec> {
         latent_preview::variants(),
         latent_resize::variants(),
         latent_sample::variants(),
+        mask_blend::variants(),
         norm::variants(),
         pad::variants(),
         prompt_weight::variants(),

@@ -1,5 +1,5 @@
 //! The studio's web page and its static assets, embedded in the binary (no CDN: it
-//! works offline): `GET /`, `/studio.js`, `/studio.css`.
+//! works offline): `GET /`, `/studio.js`, `/studio_image.js`, `/studio.css`.
 
 use std::sync::Arc;
 
@@ -13,12 +13,18 @@ use super::AppState;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const STUDIO_JS: &str = include_str!("../../web/studio.js");
 const STUDIO_CSS: &str = include_str!("../../web/studio.css");
+const STUDIO_IMAGE_JS: &str = include_str!("../../web/studio_image.js");
 
 /// (path, content type, body) of every asset.
-const ASSETS: [(&str, &str, &str); 3] = [
+const ASSETS: [(&str, &str, &str); 4] = [
     ("/", "text/html; charset=utf-8", INDEX_HTML),
     ("/studio.js", "text/javascript; charset=utf-8", STUDIO_JS),
     ("/studio.css", "text/css; charset=utf-8", STUDIO_CSS),
+    (
+        "/studio_image.js",
+        "text/javascript; charset=utf-8",
+        STUDIO_IMAGE_JS,
+    ),
 ];
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {

@@ -98,10 +98,13 @@ pub struct Params {
     /// img2img: the init image as base64 PNG / JPEG (a `data:` URL prefix is accepted).
     /// Without width/height the size is the image's; with them it is resized to them.
     pub init_image: Option<String>,
-    /// img2img's strength in (0, 1] (diffusers' default 0.8).
+    /// img2img's strength in (0, 1] (diffusers' default 0.8; 1.0 with a mask).
     pub strength: Option<f64>,
     /// A1111's hires fix (text to image only): see [`super::hires::HiresParams`].
     pub hires: Option<super::hires::HiresParams>,
+    /// Inpainting: the mask as base64 PNG / JPEG, the init image's size (white repaints;
+    /// grayscale, binarised at 0.5, as diffusers' StableDiffusionInpaintPipeline).
+    pub mask: Option<String>,
 }
 
 /// Body to parameters: JSON (when sent as JSON, or a JSON object with a prompt sent as
@@ -174,6 +177,7 @@ impl Params {
                 "num_inference_steps must be 1..={MAX_STEPS}, got {steps}"
             ));
         }
+        let mut original_size = None;
         let init_image = match self.init_image.as_deref() {
             None | Some("") => None,
             Some(b64) => {
@@ -186,12 +190,36 @@ impl Params {
                         ));
                     }
                 }
+                original_size = Some((img.width, img.height));
                 let img = crate::img2img::fit(img, self.width, self.height)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 Some(std::sync::Arc::new(img))
             }
         };
-        let strength = self.strength.unwrap_or(crate::img2img::DEFAULT_STRENGTH);
+        let mask = match (self.mask.as_deref(), &init_image, original_size) {
+            (None | Some(""), _, _) => None,
+            (Some(b64), Some(img), Some((ow, oh))) => {
+                let m = crate::inpaint::Mask::decode_base64(b64)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                if (m.width, m.height) != (ow, oh) {
+                    return bad(format!(
+                        "mask is {} x {} but init_image is {ow} x {oh}; they must be the same size",
+                        m.width, m.height
+                    ));
+                }
+                // Stretched with the image when width/height resize it.
+                let m = m
+                    .resized(img.width, img.height)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Some(std::sync::Arc::new(m))
+            }
+            (Some(_), _, _) => return bad("mask needs an init_image (inpainting)".into()),
+        };
+        let strength = self.strength.unwrap_or(if mask.is_some() {
+            crate::inpaint::DEFAULT_STRENGTH
+        } else {
+            crate::img2img::DEFAULT_STRENGTH
+        });
         if init_image.is_some() {
             crate::img2img::check_strength(strength)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -266,6 +294,7 @@ impl Params {
             init_image,
             strength,
             hires,
+            mask,
             ..GenerateRequest::default()
         })
     }
@@ -368,5 +397,49 @@ mod tests {
     fn raw_text_is_the_prompt() {
         let p = parse_body(b"a plain prompt", false).expect("text");
         assert_eq!(p.prompt.as_deref(), Some("a plain prompt"));
+    }
+
+    #[test]
+    fn mask_fields() {
+        use base64::Engine as _;
+        let png = |w: u32, h: u32, v: u8| {
+            let img = image::RgbaImage::from_pixel(w, h, image::Rgba([v, v, v, 7]));
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+            base64::engine::general_purpose::STANDARD.encode(out.get_ref())
+        };
+        let (img, mask) = (png(24, 16, 10), png(24, 16, 255));
+        let r = request(&format!(
+            r#"{{"prompt": "a", "init_image": "{img}", "mask": "{mask}"}}"#
+        ))
+        .expect("valid");
+        assert_eq!(r.strength, 1.0, "diffusers' inpainting default");
+        let m = r.mask.expect("mask");
+        assert_eq!((m.width, m.height), (24, 16), "an RGBA mask is fine");
+        assert!(m.data.iter().all(|&v| v == 255));
+        let r = request(&format!(
+            r#"{{"prompt": "a", "init_image": "{img}", "mask": "{mask}", "width": 48, "height": 32}}"#
+        ))
+        .expect("resized together");
+        assert_eq!(r.mask.map(|m| (m.width, m.height)), Some((48, 32)));
+        let small = png(8, 8, 255);
+        for (body, needle) in [
+            (
+                format!(r#"{{"prompt": "a", "mask": "{mask}"}}"#),
+                "needs an init_image",
+            ),
+            (
+                format!(r#"{{"prompt": "a", "init_image": "{img}", "mask": "{small}"}}"#),
+                "same size",
+            ),
+            (
+                format!(r#"{{"prompt": "a", "init_image": "{img}", "mask": "bm90IGFuIGltYWdl"}}"#),
+                "mask: not a PNG",
+            ),
+        ] {
+            let e = request(&body).expect_err(needle);
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{needle}");
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
     }
 }

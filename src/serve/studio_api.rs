@@ -85,6 +85,11 @@ async fn options(State(state): State<Arc<AppState>>) -> Response {
                 "scheduler": defaults.map(|(_, s)| short_name(*s)),
                 "num_images": 1,
             },
+            // LoRAs in the loras folder, by the name the `loras` field takes.
+            "loras": crate::serve::loras::list(&state.config.lora_dir())
+                .into_iter()
+                .map(|l| l.name)
+                .collect::<Vec<_>>(),
             "limits": {
                 "max_steps": MAX_STEPS,
                 "max_size": MAX_SIZE,
@@ -108,6 +113,10 @@ fn job_params(entry: &ModelEntry, r: &GenerateRequest) -> Value {
         "scheduler": short_name(scheduler),
         "num_images": r.num_images_per_prompt,
         "prompt_syntax": r.prompt_syntax.as_str(),
+        // img2img / inpainting (the images themselves are not echoed).
+        "init_image": r.init_image.is_some(),
+        "mask": r.mask.is_some(),
+        "strength": r.init_image.as_ref().map(|_| r.strength),
     })
 }
 

@@ -17,6 +17,7 @@ mod image;
 mod latent_preview;
 mod latent_resize;
 mod latent_sample;
+mod mask_blend;
 mod matmul;
 mod norm;
 mod pad;

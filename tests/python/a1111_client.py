@@ -1,5 +1,5 @@
 """Drives wgsd's AUTOMATIC1111 API with the unchanged `webuiapi` package (PyPI), as the
-tools built on it do: txt2img with a batch, img2img, options, samplers, progress while a job runs
+tools built on it do: txt2img with a batch, img2img, inpainting (mask_image), options, samplers, progress while a job runs
 in a thread, and interrupt. Exits non-zero (an AssertionError) when anything is off;
 prints a JSON summary.
 
@@ -11,6 +11,7 @@ import threading
 import time
 
 import webuiapi
+from PIL import Image
 
 
 def main():
@@ -47,6 +48,24 @@ def main():
     assert hr.info["width"] == 32, hr.info
     assert hr.info["extra_generation_params"]["Hires upscaler"] == "Latent", hr.info
     assert "Hires upscale: 1.5" in hr.info["infotexts"][0], hr.info["infotexts"][0]
+    # Inpainting: a mask (white repaints). webuiapi sends A1111's defaults
+    # inpainting_fill=0 and inpaint_full_res=True, which wgsd refuses (422 naming the
+    # field); with 1 / False it inpaints as diffusers' StableDiffusionInpaintPipeline.
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    try:
+        api.img2img(images=[result.images[0]], mask_image=mask, prompt="x", seed=5,
+                    width=32, height=32)
+        raise AssertionError("inpainting_fill=0 must be refused")
+    except RuntimeError as e:
+        assert e.args[0] == 422 and "inpainting_fill" in e.args[1], e.args
+    inp = api.img2img(images=[result.images[0]], mask_image=mask,
+                      prompt="a blue circle on a white background", seed=99,
+                      denoising_strength=0.5, width=32, height=32, cfg_scale=7,
+                      inpainting_fill=1, inpaint_full_res=False, mask_blur=2)
+    assert len(inp.images) == 1 and inp.images[0].size == (32, 32), inp.info
+    assert inp.info["all_seeds"] == [99], inp.info["all_seeds"]
+    assert inp.images[0].tobytes() != i2i.images[0].tobytes(), "the mask changes the image"
 
     # Options: an unknown key is stored and read back.
     api.set_options({"wgsd_client_test": "kept"})

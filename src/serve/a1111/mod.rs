@@ -10,6 +10,7 @@ mod auth;
 pub mod errors;
 mod fields;
 mod img2img;
+mod inpaint;
 mod lists;
 mod options;
 pub mod progress;

@@ -2,8 +2,8 @@
 //! `StableDiffusionProcessingTxt2Img` in `modules/processing.py`) read into what wgsd runs,
 //! and the `img2img` body (`StableDiffusionImg2ImgProcessingAPI`): the same fields plus
 //! `init_images` (one base64 image), `denoising_strength` (A1111's default 0.75) and
-//! `resize_mode` (0, "just resize", only); a `mask` is refused (no inpainting yet) and the
-//! other inpainting fields have no effect without one, as in A1111.
+//! `resize_mode` (0, "just resize", only), and inpainting's `mask` with its fields
+//! (`super::inpaint`); without a mask those have no effect, as in A1111.
 //!
 //! Every field falls in one of four groups:
 //! - honoured: prompt, negative_prompt, seed, subseed (reported), steps, cfg_scale, width,
@@ -17,7 +17,7 @@
 //!   hr_scheduler, hr_prompt, hr_negative_prompt and hr_checkpoint_name only when they
 //!   repeat the first pass's (or are empty), firstphase_width/height only at 0 (else 422);
 //! - refused with a 422 naming them, because they would change the image and wgsd cannot
-//!   follow: enable_hr on img2img, init_images, mask, styles, subseed_strength > 0, seed resizing,
+//!   follow: enable_hr on img2img, init_images and mask (txt2img), styles, subseed_strength > 0, seed resizing,
 //!   script_name, alwayson_scripts with content, refiner_checkpoint, infotext;
 //! - without effect here as in A1111 (not listed): the hires-fix fields while enable_hr
 //!   is off, the saving switches, script_args without a script, task ids and comments.
@@ -78,19 +78,6 @@ pub enum Mode {
     Img2Img,
 }
 
-/// Fields of `img2img` that have no effect without a mask (or are reply switches).
-const IMG2IMG_NO_EFFECT: [&str; 9] = [
-    "mask_blur",
-    "mask_blur_x",
-    "mask_blur_y",
-    "inpainting_fill",
-    "inpaint_full_res",
-    "inpaint_full_res_padding",
-    "inpainting_mask_invert",
-    "mask_round",
-    "latent_mask",
-];
-
 /// A1111's `img2img` default strength (`StableDiffusionProcessingImg2Img`).
 pub const DEFAULT_DENOISING_STRENGTH: f64 = 0.75;
 
@@ -99,6 +86,8 @@ pub const DEFAULT_DENOISING_STRENGTH: f64 = 0.75;
 pub struct InitImage {
     pub image: std::sync::Arc<crate::pipeline::Image>,
     pub strength: f64,
+    /// Inpainting: the mask (inverted and blurred as asked), its own size.
+    pub mask: Option<std::sync::Arc<crate::inpaint::Mask>>,
 }
 
 /// A `txt2img` (or `img2img`) request, checked.
@@ -213,7 +202,7 @@ pub fn parse(bytes: &[u8]) -> Result<Txt2Img, A1111Error> {
     parse_as(bytes, Mode::Txt2Img)
 }
 
-/// `img2img`'s own fields: the init image, strength, resize mode and the mask (refused).
+/// `img2img`'s own fields: the init image, strength, resize mode and the mask.
 fn init_image(body: &mut Body) -> Option<InitImage> {
     let images = body.value("init_images");
     let first = match &images {
@@ -236,10 +225,7 @@ fn init_image(body: &mut Body) -> Option<InitImage> {
         resize_mode != 0,
         "only resize_mode 0 (just resize) is supported",
     );
-    let mask = body.value("mask");
-    if non_empty(&mask) {
-        body.error("mask", "inpainting is not supported yet", "value_error");
-    }
+    let mask = super::inpaint::mask(body).map(std::sync::Arc::new);
     let strength = strength.unwrap_or(DEFAULT_DENOISING_STRENGTH);
     if let Err(e) = crate::img2img::check_strength(strength) {
         body.error("denoising_strength", e.to_string(), "value_error");
@@ -256,6 +242,7 @@ fn init_image(body: &mut Body) -> Option<InitImage> {
         Ok(img) if img.width <= MAX_SIZE && img.height <= MAX_SIZE => Some(InitImage {
             image: std::sync::Arc::new(img),
             strength,
+            mask,
         }),
         Ok(img) => {
             body.error(
@@ -408,9 +395,6 @@ pub fn parse_as(bytes: &[u8], mode: Mode) -> Result<Txt2Img, A1111Error> {
     let init = match mode {
         Mode::Img2Img => {
             let init = init_image(&mut body);
-            for key in IMG2IMG_NO_EFFECT {
-                body.value(key);
-            }
             for key in [
                 "include_init_images",
                 "image_cfg_scale",
@@ -795,6 +779,57 @@ mod tests {
             refused_img2img(&format!(r#"{{"init_images": ["{b64}", "{b64}"]}}"#)),
             ["init_images"]
         );
+    }
+
+    #[test]
+    fn inpainting_fields() {
+        use base64::Engine as _;
+        let png = |w: u32, h: u32| {
+            let img = image::RgbImage::from_fn(w, h, |x, _| {
+                image::Rgb(if x < w / 2 { [0; 3] } else { [255; 3] })
+            });
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+            base64::engine::general_purpose::STANDARD.encode(out.get_ref())
+        };
+        let (img, mask) = (png(16, 8), png(32, 16));
+        let with =
+            |extra: &str| format!(r#"{{"init_images": ["{img}"], "mask": "{mask}", {extra}}}"#);
+        let r = parse_as(
+            with(r#""inpainting_fill": 1, "inpaint_full_res": false, "mask_blur": 0, "inpainting_mask_invert": 1"#)
+                .as_bytes(),
+            Mode::Img2Img,
+        )
+        .expect("valid");
+        assert!(r.ignored.is_empty(), "{:?}", r.ignored);
+        let m = r.init.expect("init").mask.expect("mask");
+        assert_eq!((m.width, m.height), (32, 16), "the mask's own size");
+        assert_eq!((m.data[0], m.data[31]), (255, 0), "inverted, not blurred");
+        let r = parse_as(with(r#""inpainting_fill": 1"#).as_bytes(), Mode::Img2Img).expect("valid");
+        let m = r.init.expect("init").mask.expect("mask");
+        assert!(
+            m.data[15] > 0 && m.data[15] < 255,
+            "A1111's default blur of 4"
+        );
+        for (extra, field) in [
+            (r#""inpainting_fill": 0"#, "inpainting_fill"),
+            (r#""inpainting_fill": 2"#, "inpainting_fill"),
+            (r#""inpaint_full_res": true"#, "inpaint_full_res"),
+            (r#""mask_round": false"#, "mask_round"),
+            (r#""mask_blur": -1"#, "mask_blur"),
+        ] {
+            assert_eq!(refused_img2img(&with(extra)), [field], "{extra}");
+        }
+        // Without a mask the inpainting fields have no effect (as in A1111).
+        let r = parse_as(
+            format!(
+                r#"{{"init_images": ["{img}"], "inpainting_fill": 0, "inpaint_full_res": true}}"#
+            )
+            .as_bytes(),
+            Mode::Img2Img,
+        )
+        .expect("valid");
+        assert!(r.init.expect("init").mask.is_none());
     }
 }
 

@@ -90,11 +90,21 @@ async fn run(
         .map(|(name, scale)| resolve(d.lora_dir.as_deref(), name, *scale))
         .collect::<Result<Vec<_>, _>>()?;
     // img2img: resize mode 0 to width x height (the image's own size when not given).
+    let mut mask = None;
     let (init_image, strength, width, height) = match &plan.init {
         Some(init) => {
             let img = crate::img2img::fit((*init.image).clone(), plan.width, plan.height)
                 .map_err(|e| A1111Error::from(ApiError::bad_request(e.to_string())))?;
             let (w, h) = (img.width, img.height);
+            // Inpainting: the mask is stretched to the same size (A1111's resize mode 0).
+            mask = match &init.mask {
+                Some(m) => {
+                    Some(Arc::new((**m).clone().resized(w, h).map_err(|e| {
+                        A1111Error::from(ApiError::bad_request(e.to_string()))
+                    })?))
+                }
+                None => None,
+            };
             (Some(Arc::new(img)), init.strength, w, h)
         }
         None => (
@@ -137,6 +147,7 @@ async fn run(
         init_image,
         strength,
         hires,
+        mask,
         ..GenerateRequest::default()
     };
     let job = state
