@@ -1,6 +1,7 @@
 //! The studio page in a real browser: starts `wgsd studio` on the bundled tiny model and a
 //! fresh outputs folder, then runs `tests/browser/studio.py`, which drives headless Chromium
 //! through Selenium (generate with progress and preview, gallery, reload, PNG drop, cancel,
+//! the hires fix, img2img and a painted inpainting mask,
 //! an error shown in words). Needs Debian's `chromium`, `chromium-driver` and
 //! `python3-selenium` (.ci/setup installs them); fails, never skips, when they are missing.
 //! `WGSD_STUDIO_SCREENSHOTS=DIR` keeps the screenshots (README's docs/studio*.png).
@@ -184,12 +185,12 @@ fn studio_page_in_headless_chromium() {
             path.display()
         );
     }
-    // The six generated images (one job of one, one of three, img2img, inpainting) are in
-    // the outputs folder; the cancelled job wrote none.
+    // The seven generated images (one job of one, one of three, the hires fix, img2img,
+    // inpainting) are in the outputs folder; the cancelled job wrote none.
     let pngs = std::fs::read_dir(outputs.path())
         .expect("outputs folder exists")
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
         .count();
-    assert_eq!(pngs, 6, "six images in the outputs folder");
+    assert_eq!(pngs, 7, "seven images in the outputs folder");
 }

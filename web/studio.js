@@ -89,7 +89,8 @@ function setServerState(text) {
 // ---------------------------------------------------------------- the form
 
 const FIELDS = ["prompt", "negative-prompt", "steps", "guidance", "width", "height",
-  "scheduler", "num-images", "seed", "prompt-syntax", "vae-tiling", "model"];
+  "scheduler", "num-images", "seed", "prompt-syntax", "vae-tiling", "model",
+  "hires", "hires-scale", "hires-upscaler", "hires-strength", "hires-steps"];
 
 function saveForm() {
   const values = {};
@@ -134,6 +135,7 @@ function applyDefaults(modelName, { sizeOnly = false } = {}) {
     $("seed").value = -1;
     $("vae-tiling").value = "auto";
     $("prompt-syntax").value = "a1111";
+    $("hires").value = "off";
   }
   syncRanges();
 }
@@ -179,6 +181,15 @@ function jobBody() {
   if (seed !== undefined && seed !== -1) body.seed = seed;
   const tiling = $("vae-tiling").value;
   if (tiling !== "auto") body.vae_tiling = tiling === "on";
+  // The hires fix (A1111's enable_hr): the server checks the values and names a bad one.
+  if ($("hires").value === "on") {
+    body.hires = {
+      scale: numberField("hires-scale", "Hires scale"),
+      upscaler: $("hires-upscaler").value,
+      strength: numberField("hires-strength", "Hires strength"),
+      steps: intField("hires-steps", "Hires steps"),
+    };
+  }
   // img2img / inpainting / LoRAs (studio_image.js).
   Object.assign(body, studioImage.fields());
   return body;
@@ -215,6 +226,17 @@ function fillForm(params) {
     const s = schedulerName(params.scheduler);
     if (s) $("scheduler").value = s;
     else notes.push(`sampler "${params.scheduler}" is not offered here`);
+  }
+  if (params.hires && typeof params.hires === "object") {
+    const h = params.hires;
+    $("hires").value = "on";
+    set("hires-scale", h.scale);
+    if (h.upscaler && hasOption($("hires-upscaler"), h.upscaler)) $("hires-upscaler").value = h.upscaler;
+    else if (h.upscaler) notes.push(`hires upscaler "${h.upscaler}" is not offered here`);
+    set("hires-strength", h.strength);
+    set("hires-steps", h.steps);
+  } else if (params.prompt !== undefined && params.prompt !== null) {
+    $("hires").value = "off";
   }
   if (params.model) {
     if (hasOption($("model"), params.model)) $("model").value = params.model;

@@ -311,6 +311,27 @@ def run_job(page, what):
     return prog["job"], results[0]
 
 
+def hires_fix(page):
+    """The hires fix: a 64x64 first pass, then the second pass at 1.5x: a 96x96 image whose
+    parameters carry the hires fields; switched off again for the jobs after it."""
+    fill_small_job(page, 6)
+    page.set("hires", "on")
+    page.set("hires-scale", "1.5")
+    page.set("hires-upscaler", "Latent")
+    page.set("hires-strength", "0.6")
+    page.set("hires-steps", "4")
+    _, name = run_job(page, "hires fix")
+    page.wait(lambda: page.js("const i = document.getElementById('viewer-image');"
+                              "return i.complete && i.naturalWidth === 96 && i.naturalHeight === 96 && !i.hidden;"),
+              "the 96x96 hires image in the viewer")
+    page.wait(lambda: "Hires upscale: 1.5" in page.el("image-params").text, "the hires fields in the parameters")
+    params = page.el("image-params").text
+    check("Hires upscaler: Latent" in params and "Denoising strength: 0.6" in params,
+          f"the parameters name the upscaler and strength: {params!r}")
+    page.set("hires", "off")
+    return name
+
+
 def img2img_and_mask(page, base, txt2img_name, shots):
     """An image dropped on the image panel runs img2img; a mask painted on it inpaints,
     and the part left unpainted stays close to the image."""
@@ -341,6 +362,8 @@ def img2img_and_mask(page, base, txt2img_name, shots):
     # Paint a thick vertical stroke on the left quarter of the image.
     page.set("mask-size", 48)
     canvas = page.el("mask-canvas")
+    # Pointer actions do not scroll: bring the whole canvas on screen first.
+    page.js("arguments[0].scrollIntoView({block: 'center'});", canvas)
     rect = page.js("const r = arguments[0].getBoundingClientRect(); return {w: r.width, h: r.height};", canvas)
     x = -rect["w"] / 4  # offsets are from the canvas centre
     ActionChains(page.d).move_to_element_with_offset(canvas, x, -rect["h"] * 0.45).click_and_hold() \
@@ -403,6 +426,7 @@ def main():
         drop_png(page, base, name)
         cancel_long_job(page, base, args.screenshot_dir)
         several_images(page, args.screenshot_dir)
+        hires_fix(page)
         img2img_and_mask(page, base, name, args.screenshot_dir)
     except Exception as e:  # noqa: BLE001 - report anything, with the browser's view of it
         print(f"FAILED: {type(e).__name__}: {e}", flush=True)
