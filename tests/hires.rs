@@ -8,66 +8,22 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 use wgsd::hires::resize::{Filter, resize};
 use wgsd::hires::{HiresFix, HiresSize, Upscaler};
-use wgsd::loader::ArchiveOptions;
-use wgsd::pipeline::{GenerateRequest, Image, Pipeline, PipelineOptions, VaeTiling};
+use wgsd::pipeline::{GenerateRequest, Image, Pipeline, VaeTiling};
 use wgsd::schedulers::Sampler;
 
+use common::fixture::{Reference as Fixture, pipeline_f32};
 use common::{max_abs_diff, psnr};
 
 const MIN_PSNR: f64 = 60.0;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn pipeline() -> Pipeline<'static> {
-    let opts = PipelineOptions {
-        precision: wgsd::Precision::F32,
-        archive: ArchiveOptions {
-            cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-cache")),
-            ..ArchiveOptions::default()
-        },
-    };
-    Pipeline::load(common::gpu(), &root().join("weights/sd2-tiny.zip"), &opts)
-        .expect("load sd2-tiny")
-}
-
-struct Fixture {
-    json: Value,
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn load() -> Fixture {
-        let dir = root().join("tests/fixtures/hires");
-        let json = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("reference.json")).expect("json"),
-        )
-        .expect("json");
-        let bytes = std::fs::read(dir.join("reference.safetensors")).expect("safetensors");
-        Fixture { json, bytes }
-    }
-
-    fn tensor(&self, name: &str) -> Vec<f32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        bytemuck::pod_collect_to_vec(st.tensor(name).expect(name).data())
-    }
-
-    fn u8s(&self, name: &str) -> Vec<u8> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        st.tensor(name).expect(name).data().to_vec()
-    }
-
-    fn cases(&self) -> &[Value] {
-        self.json["cases"].as_array().expect("cases")
-    }
+    pipeline_f32("weights/sd2-tiny.zip")
 }
 
 fn request(case: &Value) -> GenerateRequest {
@@ -106,7 +62,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 
 #[test]
 fn pillow_resizes_byte_for_byte() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("hires");
     let resizes = fx.json["resizes"].as_array().expect("resizes");
     assert!(resizes.len() >= 6);
     for r in resizes {
@@ -139,7 +95,7 @@ fn pillow_resizes_byte_for_byte() {
 
 #[test]
 fn hires_matches_diffusers() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("hires");
     let pipe = pipeline();
     for case in fx.cases() {
         let name = case["case"].as_str().expect("case");
@@ -202,7 +158,7 @@ fn hires_matches_diffusers() {
 
 #[test]
 fn hires_batches_give_solo_results() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("hires");
     let pipe = pipeline();
     for idx in [1, 4] {
         // Euler a with latents (ancestral draws), Lanczos with images (encoder draws).
@@ -246,7 +202,7 @@ fn hires_batches_give_solo_results() {
 
 #[test]
 fn finish_early_in_the_first_pass_returns_its_images() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("hires");
     let pipe = pipeline();
     let flag = Arc::new(AtomicBool::new(false));
     let req = GenerateRequest {

@@ -5,7 +5,7 @@
 //! a target that is not a multiple of 8) failing with clear errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -20,64 +20,17 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The fixture case and its u8 images.
 fn reference(case: &str) -> (Value, Vec<u8>) {
-    let dir = root().join("tests/fixtures/hires");
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("json"))
-            .expect("json");
-    let c = json["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["case"] == case)
-        .expect("case")
-        .clone();
-    let bytes = std::fs::read(dir.join("reference.safetensors")).expect("safetensors");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let img = st
-        .tensor(&format!("e2e.{case}.image_u8"))
-        .expect("image")
-        .data()
-        .to_vec();
-    (c, img)
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "image sizes differ");
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
+    serve_common::e2e_reference("hires", case)
 }
 
 #[track_caller]
 fn assert_matches(what: &str, got: &[u8], want: &[u8]) {
-    let p = psnr(got, want);
-    eprintln!("{what}: PSNR {p:.1} dB");
-    assert!(p >= MIN_PSNR, "{what}: PSNR {p:.2} dB < {MIN_PSNR}");
+    serve_common::assert_psnr(what, got, want, MIN_PSNR);
 }
 
 fn wgsd(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgsd"))
-        .args(args)
-        .env(
-            "WGSD_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-model-cache"),
-        )
-        .env_remove("WGSD_MODEL")
-        .output()
-        .expect("running wgsd");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "wgsd panicked:\n{stderr}");
-    out
+    serve_common::wgsd_cli(args)
 }
 
 #[test]

@@ -7,16 +7,16 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::img2img;
-use wgsd::loader::ArchiveOptions;
-use wgsd::pipeline::{GenerateRequest, Image, Pipeline, PipelineOptions, VaeTiling};
+use wgsd::pipeline::{GenerateRequest, Image, Pipeline, VaeTiling};
 use wgsd::schedulers::Sampler;
 
+use common::fixture::{Reference as Fixture, pipeline_f32};
 use common::{max_abs_diff, psnr};
 
 const MIN_PSNR: f64 = 60.0;
@@ -30,51 +30,12 @@ fn dir() -> PathBuf {
 }
 
 fn pipeline() -> Pipeline<'static> {
-    let opts = PipelineOptions {
-        precision: wgsd::Precision::F32,
-        archive: ArchiveOptions {
-            cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-cache")),
-            ..ArchiveOptions::default()
-        },
-    };
-    Pipeline::load(common::gpu(), &root().join("weights/sd2-tiny.zip"), &opts)
-        .expect("load sd2-tiny")
+    pipeline_f32("weights/sd2-tiny.zip")
 }
 
 fn init_image(name: &str) -> Arc<Image> {
     let bytes = std::fs::read(dir().join(name)).expect("init image");
     Arc::new(img2img::decode_image(&bytes).expect("decodes"))
-}
-
-struct Fixture {
-    json: Value,
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn load() -> Fixture {
-        let json = serde_json::from_str(
-            &std::fs::read_to_string(dir().join("reference.json")).expect("json"),
-        )
-        .expect("json");
-        let bytes = std::fs::read(dir().join("reference.safetensors")).expect("safetensors");
-        Fixture { json, bytes }
-    }
-
-    fn tensor(&self, name: &str) -> Vec<f32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        let t = st.tensor(name).expect(name);
-        bytemuck::pod_collect_to_vec(t.data())
-    }
-
-    fn u8s(&self, name: &str) -> Vec<u8> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        st.tensor(name).expect(name).data().to_vec()
-    }
-
-    fn cases(&self) -> &[Value] {
-        self.json["cases"].as_array().expect("cases")
-    }
 }
 
 fn request(case: &Value) -> GenerateRequest {
@@ -105,7 +66,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 
 #[test]
 fn vae_encoder_matches_diffusers() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("img2img");
     let pipe = pipeline();
     assert!(!pipe.vae_encoder_loaded(), "not loaded for text to image");
     let img = init_image("init_64x64.png");
@@ -133,7 +94,7 @@ fn vae_encoder_matches_diffusers() {
 
 #[test]
 fn img2img_matches_diffusers() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("img2img");
     let pipe = pipeline();
     for case in fx.cases() {
         let name = case["case"].as_str().expect("case");
@@ -180,7 +141,7 @@ fn img2img_matches_diffusers() {
 
 #[test]
 fn img2img_batches_give_solo_results() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("img2img");
     let pipe = pipeline();
     let case = &fx.cases()[1]; // Euler a: ancestral noise from each request's generator
     let a = request(case);

@@ -8,16 +8,16 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
 use wgsd::img2img;
 use wgsd::inpaint::Mask;
-use wgsd::loader::ArchiveOptions;
-use wgsd::pipeline::{GenerateRequest, Image, Pipeline, PipelineOptions, VaeTiling};
+use wgsd::pipeline::{GenerateRequest, Image, Pipeline, VaeTiling};
 use wgsd::schedulers::Sampler;
 
+use common::fixture::{Reference as Fixture, pipeline_f32};
 use common::psnr;
 
 const MIN_PSNR: f64 = 60.0;
@@ -31,14 +31,7 @@ fn dir() -> PathBuf {
 }
 
 fn pipeline(model: &str) -> Pipeline<'static> {
-    let opts = PipelineOptions {
-        precision: wgsd::Precision::F32,
-        archive: ArchiveOptions {
-            cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-cache")),
-            ..ArchiveOptions::default()
-        },
-    };
-    Pipeline::load(common::gpu(), &root().join(model), &opts).expect("load model")
+    pipeline_f32(model)
 }
 
 fn init_image() -> Arc<Image> {
@@ -49,36 +42,6 @@ fn init_image() -> Arc<Image> {
 fn mask(name: &str) -> Arc<Mask> {
     let bytes = std::fs::read(dir().join(name)).expect("mask");
     Arc::new(Mask::decode(&bytes).expect("decodes"))
-}
-
-struct Fixture {
-    json: Value,
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn load() -> Fixture {
-        let json = serde_json::from_str(
-            &std::fs::read_to_string(dir().join("reference.json")).expect("json"),
-        )
-        .expect("json");
-        let bytes = std::fs::read(dir().join("reference.safetensors")).expect("safetensors");
-        Fixture { json, bytes }
-    }
-
-    fn tensor(&self, name: &str) -> Vec<f32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        bytemuck::pod_collect_to_vec(st.tensor(name).expect(name).data())
-    }
-
-    fn u8s(&self, name: &str) -> Vec<u8> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        st.tensor(name).expect(name).data().to_vec()
-    }
-
-    fn cases(&self) -> &[Value] {
-        self.json["cases"].as_array().expect("cases")
-    }
 }
 
 fn request(case: &Value) -> GenerateRequest {
@@ -103,7 +66,7 @@ fn request(case: &Value) -> GenerateRequest {
 
 #[test]
 fn mask_processing_matches_diffusers() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("inpaint");
     for case in fx.cases() {
         let pre = case["tensor_prefix"].as_str().expect("prefix");
         let m = mask(case["mask_image"].as_str().expect("mask"));
@@ -152,7 +115,7 @@ fn check_cases(pipe: &Pipeline, fx: &Fixture, model: &str) -> usize {
 
 #[test]
 fn nine_channel_unet_matches_diffusers() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("inpaint");
     let pipe = pipeline("tests/fixtures/inpaint/sd2-tiny-inpaint.zip");
     let ran = check_cases(&pipe, &fx, "tests/fixtures/inpaint/sd2-tiny-inpaint.zip");
     assert_eq!(ran, 3, "three 9-channel cases");
@@ -160,7 +123,7 @@ fn nine_channel_unet_matches_diffusers() {
 
 #[test]
 fn four_channel_unet_matches_diffusers() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("inpaint");
     let pipe = pipeline("weights/sd2-tiny.zip");
     let ran = check_cases(&pipe, &fx, "weights/sd2-tiny.zip");
     assert_eq!(ran, 3, "three 4-channel cases");
@@ -168,7 +131,7 @@ fn four_channel_unet_matches_diffusers() {
 
 #[test]
 fn inpaint_batches_give_solo_results() {
-    let fx = Fixture::load();
+    let fx = Fixture::load("inpaint");
     let pipe = pipeline("weights/sd2-tiny.zip");
     let case = &fx.cases()[4]; // 4-channel, Euler a, strength 0.6, 2 images
     assert_eq!(case["model"], "weights/sd2-tiny.zip");
@@ -210,7 +173,7 @@ fn inpaint_batches_give_solo_results() {
 fn unmasked_latents_are_the_images_with_a_four_channel_unet() {
     // The last blend puts the image's own latents back outside the mask: there the final
     // latents are the same whatever the prompt (same seed, so the same latent sample).
-    let fx = Fixture::load();
+    let fx = Fixture::load("inpaint");
     let pipe = pipeline("weights/sd2-tiny.zip");
     let case = &fx.cases()[3];
     let run = |prompt: &str| {

@@ -6,7 +6,7 @@
 //! clear errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -25,63 +25,17 @@ fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/inpaint").join(name)
 }
 
-/// A case and its images (`[n, H, W, 3]` u8).
 fn reference(case: &str) -> (Value, Vec<u8>) {
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).expect("json"))
-            .expect("json");
-    let c = json["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["case"] == case)
-        .expect("case")
-        .clone();
-    let bytes = std::fs::read(fixture("reference.safetensors")).expect("safetensors");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let img = st
-        .tensor(&format!("e2e.{case}.image_u8"))
-        .expect("image")
-        .data()
-        .to_vec();
-    (c, img)
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "image sizes differ");
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
+    serve_common::e2e_reference("inpaint", case)
 }
 
 #[track_caller]
 fn assert_matches(what: &str, got: &[u8], want: &[u8]) {
-    let p = psnr(got, want);
-    eprintln!("{what}: PSNR {p:.1} dB");
-    assert!(p >= MIN_PSNR, "{what}: PSNR {p:.2} dB < {MIN_PSNR}");
+    serve_common::assert_psnr(what, got, want, MIN_PSNR);
 }
 
 fn wgsd(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgsd"))
-        .args(args)
-        .env(
-            "WGSD_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-model-cache"),
-        )
-        .env_remove("WGSD_MODEL")
-        .output()
-        .expect("running wgsd");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "wgsd panicked:\n{stderr}");
-    out
+    serve_common::wgsd_cli(args)
 }
 
 #[test]
@@ -297,7 +251,7 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         .expect("base64");
     let inv = image::load_from_memory(&png).expect("png").to_rgb8();
     assert!(
-        psnr(inv.as_raw(), &want) < 40.0,
+        serve_common::psnr(inv.as_raw(), &want) < 40.0,
         "the inverted mask changes the image"
     );
 

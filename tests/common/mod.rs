@@ -87,6 +87,7 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+pub mod fixture;
 pub mod fuzz;
 #[path = "psnr.rs"]
 mod psnr_impl;

@@ -78,3 +78,52 @@ pub fn nested_image(v: &serde_json::Value) -> (usize, usize, Vec<u8>) {
 pub fn decode_nested(text: &str) -> (usize, usize, Vec<u8>) {
     nested_image(&serde_json::from_str(text).expect("reply is JSON"))
 }
+
+/// An end-to-end fixture case of `tests/fixtures/<dir>/reference.{json,safetensors}` (as
+/// written by the make_*_fixtures.py scripts): the case's JSON and its `e2e.<case>.image_u8`
+/// images (`[n, H, W, 3]` u8).
+pub fn e2e_reference(dir: &str, case: &str) -> (serde_json::Value, Vec<u8>) {
+    let dir = root().join("tests/fixtures").join(dir);
+    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("reference.json is JSON");
+    let c = json["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["case"] == case)
+        .unwrap_or_else(|| panic!("no case {case} in {}", dir.display()))
+        .clone();
+    let bytes = std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let img = st
+        .tensor(&format!("e2e.{case}.image_u8"))
+        .expect("image")
+        .data()
+        .to_vec();
+    (c, img)
+}
+
+/// Fails unless `got` is within `min_db` PSNR of `want` (u8 images), printing the PSNR.
+#[track_caller]
+pub fn assert_psnr(what: &str, got: &[u8], want: &[u8], min_db: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: image sizes differ");
+    let p = psnr(got, want);
+    eprintln!("{what}: PSNR {p:.1} dB");
+    assert!(p >= min_db, "{what}: PSNR {p:.2} dB < {min_db}");
+}
+
+/// Runs the `wgsd` binary with a test model cache, failing if it panicked; its output.
+pub fn wgsd_cli(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgsd"))
+        .args(args)
+        .env(
+            "WGSD_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-model-cache"),
+        )
+        .env_remove("WGSD_MODEL")
+        .output()
+        .expect("running wgsd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "wgsd panicked:\n{stderr}");
+    out
+}
