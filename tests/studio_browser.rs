@@ -176,6 +176,7 @@ fn studio_page_in_headless_chromium() {
         "studio-generating.png",
         "studio-error.png",
         "studio-mask.png",
+        "studio-hires.png",
     ] {
         let path = shots.join(name);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

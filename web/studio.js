@@ -143,6 +143,8 @@ function applyDefaults(modelName, { sizeOnly = false } = {}) {
 function syncRanges() {
   $("steps-range").value = $("steps").value;
   $("guidance-range").value = $("guidance").value;
+  // The hires details show only while the hires fix is on.
+  $("hires-box").dataset.on = $("hires").value;
 }
 
 // A whole number from a field; blank -> undefined (the server's default).
@@ -238,6 +240,7 @@ function fillForm(params) {
   } else if (params.prompt !== undefined && params.prompt !== null) {
     $("hires").value = "off";
   }
+  $("hires-box").dataset.on = $("hires").value;
   if (params.model) {
     if (hasOption($("model"), params.model)) $("model").value = params.model;
     else notes.push(`it was made with model "${params.model}", which this server does not have`);
@@ -678,6 +681,7 @@ function wire() {
   $("form").addEventListener("submit", (e) => { e.preventDefault(); generate(); });
   $("form").addEventListener("input", saveForm);
   $("form").addEventListener("change", saveForm);
+  $("hires").addEventListener("change", syncRanges);
   $("cancel").addEventListener("click", cancel);
   $("error-close").addEventListener("click", clearError);
   $("steps-range").addEventListener("input", () => { $("steps").value = $("steps-range").value; });

@@ -311,7 +311,7 @@ def run_job(page, what):
     return prog["job"], results[0]
 
 
-def hires_fix(page):
+def hires_fix(page, shots):
     """The hires fix: a 64x64 first pass, then the second pass at 1.5x: a 96x96 image whose
     parameters carry the hires fields; switched off again for the jobs after it."""
     fill_small_job(page, 6)
@@ -328,6 +328,7 @@ def hires_fix(page):
     params = page.el("image-params").text
     check("Hires upscaler: Latent" in params and "Denoising strength: 0.6" in params,
           f"the parameters name the upscaler and strength: {params!r}")
+    page.shot(shots and os.path.join(shots, "studio-hires.png"))
     page.set("hires", "off")
     return name
 
@@ -426,7 +427,7 @@ def main():
         drop_png(page, base, name)
         cancel_long_job(page, base, args.screenshot_dir)
         several_images(page, args.screenshot_dir)
-        hires_fix(page)
+        hires_fix(page, args.screenshot_dir)
         img2img_and_mask(page, base, name, args.screenshot_dir)
     except Exception as e:  # noqa: BLE001 - report anything, with the browser's view of it
         print(f"FAILED: {type(e).__name__}: {e}", flush=True)
