@@ -181,6 +181,13 @@ fn serve_inference_api() {
         .send(big.as_str())
         .expect("413");
     assert_eq!(r.status(), 413);
+    // The body was refused unread: the connection closes, and the client is told so
+    // (otherwise a pooling client sends its next request on a closing connection).
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "a 413 says Connection: close"
+    );
     assert_eq!(error_of(&mut r)["code"], 413);
 
     let mut r = agent.get(format!("{base}/nowhere")).call().expect("404");

@@ -479,5 +479,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     req.headers_mut().insert("x-request-id", id.clone());
     let mut res = next.run(req).await;
     res.headers_mut().insert("x-request-id", id);
+    close_if_body_unread(&mut res);
     res
+}
+
+/// A 413 or 408 is sent before the request body has been read to its end, so the
+/// connection cannot carry another request: say so (`Connection: close`), or a client
+/// that pools connections sends its next request on one the server is closing.
+fn close_if_body_unread(res: &mut Response) {
+    use axum::http::{StatusCode, header};
+    if matches!(
+        res.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
