@@ -266,3 +266,54 @@ fn binary_tensor_extension_and_error_objects() {
     std::thread::sleep(Duration::from_millis(10));
     server.shutdown().expect("clean shutdown");
 }
+
+/// gRPC over TLS (`--tls-cert/--tls-key` cover the gRPC listener too): tritonclient.grpc
+/// with `ssl=True` and the self-signed certificate as its root gets the same image as the
+/// plain REST JSON route of a server without TLS; a plaintext gRPC client gets nothing.
+#[test]
+fn grpc_over_tls_with_tritonclient() {
+    let py = serve_common::venv_python("tritonclient.grpc, numpy");
+    let plain = {
+        let mut config = tiny_config();
+        config.grpc_address = None;
+        start(config).expect("plain server starts")
+    };
+    let (_, data) = rest_json_image(&format!("http://{}", plain.addr()));
+    plain.shutdown().expect("clean shutdown");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let signed = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, signed.cert.pem()).expect("write cert");
+    std::fs::write(&key, signed.signing_key.serialize_pem()).expect("write key");
+    let mut config = tiny_config();
+    config.grpc_address = Some("127.0.0.1:0".parse().expect("address"));
+    config.tls = Some((cert.clone(), key));
+    let server = start(config).expect("TLS server starts");
+    let grpc = server.addrs().grpc.expect("gRPC listens");
+    let out = serve_common::run_python(
+        &py,
+        "tests/python/triton_client.py",
+        &[
+            "--http",
+            "unused:0",
+            "--grpc",
+            &format!("localhost:{}", grpc.port()),
+            "--params",
+            &params().to_string(),
+            "--tls-root",
+            cert.to_str().expect("utf-8 path"),
+        ],
+    );
+    let v: Value = serde_json::from_str(out.trim().lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("summary ({e}): {out}"));
+    assert_eq!(v["grpc_tls_live"], true, "{v}");
+    assert_eq!(
+        v["grpc_tls"],
+        json!({ "shape": [1, 32, 32, 3], "sha256": sha256(&data) }),
+        "{v}"
+    );
+    assert_eq!(v["grpc_plaintext_refused"], true, "{v}");
+    server.shutdown().expect("clean shutdown");
+}

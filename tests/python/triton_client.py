@@ -50,6 +50,24 @@ def http_error(call):
     raise AssertionError("the call succeeded; it should have failed")
 
 
+def grpc_tls(args, params):
+    """Only gRPC over TLS, trusting the PEM certificate `args.tls_root`."""
+    with open(args.tls_root, "rb") as f:
+        root = f.read()
+    grpc = grpcclient.InferenceServerClient(url=args.grpc, ssl=True, root_certificates=args.tls_root)
+    out = {"root_bytes": len(root), "grpc_tls_live": grpc.is_server_live()}
+    r = grpc.infer(args.model, [prompt_input(grpcclient, args.prompt)],
+                   outputs=[grpcclient.InferRequestedOutput("image")], parameters=params)
+    out["grpc_tls"] = digest(r.as_numpy("image"))
+    plain = grpcclient.InferenceServerClient(url=args.grpc)
+    try:
+        plain.is_server_live()
+        out["grpc_plaintext_refused"] = False
+    except InferenceServerException:
+        out["grpc_plaintext_refused"] = True
+    print(json.dumps(out, default=str))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--http", required=True, help="HOST:PORT of the inference API")
@@ -58,8 +76,11 @@ def main():
     p.add_argument("--prompt", default="a red circle on a white background")
     p.add_argument("--token", default=None)
     p.add_argument("--params", default="{}", help="request parameters as JSON")
+    p.add_argument("--tls-root", help="gRPC over TLS only, trusting this PEM certificate")
     args = p.parse_args()
     params = json.loads(args.params)
+    if args.tls_root:
+        return grpc_tls(args, params)
     token = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     grpc_headers = {"authorization": f"Bearer {args.token}"} if args.token else None
 
