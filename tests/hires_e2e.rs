@@ -5,14 +5,13 @@
 //! a target that is not a multiple of 8) failing with clear errors.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use wgsd::serve::start;
 
 mod serve_common;
-use serve_common::{agent, nested_image, tiny_config};
+use serve_common::{nested_image, post_json, tiny_config, wgsd_cli};
 
 const MIN_PSNR: f64 = 60.0;
 
@@ -27,10 +26,6 @@ fn reference(case: &str) -> (Value, Vec<u8>) {
 #[track_caller]
 fn assert_matches(what: &str, got: &[u8], want: &[u8]) {
     serve_common::assert_psnr(what, got, want, MIN_PSNR);
-}
-
-fn wgsd(args: &[&str]) -> Output {
-    serve_common::wgsd_cli(args)
 }
 
 #[test]
@@ -72,7 +67,7 @@ fn cli_generate_hires() {
         "-o",
         out_png.to_str().unwrap(),
     ]);
-    let out = wgsd(&args);
+    let out = wgsd_cli(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -112,24 +107,12 @@ fn cli_generate_hires() {
         all.extend(common);
         all.extend(["-o", bad_out.to_str().unwrap()]);
         all.extend(extra);
-        let out = wgsd(&all);
+        let out = wgsd_cli(&all);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{all:?} must fail");
         assert!(err.contains(needle), "{all:?}: {err}");
         assert!(!bad_out.exists(), "{all:?} wrote an image");
     }
-}
-
-fn post(base: &str, path: &str, body: &Value) -> (u16, String) {
-    let mut r = agent()
-        .post(format!("{base}{path}"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .expect("POST");
-    (
-        r.status().as_u16(),
-        r.body_mut().read_to_string().expect("body"),
-    )
 }
 
 #[test]
@@ -144,7 +127,7 @@ fn predictions_and_sdapi_txt2img_hires() {
         "guidance_scale": case["guidance_scale"], "width": 32, "height": 32, "num_images": 2,
         "hires": {"width": 64, "height": 64, "upscaler": "Lanczos", "strength": 0.7},
     });
-    let (code, text) = post(&base, "/predictions/sd", &body);
+    let (code, text) = post_json(&base, "/predictions/sd", &body);
     assert_eq!(code, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
     let items = v.as_array().expect("two images");
@@ -177,7 +160,7 @@ fn predictions_and_sdapi_txt2img_hires() {
             "unknown field",
         ),
     ] {
-        let (code, text) = post(&base, "/predictions/sd", &bad);
+        let (code, text) = post_json(&base, "/predictions/sd", &bad);
         assert_eq!(code, 400, "{bad}: {text}");
         assert!(text.contains(needle), "{bad}: {text}");
     }
@@ -189,7 +172,7 @@ fn predictions_and_sdapi_txt2img_hires() {
         "cfg_scale": case["guidance_scale"], "sampler_name": "DDIM", "width": 32, "height": 32,
         "enable_hr": true, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.7,
     });
-    let (code, text) = post(&base, "/sdapi/v1/txt2img", &body);
+    let (code, text) = post_json(&base, "/sdapi/v1/txt2img", &body);
     assert_eq!(code, 200, "{text:.300}");
     let v: Value = serde_json::from_str(&text).expect("json");
     let info: Value = serde_json::from_str(v["info"].as_str().expect("info")).expect("info");
@@ -232,7 +215,7 @@ fn predictions_and_sdapi_txt2img_hires() {
             "hr_sampler_name",
         ),
     ] {
-        let (code, text) = post(&base, "/sdapi/v1/txt2img", &bad);
+        let (code, text) = post_json(&base, "/sdapi/v1/txt2img", &bad);
         assert_eq!(code, 422, "{bad}: {text}");
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["detail"][0]["loc"][1], field, "{text}");

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use wgsd::gpu::{DType, Recorder, Tensor};
 use wgsd::img2img;
-use wgsd::pipeline::{GenerateRequest, Image, Pipeline, VaeTiling};
-use wgsd::schedulers::Sampler;
+use wgsd::pipeline::{GenerateRequest, Image, Pipeline};
 
-use common::fixture::{Reference as Fixture, pipeline_f32};
-use common::{max_abs_diff, psnr};
+use common::fixture::{Reference as Fixture, case_request, pipeline_f32, rel_err};
+use common::psnr;
 
 const MIN_PSNR: f64 = 60.0;
 
@@ -39,29 +38,11 @@ fn init_image(name: &str) -> Arc<Image> {
 }
 
 fn request(case: &Value) -> GenerateRequest {
-    let n = |k: &str| case[k].as_u64().expect(k) as usize;
     GenerateRequest {
-        seed: case["seed"].as_u64().expect("seed"),
-        steps: n("num_inference_steps"),
-        guidance: case["guidance_scale"].as_f64().expect("guidance") as f32,
-        width: n("width"),
-        height: n("height"),
-        num_images_per_prompt: n("num_images_per_prompt"),
-        scheduler: Some(
-            Sampler::of_class(case["scheduler"].as_str().expect("scheduler")).expect("class"),
-        ),
         init_image: Some(init_image(case["init_image"].as_str().expect("image"))),
         strength: case["strength"].as_f64().expect("strength"),
-        vae_tiling: VaeTiling::Off,
-        ..GenerateRequest::new(case["prompt"].as_str().expect("prompt"))
+        ..case_request(case)
     }
-}
-
-/// Relative max error: `max|got - want| / max|want|`.
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "lengths");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    max_abs_diff(got, want) / scale
 }
 
 #[test]

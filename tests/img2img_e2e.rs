@@ -5,14 +5,13 @@
 //! input (a non-image, strength outside (0, 1], a mask that is no image) failing with clear errors.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use wgsd::serve::{Server, start};
 
 mod serve_common;
-use serve_common::{agent, decode_nested, tiny_config};
+use serve_common::{decode_nested, post_json, tiny_config, wgsd_cli};
 
 const MIN_PSNR: f64 = 60.0;
 /// Case 00 of the fixture: DDIM (the archive's scheduler), strength 0.75, 4 steps.
@@ -35,10 +34,6 @@ fn assert_matches(what: &str, got: &[u8], want: &[u8]) {
     serve_common::assert_psnr(what, got, want, MIN_PSNR);
 }
 
-fn wgsd(args: &[&str]) -> Output {
-    serve_common::wgsd_cli(args)
-}
-
 #[test]
 fn cli_generate_init_image() {
     let (case, want) = reference(CASE);
@@ -49,7 +44,7 @@ fn cli_generate_init_image() {
     let init = fixture(case["init_image"].as_str().unwrap());
     let s = |k: &str| case[k].to_string();
     let model = root().join("weights/sd2-tiny.zip");
-    let out = wgsd(&[
+    let out = wgsd_cli(&[
         "generate",
         case["prompt"].as_str().unwrap(),
         "--model",
@@ -117,7 +112,7 @@ fn cli_generate_init_image() {
             bad_out.to_str().unwrap(),
         ];
         all.extend(args);
-        let out = wgsd(&all);
+        let out = wgsd_cli(&all);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{all:?} must fail");
         assert!(err.contains(needle), "{all:?}: {err}");
@@ -129,18 +124,6 @@ fn serve() -> (Server, String) {
     let server = start(tiny_config()).expect("server starts");
     let base = format!("http://{}", server.addr());
     (server, base)
-}
-
-fn post(base: &str, path: &str, body: &Value) -> (u16, String) {
-    let mut r = agent()
-        .post(format!("{base}{path}"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .expect("POST");
-    (
-        r.status().as_u16(),
-        r.body_mut().read_to_string().expect("body"),
-    )
 }
 
 fn init_b64(case: &Value) -> String {
@@ -160,7 +143,7 @@ fn predictions_and_sdapi_img2img() {
         "num_inference_steps": case["num_inference_steps"], "seed": case["seed"],
         "guidance_scale": case["guidance_scale"],
     });
-    let (code, text) = post(&base, "/predictions/sd", &body);
+    let (code, text) = post_json(&base, "/predictions/sd", &body);
     assert_eq!(code, 200, "{text}");
     let (h, w, got) = decode_nested(&text);
     assert_eq!((h, w), (64, 64));
@@ -180,7 +163,7 @@ fn predictions_and_sdapi_img2img() {
             "no denoising step",
         ),
     ] {
-        let (code, text) = post(&base, "/predictions/sd", &bad);
+        let (code, text) = post_json(&base, "/predictions/sd", &bad);
         assert_eq!(code, 400, "{bad}: {text}");
         assert!(text.contains(needle), "{bad}: {text}");
     }
@@ -192,7 +175,7 @@ fn predictions_and_sdapi_img2img() {
         "seed": case["seed"], "cfg_scale": case["guidance_scale"], "sampler_name": "DDIM",
         "width": 64, "height": 64, "resize_mode": 0, "mask_blur": 4,
     });
-    let (code, text) = post(&base, "/sdapi/v1/img2img", &body);
+    let (code, text) = post_json(&base, "/sdapi/v1/img2img", &body);
     assert_eq!(code, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
     let info: Value = serde_json::from_str(v["info"].as_str().expect("info")).expect("info");
@@ -223,7 +206,7 @@ fn predictions_and_sdapi_img2img() {
             "resize_mode",
         ),
     ] {
-        let (code, text) = post(&base, "/sdapi/v1/img2img", &bad);
+        let (code, text) = post_json(&base, "/sdapi/v1/img2img", &bad);
         assert_eq!(code, 422, "{bad}: {text}");
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["detail"][0]["loc"][1], field, "{text}");

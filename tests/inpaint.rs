@@ -14,10 +14,9 @@ use std::sync::Arc;
 use serde_json::Value;
 use wgsd::img2img;
 use wgsd::inpaint::Mask;
-use wgsd::pipeline::{GenerateRequest, Image, Pipeline, VaeTiling};
-use wgsd::schedulers::Sampler;
+use wgsd::pipeline::{GenerateRequest, Image, Pipeline};
 
-use common::fixture::{Reference as Fixture, pipeline_f32};
+use common::fixture::{Reference as Fixture, case_request, pipeline_f32};
 use common::psnr;
 
 const MIN_PSNR: f64 = 60.0;
@@ -45,22 +44,11 @@ fn mask(name: &str) -> Arc<Mask> {
 }
 
 fn request(case: &Value) -> GenerateRequest {
-    let n = |k: &str| case[k].as_u64().expect(k) as usize;
     GenerateRequest {
-        seed: case["seed"].as_u64().expect("seed"),
-        steps: n("num_inference_steps"),
-        guidance: case["guidance_scale"].as_f64().expect("guidance") as f32,
-        width: n("width"),
-        height: n("height"),
-        num_images_per_prompt: n("num_images_per_prompt"),
-        scheduler: Some(
-            Sampler::of_class(case["scheduler"].as_str().expect("scheduler")).expect("class"),
-        ),
         init_image: Some(init_image()),
         mask: Some(mask(case["mask_image"].as_str().expect("mask"))),
         strength: case["strength"].as_f64().expect("strength"),
-        vae_tiling: VaeTiling::Off,
-        ..GenerateRequest::new(case["prompt"].as_str().expect("prompt"))
+        ..case_request(case)
     }
 }
 

@@ -6,14 +6,13 @@
 //! clear errors.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use wgsd::serve::{Server, start};
 
 mod serve_common;
-use serve_common::{agent, decode_nested, tiny_config};
+use serve_common::{decode_nested, post_json, tiny_config, wgsd_cli};
 
 const MIN_PSNR: f64 = 60.0;
 
@@ -34,10 +33,6 @@ fn assert_matches(what: &str, got: &[u8], want: &[u8]) {
     serve_common::assert_psnr(what, got, want, MIN_PSNR);
 }
 
-fn wgsd(args: &[&str]) -> Output {
-    serve_common::wgsd_cli(args)
-}
-
 #[test]
 fn cli_generate_mask_with_an_inpainting_unet() {
     let (case, want) = reference("00_unet9_ddim_s1_n2");
@@ -49,7 +44,7 @@ fn cli_generate_mask_with_an_inpainting_unet() {
     let mask = fixture(case["mask_image"].as_str().unwrap());
     let model = fixture("sd2-tiny-inpaint.zip");
     let s = |k: &str| case[k].to_string();
-    let out = wgsd(&[
+    let out = wgsd_cli(&[
         "generate",
         case["prompt"].as_str().unwrap(),
         "--model",
@@ -144,7 +139,7 @@ fn cli_generate_mask_with_an_inpainting_unet() {
             bad_out.to_str().unwrap(),
         ];
         all.extend(args);
-        let out = wgsd(&all);
+        let out = wgsd_cli(&all);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{all:?} must fail");
         assert!(err.contains(needle), "{all:?}: {err}");
@@ -156,18 +151,6 @@ fn serve() -> (Server, String) {
     let server = start(tiny_config()).expect("server starts");
     let base = format!("http://{}", server.addr());
     (server, base)
-}
-
-fn post(base: &str, path: &str, body: &Value) -> (u16, String) {
-    let mut r = agent()
-        .post(format!("{base}{path}"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .expect("POST");
-    (
-        r.status().as_u16(),
-        r.body_mut().read_to_string().expect("body"),
-    )
 }
 
 fn b64(name: &str) -> String {
@@ -189,7 +172,7 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         "scheduler": case["scheduler"], "num_inference_steps": case["num_inference_steps"],
         "seed": case["seed"], "guidance_scale": case["guidance_scale"],
     });
-    let (code, text) = post(&base, "/predictions/sd", &body);
+    let (code, text) = post_json(&base, "/predictions/sd", &body);
     assert_eq!(code, 200, "{text}");
     let (h, w, got) = decode_nested(&text);
     assert_eq!((h, w), (64, 64));
@@ -212,7 +195,7 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
             "same size",
         ),
     ] {
-        let (code, text) = post(&base, "/predictions/sd", &bad);
+        let (code, text) = post_json(&base, "/predictions/sd", &bad);
         assert_eq!(code, 400, "{bad}: {text}");
         assert!(text.contains(needle), "{bad}: {text}");
     }
@@ -225,7 +208,7 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         "width": 64, "height": 64, "mask_blur": 0, "inpainting_fill": 1,
         "inpaint_full_res": false, "inpainting_mask_invert": 0,
     });
-    let (code, text) = post(&base, "/sdapi/v1/img2img", &body);
+    let (code, text) = post_json(&base, "/sdapi/v1/img2img", &body);
     assert_eq!(code, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
     let info: Value = serde_json::from_str(v["info"].as_str().expect("info")).expect("info");
@@ -243,7 +226,7 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         .as_object_mut()
         .unwrap()
         .extend(inverted.as_object().unwrap().clone());
-    let (code, text) = post(&base, "/sdapi/v1/img2img", &body2);
+    let (code, text) = post_json(&base, "/sdapi/v1/img2img", &body2);
     assert_eq!(code, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
     let png = base64::engine::general_purpose::STANDARD
@@ -265,13 +248,13 @@ fn predictions_and_sdapi_img2img_with_a_mask() {
         bad.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        let (code, text) = post(&base, "/sdapi/v1/img2img", &bad);
+        let (code, text) = post_json(&base, "/sdapi/v1/img2img", &bad);
         assert_eq!(code, 422, "{extra}: {text}");
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["detail"][0]["loc"][1], field, "{text}");
     }
     // txt2img takes no mask.
-    let (code, text) = post(
+    let (code, text) = post_json(
         &base,
         "/sdapi/v1/txt2img",
         &json!({"prompt": "a", "mask": mask}),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use wgsd::loader::ArchiveOptions;
-use wgsd::pipeline::{Pipeline, PipelineOptions};
+use wgsd::pipeline::{GenerateRequest, Pipeline, PipelineOptions, VaeTiling};
+use wgsd::schedulers::Sampler;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,4 +59,31 @@ pub fn pipeline_f32(path: &str) -> Pipeline<'static> {
     };
     Pipeline::load(super::gpu(), &root().join(path), &opts)
         .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+}
+
+/// The request a pipeline fixture case describes with the keys every make_*_fixtures.py
+/// case writes (prompt, seed, num_inference_steps, guidance_scale, width, height,
+/// num_images_per_prompt, scheduler class), VAE tiling off; callers add their own fields.
+pub fn case_request(case: &Value) -> GenerateRequest {
+    let n = |k: &str| case[k].as_u64().expect(k) as usize;
+    GenerateRequest {
+        seed: case["seed"].as_u64().expect("seed"),
+        steps: n("num_inference_steps"),
+        guidance: case["guidance_scale"].as_f64().expect("guidance") as f32,
+        width: n("width"),
+        height: n("height"),
+        num_images_per_prompt: n("num_images_per_prompt"),
+        scheduler: Some(
+            Sampler::of_class(case["scheduler"].as_str().expect("scheduler")).expect("class"),
+        ),
+        vae_tiling: VaeTiling::Off,
+        ..GenerateRequest::new(case["prompt"].as_str().expect("prompt"))
+    }
+}
+
+/// Relative max error: `max|got - want| / max|want|`.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    super::max_abs_diff(got, want) / scale
 }

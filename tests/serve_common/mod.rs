@@ -127,3 +127,16 @@ pub fn wgsd_cli(args: &[&str]) -> std::process::Output {
     assert!(!stderr.contains("panicked"), "wgsd panicked:\n{stderr}");
     out
 }
+
+/// POSTs `body` as JSON to `base` + `path`; the status and the reply text.
+pub fn post_json(base: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let mut r = agent()
+        .post(format!("{base}{path}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("POST");
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().expect("body"),
+    )
+}
