@@ -2,29 +2,16 @@
 //! upscalers, `F.interpolate(x, size=(oh, ow), mode=..., antialias=False)` as in its
 //! `sample_hr_pass` (`modules/processing.py`), with torch's CPU index and weight rules.
 
-use super::{expect_act, for_each_band, u32_of, upsample};
+use super::{expect_act, upsample};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor};
 
 const SRC: &str = include_str!("../../shaders/latent_resize.wgsl");
-const WG: usize = 256;
+// Workgroups of 256 invocations, as `upsample::resize_planes` dispatches them.
 
-crate::shader_params! {
-    struct Params {
-        n: u32,
-        x_shift: u32,
-        o_shift: u32,
-        w: u32,
-        h: u32,
-        oh: u32,
-        ow: u32,
-        sh: f32,
-        sw: f32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
-    }
-}
+// The uniforms are upsample.rs's `Params` (the same per-pixel resize layout), and so is
+// the band-by-band dispatch (`upsample::resize_planes`).
+use upsample::Params;
 
 /// torch's interpolation modes A1111 names ("Latent" is `Bilinear`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,7 +59,7 @@ pub fn resize(
 ) -> Result<Tensor> {
     let op = "latent_resize";
     let dt = expect_act(op, x)?;
-    let &[b, c, h, w] = x.shape() else {
+    let &[_, _, h, w] = x.shape() else {
         return Err(Error::shape(
             op,
             format!("x must be [B, C, H, W], got {:?}", x.shape()),
@@ -87,39 +74,8 @@ pub fn resize(
     if mode == Mode::Nearest {
         return upsample::upsample_nearest(rec, x, out_h, out_w);
     }
-    let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, c, out_h, out_w], dt)?;
-    if out.numel() == 0 {
-        return Ok(out);
-    }
-    let kernel = gpu.kernel(&spec(mode.entry(), dt))?;
-    let (plane_in, plane_out) = (h * w, out_h * out_w);
-    let per_band = gpu.max_binding_elems(dt) / plane_in.max(plane_out);
-    if per_band == 0 {
-        return Err(Error::OutOfMemory(format!(
-            "{op}: one {out_h}x{out_w} plane exceeds a storage binding"
-        )));
-    }
-    for_each_band(b * c, per_band, |p0, np| {
-        let xw = x.window(gpu, p0 * plane_in, np * plane_in)?;
-        let ow = out.window(gpu, p0 * plane_out, np * plane_out)?;
-        let units = np * plane_out;
-        let p = Params {
-            n: u32_of(op, units)?,
-            x_shift: xw.shift,
-            o_shift: ow.shift,
-            w: u32_of(op, w)?,
-            h: u32_of(op, h)?,
-            oh: u32_of(op, out_h)?,
-            ow: u32_of(op, out_w)?,
-            sh: h as f32 / out_h as f32,
-            sw: w as f32 / out_w as f32,
-            ..Default::default()
-        };
-        let groups = rec.grid(u32_of(op, units.div_ceil(WG))?);
-        rec.dispatch(&kernel, &p, &[xw, ow], groups)
-    })?;
-    Ok(out)
+    let kernel = rec.gpu().kernel(&spec(mode.entry(), dt))?;
+    upsample::resize_planes(rec, op, x, (out_h, out_w), &kernel)
 }
 
 /// CPU reference, in f32 with torch's operation order (so it matches torch to rounding).

@@ -9,7 +9,7 @@ const SRC: &str = include_str!("../../shaders/upsample.wgsl");
 const WG: usize = 256;
 
 crate::shader_params! {
-    struct Params {
+    pub(super) struct Params {
         n: u32,
         x_shift: u32,
         o_shift: u32,
@@ -78,7 +78,7 @@ pub fn upsample_nearest(
 ) -> Result<Tensor> {
     let op = "upsample_nearest";
     let dt = expect_act(op, x)?;
-    let &[b, c, h, w] = x.shape() else {
+    let &[_, _, h, w] = x.shape() else {
         return Err(Error::shape(
             op,
             format!("x must be [B, C, H, W], got {:?}", x.shape()),
@@ -87,17 +87,36 @@ pub fn upsample_nearest(
     if out_h == 2 * h && out_w == 2 * w {
         return upsample_nearest2x(rec, x);
     }
-    let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, c, out_h, out_w], dt)?;
-    if out.numel() == 0 {
-        return Ok(out);
-    }
     if h == 0 || w == 0 {
         return Err(Error::shape(op, "cannot upsample an empty image"));
     }
-    let kernel = gpu.kernel(&spec("nearest", dt))?;
+    let kernel = rec.gpu().kernel(&spec("nearest", dt))?;
+    resize_planes(rec, op, x, (out_h, out_w), &kernel)
+}
+
+/// Runs a per-output-pixel resize kernel whose uniforms are this module's `Params` (the
+/// nearest kernel here, `latent_resize`'s interpolations) over `x` `[B, C, H, W]` into a
+/// new `[B, C, out_h, out_w]`, in bands of whole planes that fit a storage binding.
+pub(super) fn resize_planes(
+    rec: &mut Recorder,
+    op: &'static str,
+    x: &Tensor,
+    (out_h, out_w): (usize, usize),
+    kernel: &std::sync::Arc<wgpu::ComputePipeline>,
+) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let &[b, c, h, w] = x.shape() else {
+        return Err(Error::shape(
+            op,
+            format!("x must be [B, C, H, W], got {:?}", x.shape()),
+        ));
+    };
+    let out = Tensor::empty(gpu, &[b, c, out_h, out_w], x.dtype())?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
     let (plane_in, plane_out) = (h * w, out_h * out_w);
-    let per_band = gpu.max_binding_elems(dt) / plane_in.max(plane_out);
+    let per_band = gpu.max_binding_elems(x.dtype()) / plane_in.max(plane_out);
     if per_band == 0 {
         return Err(Error::OutOfMemory(format!(
             "{op}: one {out_h}x{out_w} plane exceeds a storage binding"
@@ -120,7 +139,7 @@ pub fn upsample_nearest(
             ..Default::default()
         };
         let groups = rec.grid(u32_of(op, units.div_ceil(WG))?);
-        rec.dispatch(&kernel, &p, &[xw, ow], groups)
+        rec.dispatch(kernel, &p, &[xw, ow], groups)
     })?;
     Ok(out)
 }
