@@ -56,16 +56,43 @@ pub fn gen_params(
 }
 
 /// A1111's "Lora hashes" of a request's LoRAs: (file stem, first 12 hex digits of the
-/// file's SHA-256); a file that cannot be read is left out.
+/// file's SHA-256); a file that cannot be read is left out. Each file is hashed once per
+/// (path, size, modification time), as A1111 caches its hashes: LoRA files run to
+/// hundreds of MB and every /sdapi reply names them.
 pub fn lora_hashes(loras: &[crate::lora::LoraSpec]) -> Vec<(String, String)> {
     loras
         .iter()
         .filter_map(|l| {
             let name = l.path.file_stem()?.to_string_lossy().into_owned();
-            let hash = crate::loader::archive::sha256_file(&l.path).ok()?;
-            Some((name, hash.chars().take(12).collect()))
+            Some((name, short_file_hash(&l.path)?))
         })
         .collect()
+}
+
+/// The first 12 hex digits of `path`'s SHA-256, cached while the file is unchanged.
+fn short_file_hash(path: &std::path::Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Stamp = (u64, Option<std::time::SystemTime>);
+    static CACHE: OnceLock<Mutex<HashMap<std::path::PathBuf, (Stamp, String)>>> = OnceLock::new();
+    let meta = std::fs::metadata(path).ok()?;
+    let stamp = (meta.len(), meta.modified().ok());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((seen, hash)) = cache.lock().ok()?.get(path)
+        && *seen == stamp
+    {
+        return Some(hash.clone());
+    }
+    let hash: String = crate::loader::archive::sha256_file(path)
+        .ok()?
+        .chars()
+        .take(12)
+        .collect();
+    cache
+        .lock()
+        .ok()?
+        .insert(path.to_path_buf(), (stamp, hash.clone()));
+    Some(hash)
 }
 
 /// The parsed fields as the HTTP API reports them (`null` for what the text lacks).
@@ -264,6 +291,40 @@ impl Outputs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lora_hashes_are_a1111s_short_sha256_and_follow_the_file() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("detail_tweaker.safetensors");
+        let short = |bytes: &[u8]| -> String {
+            Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()[..12]
+                .to_string()
+        };
+        let spec = [crate::lora::LoraSpec {
+            path: path.clone(),
+            scale: 0.8,
+        }];
+        std::fs::write(&path, b"first version").expect("write");
+        let first = lora_hashes(&spec);
+        assert_eq!(
+            first,
+            vec![("detail_tweaker".to_string(), short(b"first version"))]
+        );
+        assert_eq!(lora_hashes(&spec), first, "the cached hash");
+        // A changed file (another size) is hashed again, not served from the cache.
+        std::fs::write(&path, b"the second, longer version").expect("rewrite");
+        assert_eq!(
+            lora_hashes(&spec)[0].1,
+            short(b"the second, longer version")
+        );
+        // A file that is gone is left out.
+        std::fs::remove_file(&path).expect("remove");
+        assert!(lora_hashes(&spec).is_empty());
+    }
+
     use super::*;
 
     fn params(seed: u64) -> GenParams {
