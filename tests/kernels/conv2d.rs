@@ -318,3 +318,49 @@ fn conv2d_stride2_pad_end() {
         );
     }
 }
+
+/// The subgroup variant's 3x3 stride-1 kernel (`conv3x3_subgroup.wgsl`): input channels
+/// off the 8-channel block (the lane tail), output channels off every channel tile
+/// (4, 8, 16, 32), odd heights, widths 8 to 40, batch 2, every activation x weight
+/// dtype with bias and residual, and input-channel groups (f32 and the f16 scratch).
+#[test]
+fn conv2d_3x3_subgroup_kernel() {
+    let shapes = [
+        case([2, 12, 5, 8], 40, 3, 1, 1),
+        case([1, 8, 3, 16], 3, 3, 1, 1),
+        case([1, 4, 7, 24], 70, 3, 1, 1),
+        case([2, 20, 4, 40], 9, 3, 1, 1),
+        case([1, 32, 9, 8], 16, 3, 1, 1),
+    ];
+    let v = [Conv2dVariant::auto(gpu())];
+    for (i, s) in shapes.iter().enumerate() {
+        assert!(conv2d::fast3x3(s.x[1], s.x[3], 3, 3, s.args), "{:?}", s.x);
+        for (j, (at, wt)) in [
+            (DType::F32, DType::F32),
+            (DType::F32, DType::F16),
+            (DType::F16, DType::F32),
+            (DType::F16, DType::F16),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let c = Case {
+                at,
+                wt,
+                res: (i + j) % 2 == 0,
+                bias: j != 3,
+                ..*s
+            };
+            check_variants(&c, 90 + (4 * i + j) as u64, &v);
+        }
+    }
+    // 144 MB f32 / 137 MB f16 inputs: input-channel groups, each a pass of this kernel.
+    let mut c = case([1, 40, 1000, 904], 2, 3, 1, 1);
+    c.res = true;
+    assert!(conv2d::fast3x3(40, 904, 3, 3, c.args));
+    check_variants(&c, 110, &v);
+    let mut c = case([1, 76, 1000, 904], 2, 3, 1, 1);
+    c.at = DType::F16;
+    c.wt = DType::F16;
+    check_variants(&c, 111, &v);
+}

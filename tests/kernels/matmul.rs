@@ -433,3 +433,36 @@ fn mixed_activation_dtypes_are_rejected() {
     let w3 = Tensor::from_f32(gpu, &[3, 3], &[0.0; 9], DType::F16).unwrap();
     assert!(matmul::linear_geglu(&mut rec, &x, &w3, None).is_err());
 }
+
+/// The subgroup kernel's large tile (48 rows x 64 columns, vec4 reads): shapes big
+/// enough to take it, off the tile in M and N, with a K tail past the 32-deep chunk,
+/// every activation x weight dtype, bias + residual, GEGLU and a `[B, K, N]` matmul.
+#[test]
+fn large_tile_shapes() {
+    use wgsd::ops::gemm::{SG_TILE_LARGE, SgTile};
+    let v = MatmulVariant::auto(gpu());
+    let (m, n, k) = (203, 650, 1004);
+    assert_eq!(SgTile::for_shape(m, n, k), SG_TILE_LARGE);
+    for (i, at) in DTYPES.into_iter().enumerate() {
+        for (j, wt) in DTYPES.into_iter().enumerate() {
+            let c = Case {
+                at,
+                wt,
+                res: true,
+                ..Case::new(m, n, k)
+            };
+            check_linear(&c, v, 1000 + (2 * i + j) as u64);
+        }
+        let g = Case {
+            at,
+            wt: at,
+            ..Case::new(m, n / 2 + 1, k)
+        };
+        assert_eq!(SgTile::for_shape(m, 2 * g.n, k), SG_TILE_LARGE);
+        check_geglu(&g, v, 1010 + i as u64);
+    }
+    // [B, K, N] weights: N % 4 == 0 reads vec4s, N % 4 != 0 reads scalars.
+    assert_eq!(SgTile::for_shape(200, 652, 1004), SG_TILE_LARGE);
+    check_matmul(2, 200, 1004, 652, v, 1020);
+    check_matmul(1, 200, 1004, 650, v, 1021);
+}

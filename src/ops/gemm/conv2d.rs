@@ -21,6 +21,7 @@ use crate::ops::variant::KernelVariant;
 use crate::ops::{expect_act, expect_f32, expect_same_act, u32_of};
 
 const SUBGROUP_SRC: &str = include_str!("../../../shaders/conv2d_subgroup.wgsl");
+const SUBGROUP3_SRC: &str = include_str!("../../../shaders/conv3x3_subgroup.wgsl");
 const TILED_SRC: &str = include_str!("../../../shaders/conv2d.wgsl");
 const TILED128_SRC: &str = include_str!("../../../shaders/conv2d_tiled128.wgsl");
 const COOP_SRC: &str = include_str!("../../../shaders/conv2d_coop.wgsl");
@@ -90,6 +91,10 @@ struct Choice {
     wt: DType,
     /// Output channels per subgroup tile.
     tm: usize,
+    /// The subgroup variant's 3x3 stride-1 kernel (see [`fast3x3`]).
+    fast3: bool,
+    /// That kernel's vec4s of pixels per lane.
+    pv: usize,
     pass: Pass,
     /// The cooperative kernel's geometry (that variant only).
     coop: CoopGeometry,
@@ -113,6 +118,13 @@ fn spec(variant: Conv2dVariant, c: Choice) -> KernelSpec {
             .constant("ACCUM", f64::from(u8::from(c.pass.accum)))
     };
     match variant {
+        Conv2dVariant::Subgroup if c.fast3 => {
+            flags(KernelSpec::new("conv3x3_subgroup", SUBGROUP3_SRC, "main"))
+                .define("TM", c.tm.to_string())
+                .define("PV", c.pv.to_string())
+                .constant("SG", f64::from(c.sg))
+                .generator(codegen::conv3x3_subgroup)
+        }
         Conv2dVariant::Subgroup => flags(KernelSpec::new("conv2d_subgroup", SUBGROUP_SRC, "main"))
             .define("TM", c.tm.to_string())
             .constant("SG", f64::from(c.sg))
@@ -167,6 +179,20 @@ crate::shader_params! {
         _pad0: u32,
         _pad1: u32,
     }
+}
+
+/// Whether the subgroup variant runs `conv3x3_subgroup.wgsl`: a 3x3 kernel, stride 1,
+/// padding 1 (so Wo = W), an output width that is a multiple of 8 (a lane's 8 pixels,
+/// [`super::SG_CONV3_PV`] vec4s, share one row and start 16-byte aligned), and Cin % 4 == 0 (every weight row, and
+/// so every band of them, starts on a multiple of 4 elements).
+pub fn fast3x3(cin: usize, wo: usize, kh: usize, kw: usize, args: Conv2dArgs) -> bool {
+    kh == 3
+        && kw == 3
+        && args.stride == 1
+        && args.padding == 1
+        && args.pad_end == 0
+        && wo.is_multiple_of(4 * super::SG_CONV3_PV)
+        && cin.is_multiple_of(4)
 }
 
 /// `conv2d(x, w) + bias (+ residual)` with the adapter's preferred variant.
@@ -271,7 +297,19 @@ pub fn conv2d_with(
 
     // Bands: every window must fit one binding. Output windows are sized for f32 (the
     // partial sums of a grouped f16 convolution are f32).
-    let (tm, tn) = variant.tile(gpu, cout);
+    let fast3 = variant == Conv2dVariant::Subgroup && fast3x3(cin, wo, kh, kw, args);
+    let pv = super::SG_CONV3_PV;
+    let (tm, tn) = if fast3 {
+        (
+            super::SG_CONV3_TM
+                .into_iter()
+                .find(|&t| t >= cout)
+                .unwrap_or(super::SG_CONV3_TM[super::SG_CONV3_TM.len() - 1]),
+            4 * pv * gpu.caps.subgroup_size as usize,
+        )
+    } else {
+        variant.tile(gpu, cout)
+    };
     let max_x = gpu.max_binding_elems(at);
     let max_o = gpu.max_binding_elems(DType::F32);
     let max_w = gpu.max_binding_elems(w.dtype());
@@ -374,6 +412,8 @@ pub fn conv2d_with(
                     rt,
                     wt: w.dtype(),
                     tm,
+                    fast3,
+                    pv,
                     pass,
                     coop: coop_geometry(gpu).unwrap_or(DEFAULT_COOP),
                 };
@@ -422,7 +462,15 @@ pub fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
     for variant in Conv2dVariant::all() {
         let subgroup = variant == Conv2dVariant::Subgroup;
-        for (sg, tm) in [(8, 4), (8, 8), (8, 16), (8, 24), (32, 24)] {
+        for (sg, tm) in [
+            (8, 4),
+            (8, 8),
+            (8, 16),
+            (8, 24),
+            (8, 32),
+            (32, 24),
+            (32, 32),
+        ] {
             if !subgroup && (sg, tm) != (8, 24) {
                 continue;
             }
@@ -446,9 +494,17 @@ pub fn variants() -> Vec<KernelSpec> {
                             rt,
                             wt,
                             tm,
+                            fast3: false,
+                            pv: super::SG_CONV3_PV,
                             pass,
                             coop: DEFAULT_COOP,
                         };
+                        if subgroup && super::SG_CONV3_TM.contains(&tm) {
+                            v.push(spec(variant, Choice { fast3: true, ..c }));
+                        }
+                        if subgroup && !super::SG_CONV_TM.contains(&tm) {
+                            continue;
+                        }
                         if variant == Conv2dVariant::Coop {
                             if coop_dtypes(at, wt) {
                                 for g in super::coop::geometries() {

@@ -10,7 +10,9 @@
 //! product, so banding changes no result.
 
 pub use super::MatmulVariant;
-use super::{CoopGeometry, codegen, coop_dtypes, coop_geometry};
+use super::{
+    CoopGeometry, SG_TILE_LARGE, SG_TILE_SMALL, SgTile, codegen, coop_dtypes, coop_geometry,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelSpec, Recorder, Tensor, Window};
 use crate::ops::variant::KernelVariant;
@@ -49,6 +51,10 @@ struct Choice {
     res: bool,
     /// The fused GEGLU epilogue (needs `b_t`).
     geglu: bool,
+    /// x and w read as aligned vec4s (the subgroup kernel only; see [`vec4_ok`]).
+    vec4: bool,
+    /// The subgroup kernel's tile.
+    tile: SgTile,
     /// The cooperative kernel's geometry (that variant only).
     coop: CoopGeometry,
 }
@@ -66,8 +72,10 @@ fn spec(variant: MatmulVariant, c: Choice) -> KernelSpec {
     };
     match variant {
         MatmulVariant::Subgroup => flags(KernelSpec::new("matmul", SRC, "main"))
-            .define("ROWS", super::SG_ROWS.to_string())
+            .define("ROWS", c.tile.rows.to_string())
+            .define("HV", c.tile.hv.to_string())
             .constant("SG", f64::from(c.sg))
+            .constant("VEC4", f64::from(u8::from(c.vec4)))
             .generator(codegen::matmul_subgroup),
         MatmulVariant::Tiled => flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main")),
         MatmulVariant::Tiled128 => flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main"))
@@ -142,6 +150,14 @@ fn round_down(v: usize, q: usize) -> usize {
     if v >= q { v / q * q } else { v }
 }
 
+/// Whether every row of x and W starts on a multiple of 4 elements, so the subgroup
+/// kernel can read them as vec4s: K % 4 == 0, and N % 4 == 0 for a `[B, K, N]` W.
+/// Windows then keep that alignment: each band starts on a multiple of 4 elements and
+/// [`Tensor::window`]'s shift is the start modulo the binding alignment.
+fn vec4_ok(g: &Gemm) -> bool {
+    g.k.is_multiple_of(4) && (g.b_t || g.n.is_multiple_of(4))
+}
+
 fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
     let gpu = rec.gpu();
     let op = g.op;
@@ -158,7 +174,8 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             g.w.dtype()
         )));
     }
-    let (tr, tc) = variant.tile(gpu, g.geglu);
+    let sg_tile = SgTile::for_shape(g.m, g.n, g.k);
+    let (tr, tc) = variant.tile(gpu, g.geglu, sg_tile);
     let (batch, m, n, k) = (g.batch, g.m, g.n, g.k);
     if batch == 0 || m == 0 || n == 0 {
         return Ok(());
@@ -211,6 +228,8 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             bias: g.bias.is_some(),
             res: g.res.is_some(),
             geglu: g.geglu,
+            vec4: variant == MatmulVariant::Subgroup && vec4_ok(g),
+            tile: sg_tile,
             coop: coop_geometry(gpu).unwrap_or(DEFAULT_COOP),
         },
     ))?;
@@ -486,7 +505,11 @@ pub fn variants() -> Vec<KernelSpec> {
             }
             for at in [DType::F32, DType::F16] {
                 for wt in [DType::F32, DType::F16] {
-                    for flags in 0..16u8 {
+                    for flags in 0..32u8 {
+                        let vec4 = flags & 16 != 0;
+                        if vec4 && variant != MatmulVariant::Subgroup {
+                            continue;
+                        }
                         let c = Choice {
                             sg,
                             at,
@@ -495,10 +518,21 @@ pub fn variants() -> Vec<KernelSpec> {
                             bias: flags & 2 != 0,
                             res: flags & 4 != 0,
                             geglu: flags & 8 != 0,
+                            vec4,
+                            tile: SG_TILE_SMALL,
                             coop: DEFAULT_COOP,
                         };
                         if c.geglu && !c.b_t {
                             continue;
+                        }
+                        if variant == MatmulVariant::Subgroup {
+                            v.push(spec(
+                                variant,
+                                Choice {
+                                    tile: SG_TILE_LARGE,
+                                    ..c
+                                },
+                            ));
                         }
                         if variant == MatmulVariant::Coop {
                             if !coop_dtypes(at, wt) {

@@ -17,11 +17,46 @@ use super::variant::KernelVariant;
 use crate::gpu::{DType, Gpu, KernelSpec};
 pub use coop::CoopGeometry;
 
-/// Output rows per workgroup of the subgroup matmul kernel.
-pub(crate) const SG_ROWS: usize = 24;
+/// The subgroup matmul kernel's tile: output rows per workgroup and vec4s of output
+/// columns per lane (a workgroup covers `rows x 4 * hv * SG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SgTile {
+    pub rows: usize,
+    pub hv: usize,
+}
+
+/// Small products (the tiny test models, cross-attention K/V, the time embedding).
+pub const SG_TILE_SMALL: SgTile = SgTile { rows: 16, hv: 1 };
+/// Large products: 48 x 64 per workgroup. lavapipe reads storage lane by lane, so the
+/// reads per multiply-add fall as the tile grows; measured on a 2-core EPYC VM (median
+/// of 5 alternating runs, 2304x320x1280 f32): 24x32 34%, 64x32 42%, 32x64 46%,
+/// 48x64 49%, 64x64 47%, 40x96 45% of the FMA probe. Bigger tiles also compile
+/// longer (48x64: ~9 s per pipeline on lavapipe 22.3, once per Mesa shader cache).
+pub const SG_TILE_LARGE: SgTile = SgTile { rows: 48, hv: 2 };
+/// Products of at least this many multiply-adds take [`SG_TILE_LARGE`].
+pub const SG_LARGE_MACS: usize = 1 << 26;
+
+impl SgTile {
+    /// The tile for an `m x n x k` product (per batch item).
+    pub fn for_shape(m: usize, n: usize, k: usize) -> Self {
+        if m.saturating_mul(n).saturating_mul(k) >= SG_LARGE_MACS {
+            SG_TILE_LARGE
+        } else {
+            SG_TILE_SMALL
+        }
+    }
+}
 /// The subgroup conv2d kernel's output-channel tiles (the smallest that covers Cout,
 /// else the largest).
 pub(crate) const SG_CONV_TM: [usize; 4] = [4, 8, 16, 24];
+/// The 3x3 stride-1 subgroup conv kernel's output-channel tiles (the smallest that
+/// covers Cout, else the largest). Measured on a 2-core EPYC VM (2x320x48x48 -> 320,
+/// median of 5 alternating runs): 32 channels x 8 pixels per lane 52%, x 16 pixels 52%,
+/// 64 x 8 53% of the FMA probe (16 x 16: 37%); 32 x 8 compiles fastest and needs only
+/// Wo % 8 == 0.
+pub(crate) const SG_CONV3_TM: [usize; 4] = [4, 8, 16, 32];
+/// That kernel's vec4s of pixels per lane.
+pub(crate) const SG_CONV3_PV: usize = 2;
 /// Output tile edge of the 64x64 tiled kernels.
 pub(crate) const TILED_EDGE: usize = 64;
 /// Output tile edge of the 128x128 register-tiled kernels.
@@ -111,11 +146,12 @@ impl MatmulVariant {
         MatmulVariant::auto(gpu)
     }
 
-    /// Output tile (rows, columns) of one workgroup; with the GEGLU epilogue half the
-    /// columns are the gate half, so it covers half as many output columns.
-    pub(crate) fn tile(self, gpu: &Gpu, geglu: bool) -> (usize, usize) {
+    /// Output tile (rows, columns) of one workgroup (`sg`: the subgroup kernel's); with
+    /// the GEGLU epilogue half the columns are the gate half, so it covers half as many
+    /// output columns.
+    pub(crate) fn tile(self, gpu: &Gpu, geglu: bool, sg: SgTile) -> (usize, usize) {
         let (r, c) = match self {
-            MatmulVariant::Subgroup => (SG_ROWS, 4 * gpu.caps.subgroup_size as usize),
+            MatmulVariant::Subgroup => (sg.rows, 4 * sg.hv * gpu.caps.subgroup_size as usize),
             MatmulVariant::Tiled => (TILED_EDGE, TILED_EDGE),
             MatmulVariant::Tiled128 => (TILED128_EDGE, TILED128_EDGE),
             MatmulVariant::Coop => coop_geometry(gpu)
