@@ -55,6 +55,9 @@ override GEGLU: bool = false;
 // x and w bound as vec4 arrays (rows 16-byte aligned; the launcher checks): one read
 // covers 4 k, the chunk is 4*SG deep (the generated code is the only user).
 override VEC4: bool = false;
+// Bias per output row (bias[m]) rather than per column: a 1x1 convolution's channels
+// (the generated BIAS code is the only user).
+override BIAS_ROWS: bool = false;
 const ROWS: u32 = ${ROWS}u;
 // vec4s of output columns per lane (4 * HV columns).
 const HV: u32 = ${HV}u;

@@ -92,6 +92,10 @@ enum Command {
         /// models measured with and then without them), or env (WGSD_COOPMAT, default).
         #[arg(long)]
         coopmat: Option<String>,
+        /// With --models: also run each model once with every dispatch timed alone and
+        /// print where the time goes, kernel by kernel.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             model,
             precision,
             coopmat,
+            profile,
         } => {
             let opts = BenchOptions {
                 quick,
@@ -136,7 +141,10 @@ fn main() -> ExitCode {
                     &model,
                     full.then_some(sizes.as_slice()),
                     precision,
-                    repeats,
+                    wgsd::bench::models::Measure {
+                        reps: repeats.max(1),
+                        profile,
+                    },
                     coopmat.as_deref(),
                     json,
                 )

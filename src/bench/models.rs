@@ -7,12 +7,14 @@
 //! activations). Weights are stored in the dtype `--precision` resolves to.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::time_median;
 use crate::Precision;
 use crate::error::Result;
+use crate::gpu::profile::{DispatchProfile, KernelTime};
 use crate::gpu::{DType, Gpu, Recorder};
 use crate::loader::{VarBuilder, open_model, read_component_config};
 use crate::models::config::{UNetConfig, VaeConfig};
@@ -51,6 +53,19 @@ pub struct ModelResult {
     /// Peak GPU memory (pool bytes in use + cached) during the calls, weights included.
     pub peak_gpu_bytes: u64,
     pub peak_mib: f64,
+    /// With [`Measure::profile`]: one more call, every dispatch timed alone, slowest
+    /// kernels first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelTime>,
+}
+
+/// How to measure each model.
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    /// Timed calls (the median is reported).
+    pub reps: usize,
+    /// Also profile one call kernel by kernel (see [`crate::gpu::profile`]).
+    pub profile: bool,
 }
 
 /// Everything `wgsd bench --models` measured.
@@ -76,14 +91,14 @@ pub fn run(
     tiny_archive: &Path,
     full_sizes: Option<&[usize]>,
     precision: Precision,
-    reps: usize,
+    m: Measure,
 ) -> Result<ModelsReport> {
     precision.check(gpu)?;
     let dtype = precision.resolve(gpu);
     let (fma_peak_gflops, fma_layout) = super::probe::fma_peak(gpu, 3)?;
-    let mut results = tiny(gpu, tiny_archive, dtype, reps)?;
+    let mut results = tiny(gpu, tiny_archive, dtype, m)?;
     if let Some(sizes) = full_sizes {
-        results.extend(full(gpu, sizes, dtype, reps)?);
+        results.extend(full(gpu, sizes, dtype, m)?);
     }
     // Again after the models: the better reading counts (load may change meanwhile).
     let (again, layout) = super::probe::fma_peak(gpu, 3)?;
@@ -137,7 +152,7 @@ fn measure<M>(
     gpu: &Gpu,
     what: Measured,
     vb: &VarBuilder,
-    reps: usize,
+    m: Measure,
     load: impl FnOnce() -> Result<M>,
     mut run: impl FnMut(&mut Recorder, &M) -> Result<()>,
 ) -> Result<ModelResult> {
@@ -150,12 +165,23 @@ fn measure<M>(
     gpu.trim();
     gpu.reset_peak_memory();
     let mut dispatches = 0;
-    let t = time_median(gpu, reps, |rec| {
+    let t = time_median(gpu, m.reps, |rec| {
         run(rec, &model)?;
         dispatches = rec.dispatch_count();
         Ok(())
     })?;
     let peak = gpu.memory_stats().peak;
+    let kernels = if m.profile {
+        let profile = Arc::new(Mutex::new(DispatchProfile::default()));
+        let mut rec = Recorder::new(gpu);
+        rec.set_profile(Some(profile.clone()));
+        run(&mut rec, &model)?;
+        rec.submit()?;
+        gpu.wait()?;
+        profile.lock().unwrap_or_else(|e| e.into_inner()).kernels()
+    } else {
+        Vec::new()
+    };
     Ok(ModelResult {
         name: what.name.to_string(),
         resolution: what.resolution,
@@ -167,6 +193,7 @@ fn measure<M>(
         weights_mib: mib(weights),
         peak_gpu_bytes: peak,
         peak_mib: mib(peak),
+        kernels,
     })
 }
 
@@ -177,7 +204,7 @@ fn measure_unet(
     cfg: UNetConfig,
     px: (usize, usize),
     full: bool,
-    reps: usize,
+    m: Measure,
 ) -> Result<ModelResult> {
     let (h, w) = (px.0 / 8, px.1 / 8);
     let sample = super::cases::filled(gpu, &[2, 4, h, w], DType::F32)?;
@@ -201,7 +228,7 @@ fn measure_unet(
         gpu,
         what,
         vb,
-        reps,
+        m,
         || UNet2DConditionModel::load(vb, cfg),
         |rec, unet| unet.forward(rec, &sample, 501.0, &ctx).map(drop),
     )
@@ -214,7 +241,7 @@ fn measure_vae(
     cfg: VaeConfig,
     px: (usize, usize),
     full: bool,
-    reps: usize,
+    m: Measure,
 ) -> Result<ModelResult> {
     let latents = super::cases::filled(gpu, &[1, 4, px.0 / 8, px.1 / 8], DType::F32)?;
     let what = Measured {
@@ -230,14 +257,14 @@ fn measure_vae(
         gpu,
         what,
         vb,
-        reps,
+        m,
         || VaeDecoder::load(vb, cfg),
         |rec, vae| vae.forward(rec, &latents).map(drop),
     )
 }
 
 /// The tiny bundled archive at its fixture size and at 512 px, weights in `dtype`.
-pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, reps: usize) -> Result<Vec<ModelResult>> {
+pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, m: Measure) -> Result<Vec<ModelResult>> {
     let model = open_model(archive)?;
     let unet_vb = VarBuilder::from_component(gpu, &model.component("unet")?, dtype)?
         .with_activation_dtype(dtype);
@@ -253,7 +280,7 @@ pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, reps: usize) -> Result<Vec<
             ucfg,
             px,
             false,
-            reps,
+            m,
         )?);
         let vcfg: VaeConfig = read_component_config(&model.root, "vae")?;
         out.push(measure_vae(
@@ -263,15 +290,17 @@ pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, reps: usize) -> Result<Vec<
             vcfg,
             px,
             false,
-            reps,
+            m,
         )?);
     }
     Ok(out)
 }
 
 /// Full-size SD2 (random weights in `dtype`) at `sizes` px.
-pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, reps: usize) -> Result<Vec<ModelResult>> {
-    let vb = VarBuilder::random(gpu, dtype).with_activation_dtype(dtype);
+pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<ModelResult>> {
+    // One builder per model: a builder keeps what it loaded (LoRA targets), so a shared
+    // one would count the UNet's weights in the VAE decode's peak.
+    let random = || VarBuilder::random(gpu, dtype).with_activation_dtype(dtype);
     let mut out = Vec::new();
     for &px in sizes {
         let ucfg: UNetConfig = serde_json::from_str(SD2_UNET_CONFIG)
@@ -279,26 +308,29 @@ pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, reps: usize) -> Result<Vec
         out.push(measure_unet(
             gpu,
             "SD2 unet (random weights)",
-            &vb,
+            &random(),
             ucfg,
             (px, px),
             true,
-            reps,
+            m,
         )?);
         let vcfg: VaeConfig = serde_json::from_str(SD2_VAE_CONFIG)
             .map_err(|e| crate::Error::InvalidInput(e.to_string()))?;
         out.push(measure_vae(
             gpu,
             "SD2 vae decode (random weights)",
-            &vb,
+            &random(),
             vcfg,
             (px, px),
             true,
-            reps,
+            m,
         )?);
     }
     Ok(out)
 }
+
+/// Kernels listed per profiled model in the table (the JSON has all).
+const PROFILE_ROWS: usize = 12;
 
 /// A plain-text table of model results.
 pub fn table(report: &ModelsReport) -> String {
@@ -342,6 +374,15 @@ pub fn table(report: &ModelsReport) -> String {
             r.weights_mib,
             r.peak_mib
         ));
+        for k in r.kernels.iter().take(PROFILE_ROWS) {
+            s.push_str(&format!(
+                "    {:<30} {:>6} dispatches {:>10.1} ms {:>6.1}%\n",
+                k.kernel,
+                k.dispatches,
+                k.ms,
+                100.0 * k.fraction
+            ));
+        }
     }
     s
 }

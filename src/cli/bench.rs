@@ -50,7 +50,7 @@ pub fn models(
     tiny_archive: &std::path::Path,
     full_sizes: Option<&[usize]>,
     precision: wgsd::Precision,
-    repeats: usize,
+    measure: wgsd::bench::models::Measure,
     coop: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -72,7 +72,7 @@ pub fn models(
                 continue; // `both`: the `off` pass measures the same thing
             }
         }
-        let report = models::run(&gpu, tiny_archive, full_sizes, precision, repeats.max(1))?;
+        let report = models::run(&gpu, tiny_archive, full_sizes, precision, measure)?;
         if !json {
             println!("{}", models::table(&report));
         }

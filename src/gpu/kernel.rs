@@ -282,6 +282,8 @@ fn at4(v: vec4<f32>) -> AT4 { return AT4(clamp(v, vec4<f32>(-AT_MAX), vec4<f32>(
 #[derive(Default)]
 pub struct PipelineCache {
     map: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Kernel name by pipeline address (for profiles).
+    names: Mutex<HashMap<usize, &'static str>>,
 }
 
 impl Gpu {
@@ -341,11 +343,28 @@ impl Gpu {
         }
         let pipeline = Arc::new(pipeline);
         self.pipelines
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Arc::as_ptr(&pipeline) as usize, spec.name);
+        self.pipelines
             .map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The name of the kernel `pipeline` was compiled from ("?" if not from
+    /// [`Gpu::kernel`]).
+    pub fn kernel_name(&self, pipeline: &Arc<wgpu::ComputePipeline>) -> &'static str {
+        self.pipelines
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(Arc::as_ptr(pipeline) as usize))
+            .copied()
+            .unwrap_or("?")
     }
 
     /// Number of compiled pipelines (for `wgsd bench` and tests).

@@ -6,6 +6,7 @@ pub mod context;
 pub mod coopmat;
 pub mod kernel;
 pub mod pool;
+pub mod profile;
 pub mod recorder;
 pub mod tensor;
 

@@ -4,9 +4,11 @@
 //! blocking operation.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::context::Gpu;
+use super::profile::DispatchProfile;
 use super::tensor::{DType, Tensor, Window};
 use crate::error::{Error, Result};
 
@@ -31,6 +33,8 @@ pub struct Recorder<'g> {
     dispatches_total: u64,
     circular_padding: bool,
     weight_overrides: Option<Arc<WeightOverrides>>,
+    /// When set, every dispatch is submitted alone, waited for and timed here.
+    profile: Option<Arc<Mutex<DispatchProfile>>>,
 }
 
 /// Weights to use in place of others for one run, keyed by the replaced tensor's
@@ -47,6 +51,7 @@ impl<'g> Recorder<'g> {
             dispatches_total: 0,
             circular_padding: false,
             weight_overrides: None,
+            profile: None,
         }
     }
 
@@ -67,6 +72,11 @@ impl<'g> Recorder<'g> {
     /// [`Recorder::weight`]. A per-run choice, like circular padding.
     pub fn set_weight_overrides(&mut self, overrides: Option<Arc<WeightOverrides>>) {
         self.weight_overrides = overrides;
+    }
+
+    /// Times every dispatch from now on into `profile` (see [`super::profile`]).
+    pub fn set_profile(&mut self, profile: Option<Arc<Mutex<DispatchProfile>>>) {
+        self.profile = profile;
     }
 
     /// The weight to use for `w` in this run: its override, or `w` itself.
@@ -113,6 +123,12 @@ impl<'g> Recorder<'g> {
         // Uniform bindings must be a multiple of 16 bytes.
         let size = (bytes.len() as u64).div_ceil(16) * 16;
         self.params.resize((offset + size) as usize, 0);
+        if let Some(profile) = self.profile.clone() {
+            // Finish what came before, then time this dispatch alone.
+            self.submit()?;
+            self.gpu.wait()?;
+            return self.dispatch_timed(pipeline, params, bindings, groups, &profile);
+        }
         self.commands.push(Command::Dispatch {
             pipeline: pipeline.clone(),
             params: (offset, size),
@@ -120,6 +136,36 @@ impl<'g> Recorder<'g> {
             groups,
         });
         self.dispatches_total += 1;
+        Ok(())
+    }
+
+    fn dispatch_timed<P: super::kernel::ShaderParams>(
+        &mut self,
+        pipeline: &Arc<wgpu::ComputePipeline>,
+        params: &P,
+        bindings: &[Window],
+        groups: [u32; 3],
+        profile: &Mutex<DispatchProfile>,
+    ) -> Result<()> {
+        self.params.clear();
+        let bytes = bytemuck::bytes_of(params);
+        self.params.extend_from_slice(bytes);
+        let size = (bytes.len() as u64).div_ceil(16) * 16;
+        self.params.resize(size as usize, 0);
+        self.commands.push(Command::Dispatch {
+            pipeline: pipeline.clone(),
+            params: (0, size),
+            bindings: bindings.to_vec(),
+            groups,
+        });
+        self.dispatches_total += 1;
+        let t = Instant::now();
+        self.submit()?;
+        self.gpu.wait()?;
+        profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(self.gpu.kernel_name(pipeline), t.elapsed());
         Ok(())
     }
 

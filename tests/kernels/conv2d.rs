@@ -321,7 +321,7 @@ fn conv2d_stride2_pad_end() {
 
 /// The subgroup variant's 3x3 stride-1 kernel (`conv3x3_subgroup.wgsl`): input channels
 /// off the 8-channel block (the lane tail), output channels off every channel tile
-/// (4, 8, 16, 32), odd heights, widths 8 to 40, batch 2, every activation x weight
+/// (4, 8, 16, 32), odd heights, widths 4 to 40 (8 pixels per lane, or 4), batch 2, every activation x weight
 /// dtype with bias and residual, and input-channel groups (f32 and the f16 scratch).
 #[test]
 fn conv2d_3x3_subgroup_kernel() {
@@ -331,6 +331,9 @@ fn conv2d_3x3_subgroup_kernel() {
         case([1, 4, 7, 24], 70, 3, 1, 1),
         case([2, 20, 4, 40], 9, 3, 1, 1),
         case([1, 32, 9, 8], 16, 3, 1, 1),
+        // 4 and 12 wide: one vec4 of pixels per lane.
+        case([2, 16, 4, 4], 33, 3, 1, 1),
+        case([1, 8, 6, 12], 8, 3, 1, 1),
     ];
     let v = [Conv2dVariant::auto(gpu())];
     for (i, s) in shapes.iter().enumerate() {
@@ -363,4 +366,36 @@ fn conv2d_3x3_subgroup_kernel() {
     c.at = DType::F16;
     c.wt = DType::F16;
     check_variants(&c, 111, &v);
+}
+
+/// 1x1 convolutions on the subgroup adapter run as products on the matmul kernel
+/// (`matmul::conv1x1`: the weight shared by the batch, bias per output channel):
+/// channels and pixels off the tiles, batch 2, residual, f32 and f16, and one shape big
+/// enough for the large tile.
+#[test]
+fn conv2d_1x1_as_matmul() {
+    let gpu = gpu();
+    let v = [Conv2dVariant::auto(gpu)];
+    let shapes = [
+        case([2, 12, 5, 4], 7, 1, 1, 0),
+        case([1, 320, 4, 4], 40, 1, 1, 0),
+        case([1, 256, 64, 64], 256, 1, 1, 0),
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        for (j, dt) in [DType::F32, DType::F16].into_iter().enumerate() {
+            let c = Case {
+                at: dt,
+                wt: dt,
+                res: (i + j) % 2 == 1,
+                bias: i != 1 || j == 0,
+                ..*s
+            };
+            if gpu.caps.is_cpu && gpu.caps.subgroup {
+                let x = Tensor::from_f32(gpu, &c.x, &vec![0.0; c.x.iter().product()], dt).unwrap();
+                let w = Tensor::from_f32(gpu, &c.w, &vec![0.0; c.w.iter().product()], dt).unwrap();
+                assert!(wgsd::ops::matmul::conv1x1_ok(gpu, &x, &w), "{:?}", c.x);
+            }
+            check_variants(&c, 120 + (2 * i + j) as u64, &v);
+        }
+    }
 }

@@ -109,16 +109,25 @@ pub(super) fn matmul_subgroup(spec: &KernelSpec) -> Vec<(&'static str, String)> 
     let mut tail = String::new();
     let mut bias = String::new();
     let mut store = String::new();
+    let bias_rows = on(spec, "BIAS_ROWS");
     for h in 0..hv {
         tail += &format!("{ind}let tw{h} = wvec(wbase, k, c{h});\n");
-        bias += &format!("{ind}let add{h} = bias4(n0 + {}u, nl, gb);\n", 4 * h);
+        if !bias_rows {
+            bias += &format!("{ind}let add{h} = bias4(n0 + {}u, nl, gb);\n", 4 * h);
+        }
     }
     for r in 0..n_rows {
         tail += &format!("{ind}let t{r} = xs(xrow(xbase, m0, {r}u) + k);\n");
+        if bias_rows {
+            bias += &format!(
+                "{ind}let add{r} = vec4<f32>(bias[p.bias_shift + min(m0 + {r}u, p.m - 1u)]);\n"
+            );
+        }
         for h in 0..hv {
             let i = r * hv + h;
             tail += &format!("{ind}acc[{i}] += t{r} * tw{h};\n");
-            bias += &format!("{ind}acc[{i}] += add{h};\n");
+            let add = if bias_rows { r } else { h };
+            bias += &format!("{ind}acc[{i}] += add{add};\n");
             store += &if on(spec, "GEGLU") {
                 // The value lanes take the gate accumulators of lane + SG/2.
                 format!(

@@ -182,17 +182,29 @@ crate::shader_params! {
 }
 
 /// Whether the subgroup variant runs `conv3x3_subgroup.wgsl`: a 3x3 kernel, stride 1,
-/// padding 1 (so Wo = W), an output width that is a multiple of 8 (a lane's 8 pixels,
-/// [`super::SG_CONV3_PV`] vec4s, share one row and start 16-byte aligned), and Cin % 4 == 0 (every weight row, and
-/// so every band of them, starts on a multiple of 4 elements).
+/// padding 1 (so Wo = W), an output width that is a multiple of 4 (a lane's pixels,
+/// [`conv3x3_pv`] vec4s of them, share one row and start 16-byte aligned), and
+/// Cin % 4 == 0 (every weight row, and so every band of them, starts on a multiple of 4
+/// elements).
 pub fn fast3x3(cin: usize, wo: usize, kh: usize, kw: usize, args: Conv2dArgs) -> bool {
     kh == 3
         && kw == 3
         && args.stride == 1
         && args.padding == 1
         && args.pad_end == 0
-        && wo.is_multiple_of(4 * super::SG_CONV3_PV)
+        && wo.is_multiple_of(4)
         && cin.is_multiple_of(4)
+}
+
+/// vec4s of pixels per lane of the 3x3 kernel for output width `wo`:
+/// [`super::SG_CONV3_PV`], or 1 where the width is not a multiple of its pixels (the
+/// 4-wide bottom of the UNet at 256 px).
+pub fn conv3x3_pv(wo: usize) -> usize {
+    if wo.is_multiple_of(4 * super::SG_CONV3_PV) {
+        super::SG_CONV3_PV
+    } else {
+        1
+    }
 }
 
 /// `conv2d(x, w) + bias (+ residual)` with the adapter's preferred variant.
@@ -287,6 +299,14 @@ pub fn conv2d_with(
             ));
         }
     }
+    if variant == Conv2dVariant::Subgroup
+        && args == Conv2dArgs::default()
+        && super::matmul::conv1x1_ok(gpu, x, w)
+        && nbatch > 0
+        && cout > 0
+    {
+        return super::matmul::conv1x1(rec, x, w, bias, residual);
+    }
     let out = Tensor::empty(gpu, &out_shape, at)?;
     if out.numel() == 0 {
         return Ok(out);
@@ -298,7 +318,7 @@ pub fn conv2d_with(
     // Bands: every window must fit one binding. Output windows are sized for f32 (the
     // partial sums of a grouped f16 convolution are f32).
     let fast3 = variant == Conv2dVariant::Subgroup && fast3x3(cin, wo, kh, kw, args);
-    let pv = super::SG_CONV3_PV;
+    let pv = conv3x3_pv(wo);
     let (tm, tn) = if fast3 {
         (
             super::SG_CONV3_TM
@@ -500,7 +520,16 @@ pub fn variants() -> Vec<KernelSpec> {
                             coop: DEFAULT_COOP,
                         };
                         if subgroup && super::SG_CONV3_TM.contains(&tm) {
-                            v.push(spec(variant, Choice { fast3: true, ..c }));
+                            for pv in [1, super::SG_CONV3_PV] {
+                                v.push(spec(
+                                    variant,
+                                    Choice {
+                                        fast3: true,
+                                        pv,
+                                        ..c
+                                    },
+                                ));
+                            }
                         }
                         if subgroup && !super::SG_CONV_TM.contains(&tm) {
                             continue;

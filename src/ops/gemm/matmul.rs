@@ -51,6 +51,8 @@ struct Choice {
     res: bool,
     /// The fused GEGLU epilogue (needs `b_t`).
     geglu: bool,
+    /// Bias per output row (the subgroup kernel only; [`Gemm::conv`]).
+    bias_rows: bool,
     /// x and w read as aligned vec4s (the subgroup kernel only; see [`vec4_ok`]).
     vec4: bool,
     /// The subgroup kernel's tile.
@@ -76,6 +78,7 @@ fn spec(variant: MatmulVariant, c: Choice) -> KernelSpec {
             .define("HV", c.tile.hv.to_string())
             .constant("SG", f64::from(c.sg))
             .constant("VEC4", f64::from(u8::from(c.vec4)))
+            .constant("BIAS_ROWS", f64::from(u8::from(c.bias_rows)))
             .generator(codegen::matmul_subgroup),
         MatmulVariant::Tiled => flags(KernelSpec::new("matmul_tiled", TILED_SRC, "main")),
         MatmulVariant::Tiled128 => flags(KernelSpec::new("matmul_tiled128", TILED128_SRC, "main"))
@@ -143,6 +146,9 @@ struct Gemm<'a> {
     b_t: bool,
     /// GEGLU epilogue: W is `[2N, K]`, out = (x W[j] + b[j]) * gelu(x W[N+j] + b[N+j]).
     geglu: bool,
+    /// x is one `[M, K]` matrix for every batch item, and the bias is per row of M (a
+    /// 1x1 convolution: x = its weight, W = the input `[B, Cin, H*W]`; see [`conv1x1`]).
+    conv: bool,
 }
 
 /// Rounds `v` down to a multiple of `q`, keeping at least `q` when `v >= q`.
@@ -193,7 +199,8 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
     // offset N plus nb.
     let gate = if g.geglu { n } else { 0 };
     // Band sizes: batch items per dispatch, rows of M, columns of N.
-    let whole = batch * m * k.max(1) <= la && batch * k * (n + gate) <= lw && batch * m * n <= la;
+    let x_items = if g.conv { 1 } else { batch };
+    let whole = x_items * m * k.max(1) <= la && batch * k * (n + gate) <= lw && batch * m * n <= la;
     let (b_per, n_per) = if whole {
         (batch, n)
     } else if g.b_t {
@@ -228,6 +235,7 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             bias: g.bias.is_some(),
             res: g.res.is_some(),
             geglu: g.geglu,
+            bias_rows: g.conv,
             vec4: variant == MatmulVariant::Subgroup && vec4_ok(g),
             tile: sg_tile,
             coop: coop_geometry(gpu).unwrap_or(DEFAULT_COOP),
@@ -240,7 +248,11 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
             let mb = m_per.min(m - m0);
             for n0 in (0..n).step_by(n_per) {
                 let nb = n_per.min(n - n0);
-                let xw = g.x.window(gpu, (b0 * m + m0) * k, (bn * mb * k).max(1))?;
+                let xw = if g.conv {
+                    g.x.window(gpu, m0 * k, (mb * k).max(1))?
+                } else {
+                    g.x.window(gpu, (b0 * m + m0) * k, (bn * mb * k).max(1))?
+                };
                 let ww = if g.b_t {
                     g.w.window(gpu, n0 * k, ((gate + nb) * k).max(1))?
                 } else {
@@ -250,6 +262,7 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
                 let o_len = ((bn - 1) * m + mb - 1) * n + nb;
                 let ow = g.out.window(gpu, o_start, o_len)?;
                 let bw: Window = match g.bias {
+                    Some(t) if g.conv => t.window(gpu, m0, mb)?,
                     Some(t) => t.window(gpu, n0, gate + nb)?,
                     None => xw.clone(),
                 };
@@ -275,7 +288,7 @@ fn run(rec: &mut Recorder, variant: MatmulVariant, g: &Gemm) -> Result<()> {
                     out_shift: ow.shift,
                     bias_shift: bw.shift,
                     res_shift: rw.shift,
-                    sx: u(m * k)?,
+                    sx: u(if g.conv { 0 } else { m * k })?,
                     sw: u(if g.b_t { 0 } else { k * n })?,
                     so: u(m * n)?,
                     gate_w: u(gate * k)?,
@@ -433,6 +446,7 @@ fn linear_any(
         k,
         b_t: true,
         geglu,
+        conv: false,
     };
     run(rec, variant, &gemm)?;
     Ok(out)
@@ -489,8 +503,62 @@ pub fn matmul_with(
         k,
         b_t: false,
         geglu: false,
+        conv: false,
     };
     run(rec, variant, &gemm)?;
+    Ok(out)
+}
+
+/// Whether [`conv1x1`] takes a 1x1 convolution of `x` (`[B, Cin, H, W]`) by `w` on this
+/// adapter: the subgroup kernel, activations and weights of one dtype, Cin and H*W
+/// multiples of 4 (vec4 reads), and one input plane set `[Cin, H*W]` within a binding
+/// (larger inputs take the convolution kernel, which splits the input channels).
+pub fn conv1x1_ok(gpu: &crate::gpu::Gpu, x: &Tensor, w: &Tensor) -> bool {
+    let (&[_, cin, h, wd], &[_, wcin, 1, 1]) = (x.shape(), w.shape()) else {
+        return false;
+    };
+    MatmulVariant::auto(gpu) == MatmulVariant::Subgroup
+        && x.dtype() == w.dtype()
+        && cin == wcin
+        && cin.is_multiple_of(4)
+        && (h * wd).is_multiple_of(4)
+        && cin * h * wd <= gpu.max_binding_elems(x.dtype())
+}
+
+/// A 1x1 convolution (stride 1, no padding) as a product on the subgroup matmul kernel:
+/// out[b] = w `[Cout, Cin]` @ x[b] `[Cin, H*W]` + bias[co] (+ residual), i.e. the kernel's
+/// x operand is the weight, shared by every batch item, and its `[B, K, N]` operand the
+/// input. On lavapipe this reads x as vec4s along the pixels and the weight as vec4s
+/// along Cin, where the convolution kernel reads both one element at a time. Call only
+/// when [`conv1x1_ok`]; shapes as `conv2d`.
+pub fn conv1x1(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let op = "conv2d";
+    let (&[b, cin, h, wd], &[cout, ..]) = (x.shape(), w.shape()) else {
+        return Err(Error::shape(op, "1x1 convolution shapes"));
+    };
+    let out = Tensor::empty(rec.gpu(), &[b, cout, h, wd], x.dtype())?;
+    let gemm = Gemm {
+        op,
+        x: w,
+        w: x,
+        bias,
+        res: residual,
+        out: &out,
+        batch: b,
+        m: cout,
+        n: h * wd,
+        k: cin,
+        b_t: false,
+        geglu: false,
+        conv: true,
+    };
+    run(rec, MatmulVariant::Subgroup, &gemm)?;
     Ok(out)
 }
 
@@ -518,6 +586,7 @@ pub fn variants() -> Vec<KernelSpec> {
                             bias: flags & 2 != 0,
                             res: flags & 4 != 0,
                             geglu: flags & 8 != 0,
+                            bias_rows: false,
                             vec4,
                             tile: SG_TILE_SMALL,
                             coop: DEFAULT_COOP,
