@@ -29,7 +29,9 @@
 // v1: TM up to 32, rows in loops: tens of seconds of lavapipe JIT. v2: every row
 // written out by the launcher, TM up to 16. v3 (now): row-major walk, TM up to 24
 // (fastest on lavapipe 22.3); scalar x loads (taps are not vec4-aligned), one select
-// per tap for the padding.
+// per tap for the padding. Since v4 the 3x3 stride-1 convolutions with 4-aligned widths
+// take conv3x3_subgroup.wgsl (vec4 reads, ~1.4x faster) and 1x1 ones the matmul
+// kernel; this kernel keeps strided, odd-width and odd-channel convolutions.
 
 // struct Params is generated from the launcher's Rust struct (shader_params!).
 

@@ -298,9 +298,7 @@ pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, m: Measure) -> Result<Vec<M
 
 /// Full-size SD2 (random weights in `dtype`) at `sizes` px.
 pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<ModelResult>> {
-    // One builder per model: a builder keeps what it loaded (LoRA targets), so a shared
-    // one would count the UNet's weights in the VAE decode's peak.
-    let random = || VarBuilder::random(gpu, dtype).with_activation_dtype(dtype);
+    let vb = VarBuilder::random(gpu, dtype).with_activation_dtype(dtype);
     let mut out = Vec::new();
     for &px in sizes {
         let ucfg: UNetConfig = serde_json::from_str(SD2_UNET_CONFIG)
@@ -308,7 +306,7 @@ pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<
         out.push(measure_unet(
             gpu,
             "SD2 unet (random weights)",
-            &random(),
+            &vb,
             ucfg,
             (px, px),
             true,
@@ -319,7 +317,7 @@ pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<
         out.push(measure_vae(
             gpu,
             "SD2 vae decode (random weights)",
-            &random(),
+            &vb,
             vcfg,
             (px, px),
             true,

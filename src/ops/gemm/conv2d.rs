@@ -6,6 +6,10 @@
 //! register tiles for GPUs (`shaders/conv2d_tiled128.wgsl`), and 64x64 tiles
 //! (`shaders/conv2d.wgsl`: GPUs' choice for Cout <= 64, and the fallback). Activations
 //! (x, residual, output) f32 or f16, weights f32 or f16, bias f32, f32 accumulation.
+//! On the subgroup adapter two shapes take faster paths: 3x3 stride-1 padding-1
+//! convolutions with 4-aligned widths run `shaders/conv3x3_subgroup.wgsl` (vec4 reads;
+//! [`fast3x3`]), and 1x1 convolutions run on the matmul kernel
+//! ([`super::matmul::conv1x1`]).
 //!
 //! Tensors larger than one storage binding are split exactly: the output into bands of
 //! (batch items, output channels), the reduction into groups of input channels whose
