@@ -298,7 +298,9 @@ pub fn tiny(gpu: &Gpu, archive: &Path, dtype: DType, m: Measure) -> Result<Vec<M
 
 /// Full-size SD2 (random weights in `dtype`) at `sizes` px.
 pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<ModelResult>> {
-    let vb = VarBuilder::random(gpu, dtype).with_activation_dtype(dtype);
+    // One builder per model: a builder keeps the weights it loaded (as LoRA targets),
+    // so a shared one kept the UNet's weights alive through the VAE decode's peak.
+    let random = || VarBuilder::random(gpu, dtype).with_activation_dtype(dtype);
     let mut out = Vec::new();
     for &px in sizes {
         let ucfg: UNetConfig = serde_json::from_str(SD2_UNET_CONFIG)
@@ -306,7 +308,7 @@ pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<
         out.push(measure_unet(
             gpu,
             "SD2 unet (random weights)",
-            &vb,
+            &random(),
             ucfg,
             (px, px),
             true,
@@ -317,7 +319,7 @@ pub fn full(gpu: &Gpu, sizes: &[usize], dtype: DType, m: Measure) -> Result<Vec<
         out.push(measure_vae(
             gpu,
             "SD2 vae decode (random weights)",
-            &vb,
+            &random(),
             vcfg,
             (px, px),
             true,
