@@ -135,7 +135,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let nl = p.n - 1u;
     let wbase = p.w_shift + b * p.sw;
     let xbase = p.x_shift + b * p.sx;
-    // Column h of 4 (clamped), and for B_T its W row offsets: c<h>.
+    // Column h of 4 (clamped), and for B_T its W row offsets: c<h>; x row offsets xr<r>.
 ${COLS}
     var acc: array<vec4<f32>, ROWS * HV>;
     var a: array<${AV}, ROWS>;

@@ -40,6 +40,10 @@ pub(super) fn matmul_subgroup(spec: &KernelSpec) -> Vec<(&'static str, String)> 
             cols += &format!("    let nv{h} = min(n0 + {}u, max(p.n, 4u) - 4u);\n", 4 * h);
         }
     }
+    // Row offsets of x, once (they do not change along K).
+    for r in 0..n_rows {
+        cols += &format!("    let xr{r} = xrow(xbase, m0, {r}u);\n");
+    }
     let mut steps = String::new();
     // Row-major walk: the chunk's W vectors first, then each row's whole chunk in a row,
     // so its accumulators stay in registers for the chunk (lavapipe spills the tile;
@@ -117,7 +121,7 @@ pub(super) fn matmul_subgroup(spec: &KernelSpec) -> Vec<(&'static str, String)> 
         }
     }
     for r in 0..n_rows {
-        tail += &format!("{ind}let t{r} = xs(xrow(xbase, m0, {r}u) + k);\n");
+        tail += &format!("{ind}let t{r} = xs(xr{r} + k);\n");
         if bias_rows {
             bias += &format!(
                 "{ind}let add{r} = vec4<f32>(bias[p.bias_shift + min(m0 + {r}u, p.m - 1u)]);\n"
@@ -149,7 +153,7 @@ pub(super) fn matmul_subgroup(spec: &KernelSpec) -> Vec<(&'static str, String)> 
             "vec4<WT>",
             "vec4<f32>",
             "(4u * SG)",
-            rows("a[#] = x4(xrow(xbase, m0, #u) + k0 + 4u * lane);"),
+            rows("a[#] = x4(xr# + k0 + 4u * lane);"),
             "fn xs(i: u32) -> f32 { return f32(x[i >> 2u][i & 3u]); }
 fn ws(i: u32) -> f32 { return f32(w[i >> 2u][i & 3u]); }
 fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x[i >> 2u]); }
@@ -161,7 +165,7 @@ fn w4(i: u32) -> vec4<f32> { return vec4<f32>(w[i >> 2u]); }",
             "WT",
             "f32",
             "SG",
-            rows("a[#] = xs(xrow(xbase, m0, #u) + k0 + lane);"),
+            rows("a[#] = xs(xr# + k0 + lane);"),
             "fn xs(i: u32) -> f32 { return f32(x[i]); }
 fn ws(i: u32) -> f32 { return f32(w[i]); }",
         )
